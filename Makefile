@@ -1,0 +1,37 @@
+# The README's commands. Each target creates .venv if missing and installs the project into it.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export XLA_FLAGS ?=
+
+.PHONY: sweep test test-fast bench notebooks train clean-venv
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+sweep: $(STAMP)
+	$(BIN)/python -m experiments.sweep run default
+
+train: $(STAMP)
+	$(BIN)/lm-train
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -x --durations=15
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	$(BIN)/python experiments/bench.py
+	$(BIN)/python experiments/bench_fit.py
+
+notebooks: $(STAMP)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,notebooks]'
+	$(BIN)/jupyter notebook notebooks/
+
+clean-venv:
+	rm -rf $(VENV)

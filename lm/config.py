@@ -1,0 +1,451 @@
+"""Frozen configuration dataclasses, their validation and the named presets.
+
+Every knob of a run lives here, documented under its field. `validate()` on each config
+raises a ValueError that names the problem and the fix, before anything compiles or writes.
+Configs are plain data: `dataclasses.replace` to vary them, `to_dict`/`from_dict` to store them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Mapping
+
+POSITIONS = ("learned", "sinusoidal", "rope", "none")
+NORMS = ("rmsnorm", "layernorm")
+NORM_POSITIONS = ("pre", "post")
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "swiglu")
+DTYPES = ("float32", "bfloat16")
+SCHEDULES = ("cosine", "wsd", "constant", "linear")
+DECAY_SHAPES = ("linear", "cosine", "sqrt")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not known; pick one of {list(choices)}")
+
+
+def _check_positive(**values: float) -> None:
+    for name, value in values.items():
+        if not value > 0:
+            raise ValueError(f"{name}={value} must be positive; set {name} > 0")
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """A decoder-only transformer (or an encoder-decoder when `n_encoder_layers > 0`)."""
+
+    vocab_size: int = 256
+    """Number of token ids the embedding and unembedding cover."""
+    d_model: int = 64
+    """Width of the residual stream."""
+    n_layers: int = 2
+    """Number of decoder blocks."""
+    n_heads: int = 4
+    """Query heads per attention layer; must divide d_model unless head_dim is set."""
+    n_kv_heads: int | None = None
+    """Key/value heads (grouped-query attention); None = n_heads (multi-head), 1 = multi-query."""
+    head_dim: int | None = None
+    """Width of each head; None = d_model // n_heads."""
+    d_ff: int | None = None
+    """Hidden width of the MLP; None = 4 * d_model (or 8/3 * d_model rounded to 8 for SwiGLU)."""
+    max_seq_len: int = 128
+    """Context length: the longest sequence the model accepts (size of learned positions)."""
+    positions: str = "rope"
+    """Position information: 'learned', 'sinusoidal' (added to embeddings), 'rope' or 'none'."""
+    rope_theta: float = 10_000.0
+    """Base of the rotary frequencies."""
+    norm: str = "rmsnorm"
+    """'rmsnorm' or 'layernorm'."""
+    norm_bias: bool = False
+    """Whether LayerNorm has a bias (ignored by RMSNorm)."""
+    norm_position: str = "pre"
+    """'pre' (GPT-2, Llama) or 'post' (the original Transformer: norm after each residual add)."""
+    norm_eps: float = 1e-6
+    """Epsilon inside the norm."""
+    activation: str = "swiglu"
+    """MLP nonlinearity: 'relu', 'gelu' (exact), 'gelu_tanh' (GPT-2) or 'swiglu' (gated, 3 matrices)."""
+    use_bias: bool = False
+    """Biases on the attention and MLP projections."""
+    tie_embeddings: bool = False
+    """Unembed with the transposed token embedding instead of a separate matrix."""
+    n_encoder_layers: int = 0
+    """Encoder blocks for the encoder-decoder variant; 0 = decoder-only."""
+    compute_dtype: str = "float32"
+    """Activation/matmul dtype; parameters always stay float32 ('master' weights)."""
+    remat: bool = False
+    """Rematerialise each block in the backward pass (saves memory, costs ~1/3 more compute)."""
+    scan_layers: bool = True
+    """Scan over a stacked layer axis so compile time stays flat as depth grows."""
+    init_std: float = 0.02
+    """Standard deviation of the normal initialiser; output projections are scaled by 1/sqrt(2 n_layers)."""
+    count_only: bool = False
+    """A preset meant for parameter/FLOP counting only (e.g. gpt3-175b): refuse to initialise it."""
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_heads if self.n_kv_heads is None else self.n_kv_heads
+
+    @property
+    def head_size(self) -> int:
+        return self.head_dim if self.head_dim is not None else self.d_model // self.n_heads
+
+    @property
+    def ff_size(self) -> int:
+        if self.d_ff is not None:
+            return self.d_ff
+        if self.activation == "swiglu":
+            return max(8, int(round(8 * self.d_model / 3 / 8)) * 8)
+        return 4 * self.d_model
+
+    def validate(self) -> "ModelConfig":
+        _check_positive(vocab_size=self.vocab_size, d_model=self.d_model, n_layers=self.n_layers,
+                        n_heads=self.n_heads, max_seq_len=self.max_seq_len, init_std=self.init_std,
+                        norm_eps=self.norm_eps, rope_theta=self.rope_theta)
+        if self.n_encoder_layers < 0:
+            raise ValueError(f"n_encoder_layers={self.n_encoder_layers} must be >= 0 (0 = decoder-only)")
+        for name in ("n_kv_heads", "head_dim", "d_ff"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name}={value} must be positive; set it > 0 or None for the default")
+        if self.head_dim is None and self.d_model % self.n_heads:
+            good = [h for h in _divisors(self.d_model) if h <= 128]
+            raise ValueError(f"n_heads={self.n_heads} does not divide d_model={self.d_model}; "
+                             f"pick n_heads in {good} or set head_dim")
+        if self.n_heads % self.kv_heads:
+            raise ValueError(f"n_kv_heads={self.kv_heads} does not divide n_heads={self.n_heads}; "
+                             f"pick n_kv_heads in {_divisors(self.n_heads)}")
+        if self.positions == "rope" and self.head_size % 2:
+            raise ValueError(f"rotary positions need an even head size, got {self.head_size}; "
+                             "change d_model/n_heads or use positions='learned'")
+        _check_choice("positions", self.positions, POSITIONS)
+        _check_choice("norm", self.norm, NORMS)
+        _check_choice("norm_position", self.norm_position, NORM_POSITIONS)
+        _check_choice("activation", self.activation, ACTIVATIONS)
+        _check_choice("compute_dtype", self.compute_dtype, DTYPES)
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with clipping, a learning-rate schedule and gradient accumulation."""
+
+    learning_rate: float = 3e-3
+    """Peak learning rate, reached at the end of warmup."""
+    b1: float = 0.9
+    """Adam first-moment decay."""
+    b2: float = 0.95
+    """Adam second-moment decay."""
+    eps: float = 1e-8
+    """Adam epsilon."""
+    weight_decay: float = 0.1
+    """Decoupled weight decay (multiplied by the learning rate, as in AdamW)."""
+    decay_norms_biases_embeddings: bool = False
+    """Apply weight decay to norm scales, biases and embeddings too (default: matrices only)."""
+    clip_norm: float | None = 1.0
+    """Global gradient-norm clip; None disables it."""
+    schedule: str = "cosine"
+    """'cosine' (warmup then cosine to final_lr_frac over the whole run, Chinchilla), 'wsd'
+    (warmup-stable-decay), 'constant' (after warmup) or 'linear' (warmup then linear to final)."""
+    warmup_steps: int = 20
+    """Linear warmup from 0 to the peak."""
+    final_lr_frac: float = 0.1
+    """Learning rate at the end of the cycle as a fraction of the peak (Chinchilla: 0.1)."""
+    decay_frac: float = 0.2
+    """WSD only: fraction of the steps spent in the final decay."""
+    decay_shape: str = "linear"
+    """WSD only: shape of the decay, 'linear', 'cosine' or 'sqrt' (1 - sqrt)."""
+    grad_accum: int = 1
+    """Micro-batches accumulated per optimizer step (the global batch is split into this many)."""
+
+    def validate(self) -> "OptimConfig":
+        _check_positive(learning_rate=self.learning_rate, eps=self.eps, grad_accum=self.grad_accum)
+        for name in ("b1", "b2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1)")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay={self.weight_decay} must be >= 0")
+        if self.clip_norm is not None and self.clip_norm <= 0:
+            raise ValueError(f"clip_norm={self.clip_norm} must be positive, or None to disable clipping")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps={self.warmup_steps} must be >= 0")
+        if not 0 <= self.final_lr_frac <= 1:
+            raise ValueError(f"final_lr_frac={self.final_lr_frac} must be in [0, 1]")
+        if not 0 < self.decay_frac <= 1:
+            raise ValueError(f"decay_frac={self.decay_frac} must be in (0, 1]")
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        _check_choice("decay_shape", self.decay_shape, DECAY_SHAPES)
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where tokens come from and how they are cut into sequences."""
+
+    source: str = "synthetic"
+    """'synthetic' (built-in language with a known entropy floor), 'tfds:NAME[/CONFIG]' (a prepared
+    TFDS text data set) or 'text:GLOB' (local text files, prepared through a project TFDS builder)."""
+    seq_len: int = 128
+    """Tokens per training sequence; must not exceed the model's max_seq_len."""
+    seed: int = 0
+    """Seed of the data order (and of the synthetic language's sampling)."""
+    train_split: str = "train"
+    """Split trained on."""
+    eval_split: str = "validation"
+    """Held-out split evaluated on (for synthetic data: a disjoint stream)."""
+    text_feature: str = "text"
+    """Name of the text feature in a TFDS data set."""
+    data_dir: str | None = None
+    """TFDS data directory (None = TFDS's default, ~/tensorflow_datasets)."""
+    tokenizer: str | None = None
+    """Path of a sentencepiece model; None = train one beside the data (or none for synthetic)."""
+    tokenizer_type: str = "bpe"
+    """Type of a sentencepiece model trained here: 'bpe' or 'unigram'."""
+    # Synthetic language knobs (see lm.data.synthetic for what they mean).
+    synthetic_states: int = 512
+    """Hidden states of the synthetic HMM."""
+    synthetic_successors: int = 3
+    """Successor states per hidden state."""
+    synthetic_emissions: int = 2
+    """Distinct tokens each state can emit."""
+    synthetic_zipf: float = 1.0
+    """Zipf exponent of the successor weights (larger = more skewed, easier)."""
+    synthetic_language_seed: int = 1234
+    """Seed that defines the language itself (its transition and emission tables)."""
+
+    def validate(self) -> "DataConfig":
+        _check_positive(seq_len=self.seq_len)
+        if not (self.source == "synthetic" or self.source.startswith(("tfds:", "text:"))):
+            raise ValueError(f"data source {self.source!r} is not known; use 'synthetic', "
+                             "'tfds:NAME' (e.g. tfds:tiny_shakespeare) or 'text:/path/*.txt'")
+        if self.source.startswith(("tfds:", "text:")) and not self.source.split(":", 1)[1]:
+            raise ValueError(f"data source {self.source!r} names nothing after the colon")
+        if self.tokenizer_type not in ("bpe", "unigram"):
+            raise ValueError(f"tokenizer_type={self.tokenizer_type!r}; pick 'bpe' or 'unigram'")
+        _check_positive(synthetic_states=self.synthetic_states,
+                        synthetic_successors=self.synthetic_successors,
+                        synthetic_emissions=self.synthetic_emissions)
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """A named device mesh. Sizes multiply to the device count; -1 takes the rest."""
+
+    data: int = -1
+    """Data-parallel axis: batch split, parameters replicated."""
+    fsdp: int = 1
+    """Fully-sharded data-parallel axis: batch split and parameters/optimizer state sharded."""
+    tensor: int = 1
+    """Tensor-parallel axis: heads and MLP hidden units split (Megatron style)."""
+
+    @property
+    def axis_names(self) -> tuple[str, str, str]:
+        return ("data", "fsdp", "tensor")
+
+    def shape(self, n_devices: int) -> tuple[int, int, int]:
+        """The concrete (data, fsdp, tensor) sizes for `n_devices` devices."""
+        sizes = [self.data, self.fsdp, self.tensor]
+        for name, size in zip(self.axis_names, sizes):
+            if size == 0 or size < -1:
+                raise ValueError(f"mesh {name}={size}: use a positive size or -1 for 'the rest'")
+        if sizes.count(-1) > 1:
+            raise ValueError(f"mesh {dict(zip(self.axis_names, sizes))} has more than one -1; "
+                             "at most one axis may take the rest of the devices")
+        known = 1
+        for size in sizes:
+            if size != -1:
+                known *= size
+        if -1 in sizes:
+            if n_devices % known:
+                raise ValueError(f"mesh sizes {dict(zip(self.axis_names, sizes))} do not divide "
+                                 f"the {n_devices} devices; pick sizes whose product divides {n_devices}")
+            sizes[sizes.index(-1)] = n_devices // known
+        elif known != n_devices:
+            raise ValueError(f"mesh data*fsdp*tensor = {known} but there are {n_devices} devices; "
+                             f"make the product {n_devices} or set one axis to -1")
+        return tuple(sizes)  # type: ignore[return-value]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One training run: the model, its data, its optimizer, its mesh and the loop's knobs."""
+
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+    steps: int = 300
+    """Optimizer steps."""
+    batch_size: int = 32
+    """Global batch in sequences (over all devices and processes)."""
+    seed: int = 0
+    """Seed of the parameter initialisation."""
+    eval_every: int = 100
+    """Evaluate on the held-out split every this many steps (and at the end); 0 = only at the end."""
+    eval_batches: int = 4
+    """Batches (of batch_size sequences) per evaluation."""
+    log_every: int = 10
+    """Log training metrics every this many steps."""
+    checkpoint_every: int = 0
+    """Save a checkpoint every this many steps (and at the end); 0 = only at the end."""
+    keep_checkpoints: int = 2
+    """Checkpoints kept on disk (the newest)."""
+    out_dir: str = "runs/default"
+    """Run directory: config, metrics.jsonl, TensorBoard events, checkpoints, result.json."""
+    peak_flops: float | None = None
+    """Peak FLOP/s of all devices together for MFU; None = measure a float32 matmul at start-up."""
+    tensorboard: bool = True
+    """Also write TensorBoard event files."""
+    progress: bool = True
+    """Show a progress bar on the terminal."""
+
+    def validate(self, n_devices: int | None = None) -> "TrainConfig":
+        self.model.validate()
+        self.data.validate()
+        self.optim.validate()
+        if self.model.count_only:
+            raise ValueError("this model preset is for parameter/FLOP counting only; pick a trainable preset")
+        _check_positive(steps=self.steps, batch_size=self.batch_size, eval_batches=self.eval_batches,
+                        log_every=self.log_every, keep_checkpoints=self.keep_checkpoints)
+        for name in ("eval_every", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0 (0 = only at the end)")
+        if self.data.seq_len > self.model.max_seq_len:
+            raise ValueError(f"seq_len={self.data.seq_len} is above the model's context "
+                             f"max_seq_len={self.model.max_seq_len}; lower seq_len or raise max_seq_len")
+        if self.batch_size % self.optim.grad_accum:
+            raise ValueError(f"batch_size={self.batch_size} is not divisible by grad_accum="
+                             f"{self.optim.grad_accum}; pick a grad_accum in {_divisors(self.batch_size)}")
+        if n_devices is not None:
+            data, fsdp, _ = self.mesh.shape(n_devices)
+            micro = self.batch_size // self.optim.grad_accum
+            if micro % (data * fsdp):
+                raise ValueError(f"micro-batch {micro} (batch_size/grad_accum) is not divisible by the "
+                                 f"data-parallel size data*fsdp={data * fsdp}; use a batch_size that is a "
+                                 f"multiple of {data * fsdp * self.optim.grad_accum}")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# Serialisation: plain dicts (JSON) with nested configs, overrides as dotted keys.
+
+_NESTED = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "mesh": MeshConfig}
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls: type, values: Mapping[str, Any]) -> Any:
+    """Build `cls` from a dict, refusing unknown keys with the list of known ones."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; known fields: {sorted(names)}")
+    kwargs = {}
+    for key, value in values.items():
+        if cls is TrainConfig and key in _NESTED and isinstance(value, Mapping):
+            value = from_dict(_NESTED[key], value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
+    """Apply `key=value` overrides such as `model.d_model=128` or `steps=50` (values as JSON)."""
+    values = to_dict(config)
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not key=value (e.g. model.d_model=128)")
+        key, raw = item.split("=", 1)
+        target = values
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            if parent not in target or not isinstance(target[parent], dict):
+                raise ValueError(f"override {key!r}: {parent!r} is not a config section; "
+                                 f"sections: {sorted(_NESTED)}")
+            target = target[parent]
+        if leaf not in target:
+            raise ValueError(f"override {key!r}: unknown field {leaf!r}; known: {sorted(target)}")
+        target[leaf] = _parse_value(raw)
+    return from_dict(TrainConfig, values)
+
+
+def save_json(config: Any, path: str) -> None:
+    from lm.io import atomic_write_text
+    atomic_write_text(path, json.dumps(to_dict(config), indent=2, sort_keys=True))
+
+
+def load_train_config(path: str) -> TrainConfig:
+    """A TrainConfig from a JSON file or a Python file that defines `config` (or `get_config()`)."""
+    if path.endswith(".py"):
+        import runpy
+        namespace = runpy.run_path(path)
+        if "get_config" in namespace:
+            return namespace["get_config"]()
+        if "config" in namespace:
+            return namespace["config"]
+        raise ValueError(f"{path} defines neither `config` nor `get_config()`")
+    with open(path) as f:
+        return from_dict(TrainConfig, json.load(f))
+
+
+# ---------------------------------------------------------------------------------------------
+# Named presets.
+
+def _gpt2(**kw: Any) -> ModelConfig:
+    base = dict(vocab_size=50257, max_seq_len=1024, positions="learned", norm="layernorm",
+                norm_bias=True, norm_eps=1e-5, activation="gelu_tanh", use_bias=True,
+                tie_embeddings=True)
+    base.update(kw)
+    return ModelConfig(**base)
+
+
+def _llama(**kw: Any) -> ModelConfig:
+    base = dict(vocab_size=32000, max_seq_len=2048, positions="rope", norm="rmsnorm",
+                activation="swiglu", use_bias=False, tie_embeddings=False, norm_eps=1e-5)
+    base.update(kw)
+    return ModelConfig(**base)
+
+
+def _tiny(d_model: int, n_layers: int, n_heads: int, vocab_size: int = 64) -> ModelConfig:
+    return _llama(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
+                  max_seq_len=256, d_ff=4 * d_model, norm_eps=1e-6)
+
+
+MODEL_PRESETS: dict[str, ModelConfig] = {
+    "gpt2-small": _gpt2(d_model=768, n_layers=12, n_heads=12),
+    "gpt2-medium": _gpt2(d_model=1024, n_layers=24, n_heads=16),
+    "gpt3-175b": _gpt2(d_model=12288, n_layers=96, n_heads=96, max_seq_len=2048, tie_embeddings=False,
+                       count_only=True),
+    "llama-tiny": _llama(vocab_size=4096, d_model=256, n_layers=4, n_heads=4, max_seq_len=512),
+    "llama-small": _llama(vocab_size=32000, d_model=768, n_layers=12, n_heads=12, n_kv_heads=4),
+    "llama-1b": _llama(vocab_size=32000, d_model=2048, n_layers=16, n_heads=32, n_kv_heads=8,
+                       d_ff=5632),
+    # Tiny sizes for CPU sweeps on the synthetic language (vocabulary 64).
+    "tiny-16": _tiny(16, 2, 2),
+    "tiny-32": _tiny(32, 2, 2),
+    "tiny-48": _tiny(48, 3, 3),
+    "tiny-64": _tiny(64, 3, 4),
+    "tiny-96": _tiny(96, 4, 4),
+    "tiny-128": _tiny(128, 4, 4),
+    "tiny-192": _tiny(192, 5, 6),
+    "tiny-256": _tiny(256, 6, 8),
+}
+
+
+def model_preset(name: str, **overrides: Any) -> ModelConfig:
+    if name not in MODEL_PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; presets: {sorted(MODEL_PRESETS)}")
+    return dataclasses.replace(MODEL_PRESETS[name], **overrides)
