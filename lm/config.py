@@ -427,7 +427,7 @@ def _tiny(d_model: int, n_layers: int, n_heads: int, vocab_size: int = 64) -> Mo
 MODEL_PRESETS: dict[str, ModelConfig] = {
     "gpt2-small": _gpt2(d_model=768, n_layers=12, n_heads=12),
     "gpt2-medium": _gpt2(d_model=1024, n_layers=24, n_heads=16),
-    "gpt3-175b": _gpt2(d_model=12288, n_layers=96, n_heads=96, max_seq_len=2048, tie_embeddings=False,
+    "gpt3-175b": _gpt2(d_model=12288, n_layers=96, n_heads=96, max_seq_len=2048,
                        count_only=True),
     "llama-tiny": _llama(vocab_size=4096, d_model=256, n_layers=4, n_heads=4, max_seq_len=512),
     "llama-small": _llama(vocab_size=32000, d_model=768, n_layers=12, n_heads=12, n_kv_heads=4),

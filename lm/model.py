@@ -1,0 +1,305 @@
+"""The transformer: decoder-only (GPT/Llama family) and an encoder-decoder variant, in Flax Linen.
+
+Linen keeps parameters outside the module, as a plain pytree, which is what the training step,
+the sharding rules and orbax want: `forward(params, tokens, cfg)` is a pure function. Every
+parameter carries logical axis names (`vocab`, `embed`, `heads`, `kv_heads`, `head_dim`, `mlp`,
+`layers`); `lm.sharding` maps them onto the mesh. With `scan_layers` the blocks are one scanned
+module with a stacked leading `layers` axis, so compile time does not grow with depth.
+
+Shape letters: B batch, L query length, S key length, D d_model, H query heads, K kv heads,
+G = H // K query heads per kv head, E head size, F MLP width, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lm.config import ModelConfig
+
+Params = Any
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def _init(std: float, axes: tuple[str, ...]):
+    return nn.with_logical_partitioning(nn.initializers.normal(std), axes)
+
+
+def _zeros(axes: tuple[str, ...]):
+    return nn.with_logical_partitioning(nn.initializers.zeros_init(), axes)
+
+
+def _ones(axes: tuple[str, ...]):
+    return nn.with_logical_partitioning(nn.initializers.ones_init(), axes)
+
+
+class Norm(nn.Module):
+    """RMSNorm or LayerNorm over the last axis, computed in float32."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
+        cfg = self.cfg
+        x = x_BxLxD.astype(jnp.float32)
+        if cfg.norm == "layernorm":
+            x = x - jnp.mean(x, axis=-1, keepdims=True)
+        y = x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + cfg.norm_eps)
+        y = y * self.param("scale", _ones(("embed",)), (cfg.d_model,), jnp.float32)
+        if cfg.norm == "layernorm" and cfg.norm_bias:
+            y = y + self.param("bias", _zeros(("embed",)), (cfg.d_model,), jnp.float32)
+        return y.astype(x_BxLxD.dtype)
+
+
+class Dense(nn.Module):
+    """y = x · W (+ b) contracting the last `n_in` axes of x; W is float32, cast to compute dtype."""
+
+    shape: tuple[int, ...]
+    axes: tuple[str, ...]
+    n_in: int
+    use_bias: bool
+    std: float
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", _init(self.std, self.axes), self.shape, jnp.float32)
+        in_axes = tuple(range(x.ndim - self.n_in, x.ndim))
+        y = jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype),
+                                ((in_axes, tuple(range(self.n_in))), ((), ())))
+        if self.use_bias:
+            out_shape, out_axes = self.shape[self.n_in:], self.axes[self.n_in:]
+            y = y + self.param("bias", _zeros(out_axes), out_shape, jnp.float32).astype(self.dtype)
+        return y
+
+
+def rope(x_BxLxNxE: jax.Array, positions_BxL: jax.Array, theta: float) -> jax.Array:
+    """Rotary position embedding (rotate-half convention), computed in float32."""
+    half = x_BxLxNxE.shape[-1] // 2
+    freq_E2 = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    angle_BxLx1xE2 = (positions_BxL[..., None].astype(jnp.float32) * freq_E2)[:, :, None, :]
+    sin, cos = jnp.sin(angle_BxLx1xE2), jnp.cos(angle_BxLx1xE2)
+    x = x_BxLxNxE.astype(jnp.float32)
+    x1, x2 = x[..., :half], x[..., half:]
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x_BxLxNxE.dtype)
+
+
+def sinusoidal(positions_BxL: jax.Array, d_model: int) -> jax.Array:
+    """The original Transformer's fixed sin/cos position code: [B, L, D]."""
+    half = d_model // 2
+    freq = 10_000.0 ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    angle = positions_BxL[..., None].astype(jnp.float32) * freq
+    code = jnp.concatenate([jnp.sin(angle), jnp.cos(angle)], axis=-1)
+    return jnp.pad(code, ((0, 0), (0, 0), (0, d_model - 2 * half)))
+
+
+def attend(q_BxLxHxE: jax.Array, k_BxSxKxE: jax.Array, v_BxSxKxE: jax.Array,
+           mask_BxLxS: jax.Array | None) -> jax.Array:
+    """Scaled dot-product attention with grouped kv heads; softmax in float32. Returns [B, L, H, E]."""
+    b, l, h, e = q_BxLxHxE.shape
+    k = k_BxSxKxE.shape[2]
+    q_BxLxKxGxE = q_BxLxHxE.reshape(b, l, k, h // k, e)
+    logits = jnp.einsum("blkge,bske->bkgls", q_BxLxKxGxE, k_BxSxKxE).astype(jnp.float32)
+    logits = logits / math.sqrt(e)
+    if mask_BxLxS is not None:
+        logits = jnp.where(mask_BxLxS[:, None, None], logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1).astype(v_BxSxKxE.dtype)
+    out = jnp.einsum("bkgls,bske->blkge", probs, v_BxSxKxE)
+    return out.reshape(b, l, h, e)
+
+
+class Attention(nn.Module):
+    """Multi-head (grouped-query) attention: self-attention, or cross-attention over `context`."""
+
+    cfg: ModelConfig
+    rotary: bool
+
+    @nn.compact
+    def __call__(self, x_BxLxD, context_BxSxD, mask_BxLxS, q_pos_BxL, k_pos_BxS):
+        cfg = self.cfg
+        dt = DTYPES[cfg.compute_dtype]
+        h, k, e, d = cfg.n_heads, cfg.kv_heads, cfg.head_size, cfg.d_model
+        out_std = cfg.init_std / math.sqrt(2 * cfg.n_layers)
+        proj = functools.partial(Dense, n_in=1, use_bias=cfg.use_bias, std=cfg.init_std, dtype=dt)
+        q = proj((d, h, e), ("embed", "heads", "head_dim"), name="query")(x_BxLxD)
+        key = proj((d, k, e), ("embed", "kv_heads", "head_dim"), name="key")(context_BxSxD)
+        v = proj((d, k, e), ("embed", "kv_heads", "head_dim"), name="value")(context_BxSxD)
+        if self.rotary:
+            q, key = rope(q, q_pos_BxL, cfg.rope_theta), rope(key, k_pos_BxS, cfg.rope_theta)
+        y = attend(q, key, v, mask_BxLxS)
+        return Dense((h, e, d), ("heads", "head_dim", "embed"), n_in=2, use_bias=cfg.use_bias,
+                     std=out_std, dtype=dt, name="out")(y)
+
+
+class Mlp(nn.Module):
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
+        cfg = self.cfg
+        dt = DTYPES[cfg.compute_dtype]
+        d, f = cfg.d_model, cfg.ff_size
+        up = functools.partial(Dense, (d, f), ("embed", "mlp"), 1, cfg.use_bias, cfg.init_std, dt)
+        h_BxLxF = up(name="up")(x_BxLxD)
+        if cfg.activation == "swiglu":
+            h_BxLxF = nn.silu(up(name="gate")(x_BxLxD)) * h_BxLxF
+        elif cfg.activation == "relu":
+            h_BxLxF = nn.relu(h_BxLxF)
+        else:
+            h_BxLxF = nn.gelu(h_BxLxF, approximate=cfg.activation == "gelu_tanh")
+        return Dense((f, d), ("mlp", "embed"), 1, cfg.use_bias, cfg.init_std / math.sqrt(2 * cfg.n_layers),
+                     dt, name="down")(h_BxLxF)
+
+
+class Block(nn.Module):
+    """One layer: self-attention, optional cross-attention, MLP; pre- or post-norm residuals.
+
+    Called as `(x, None) = block(x, inputs)` so that it can be scanned; `inputs` is a tuple
+    (self_mask, positions, context, cross_mask, context_positions) broadcast to every layer.
+    """
+
+    cfg: ModelConfig
+    cross: bool = False
+
+    @nn.compact
+    def __call__(self, x_BxLxD, inputs):
+        cfg = self.cfg
+        self_mask, pos, context, cross_mask, ctx_pos = inputs
+        rotary = cfg.positions == "rope"
+
+        def residual(name: str, fn, x):
+            if cfg.norm_position == "pre":
+                return x + fn(Norm(cfg, name=f"{name}_norm")(x))
+            return Norm(cfg, name=f"{name}_norm")(x + fn(x))
+
+        x = residual("attn", lambda y: Attention(cfg, rotary, name="attn")(y, y, self_mask, pos, pos),
+                     x_BxLxD)
+        if self.cross:
+            x = residual("cross", lambda y: Attention(cfg, False, name="cross")(
+                y, context, cross_mask, pos, ctx_pos), x)
+        x = residual("mlp", lambda y: Mlp(cfg, name="mlp")(y), x)
+        return x, None
+
+
+class Stack(nn.Module):
+    """n_layers blocks, scanned (stacked `layers` axis) or unrolled (layers_0, layers_1, ...)."""
+
+    cfg: ModelConfig
+    n_layers: int
+    cross: bool = False
+
+    @nn.compact
+    def __call__(self, x_BxLxD, inputs):
+        cfg = self.cfg
+        block = nn.remat(Block, prevent_cse=not cfg.scan_layers) if cfg.remat else Block
+        if cfg.scan_layers:
+            scanned = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+                              in_axes=nn.broadcast, length=self.n_layers,
+                              metadata_params={nn.PARTITION_NAME: "layers"})
+            x_BxLxD, _ = scanned(cfg, self.cross, name="layers")(x_BxLxD, inputs)
+        else:
+            for i in range(self.n_layers):
+                x_BxLxD, _ = block(cfg, self.cross, name=f"layers_{i}")(x_BxLxD, inputs)
+        if cfg.norm_position == "pre":
+            x_BxLxD = Norm(cfg, name="final_norm")(x_BxLxD)
+        return x_BxLxD
+
+
+def causal_mask(q_pos_BxL: jax.Array, k_pos_BxS: jax.Array) -> jax.Array:
+    """True where query position may see key position (k <= q): [B, L, S]."""
+    return k_pos_BxS[:, None, :] <= q_pos_BxL[:, :, None]
+
+
+class Transformer(nn.Module):
+    """Token ids in, logits out. Decoder-only unless cfg.n_encoder_layers > 0."""
+
+    cfg: ModelConfig
+
+    def setup(self):
+        cfg = self.cfg
+        self.embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=jnp.float32, param_dtype=jnp.float32,
+                              embedding_init=_init(cfg.init_std, ("vocab", "embed")))
+        if cfg.positions == "learned":
+            self.pos_embed = nn.Embed(cfg.max_seq_len, cfg.d_model, dtype=jnp.float32,
+                                      embedding_init=_init(cfg.init_std, ("seq", "embed")))
+        if cfg.n_encoder_layers:
+            self.encoder = Stack(cfg, cfg.n_encoder_layers, cross=False)
+        self.decoder = Stack(cfg, cfg.n_layers, cross=cfg.n_encoder_layers > 0)
+        if not cfg.tie_embeddings:
+            self.unembed = Dense((cfg.d_model, cfg.vocab_size), ("embed", "vocab"), 1, False,
+                                 cfg.init_std, DTYPES[cfg.compute_dtype])
+
+    def _embed(self, tokens_BxL: jax.Array, pos_BxL: jax.Array) -> jax.Array:
+        cfg = self.cfg
+        x = self.embed(tokens_BxL)
+        if cfg.positions == "learned":
+            x = x + self.pos_embed(pos_BxL)
+        elif cfg.positions == "sinusoidal":
+            x = x + sinusoidal(pos_BxL, cfg.d_model)
+        return x.astype(DTYPES[cfg.compute_dtype])
+
+    def encode(self, src_BxS: jax.Array) -> jax.Array:
+        """Encoder output [B, S, D] with non-causal self-attention."""
+        pos = jnp.broadcast_to(jnp.arange(src_BxS.shape[1]), src_BxS.shape)
+        full = jnp.ones((src_BxS.shape[0], src_BxS.shape[1], src_BxS.shape[1]), bool)
+        return self.encoder(self._embed(src_BxS, pos), (full, pos, None, None, None))
+
+    def __call__(self, tokens_BxL: jax.Array, src_BxS: jax.Array | None = None,
+                 positions_BxL: jax.Array | None = None) -> jax.Array:
+        """Logits [B, L, V] in float32; position t sees tokens <= t (and all of src_BxS)."""
+        cfg = self.cfg
+        pos = positions_BxL if positions_BxL is not None else jnp.broadcast_to(
+            jnp.arange(tokens_BxL.shape[1]), tokens_BxL.shape)
+        context = cross_mask = ctx_pos = None
+        if cfg.n_encoder_layers:
+            if src_BxS is None:
+                raise ValueError("an encoder-decoder model needs src tokens: call with src_BxS=...")
+            context = self.encode(src_BxS)
+            ctx_pos = jnp.broadcast_to(jnp.arange(src_BxS.shape[1]), src_BxS.shape)
+            cross_mask = jnp.ones((tokens_BxL.shape[0], tokens_BxL.shape[1], src_BxS.shape[1]), bool)
+        x = self._embed(tokens_BxL, pos)
+        x = self.decoder(x, (causal_mask(pos, pos), pos, context, cross_mask, ctx_pos))
+        if cfg.tie_embeddings:
+            return self.embed.attend(x.astype(jnp.float32))
+        return self.unembed(x).astype(jnp.float32)
+
+
+def _dummy_inputs(cfg: ModelConfig) -> dict[str, jax.Array]:
+    tokens = jnp.zeros((1, min(cfg.max_seq_len, 8)), jnp.int32)
+    return {"tokens_BxL": tokens, "src_BxS": tokens if cfg.n_encoder_layers else None}
+
+
+def init_boxed(cfg: ModelConfig, rng: jax.Array) -> Params:
+    """Parameters wrapped in nn.LogicallyPartitioned boxes that carry their logical axis names."""
+    if cfg.count_only:
+        raise ValueError("this preset is for counting only (count_only=True); do not initialise it")
+    return Transformer(cfg).init(rng, **_dummy_inputs(cfg))["params"]
+
+
+def init_params(cfg: ModelConfig, rng: jax.Array) -> Params:
+    """Plain float32 parameter pytree."""
+    return nn.meta.unbox(init_boxed(cfg, rng))
+
+
+def abstract_params(cfg: ModelConfig) -> Params:
+    """The parameter pytree as jax.ShapeDtypeStruct leaves, without allocating anything."""
+    boxed = jax.eval_shape(lambda: Transformer(cfg).init(jax.random.key(0), **_dummy_inputs(cfg)))
+    return nn.meta.unbox(boxed["params"])
+
+
+def logical_axes(cfg: ModelConfig) -> Params:
+    """A pytree like the params whose leaves are PartitionSpecs of logical axis names."""
+    boxed = jax.eval_shape(lambda: Transformer(cfg).init(jax.random.key(0), **_dummy_inputs(cfg)))
+    return nn.get_partition_spec(boxed)["params"]
+
+
+def forward(params: Params, tokens_BxL: jax.Array, cfg: ModelConfig,
+            src_BxS: jax.Array | None = None) -> jax.Array:
+    """Logits [B, L, V] (float32) for token ids [B, L]."""
+    return Transformer(cfg).apply({"params": params}, tokens_BxL, src_BxS)

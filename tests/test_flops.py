@@ -1,0 +1,158 @@
+"""Parameter counts against the real model, FLOP conventions against XLA's cost analysis, MFU."""
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lm import flops, model
+from lm.config import ModelConfig, model_preset
+
+
+def _leaf_count(tree) -> int:
+    return sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(tree))
+
+
+def test_gpt2_small_exact():
+    counts = flops.param_counts(model_preset("gpt2-small"))
+    assert counts.total == 124_439_808
+    assert counts.unembedding == 0  # tied
+    assert counts.embedding == 50257 * 768 + 1024 * 768
+    assert counts.non_embedding == counts.total - counts.embedding
+
+
+def test_gpt3_175b():
+    cfg = model_preset("gpt3-175b")
+    d, layers = cfg.d_model, cfg.n_layers
+    counts = flops.param_counts(cfg)
+    # GPT-3's 174.6e9 ("175B") shares the token embedding with the output layer.
+    tied = flops.param_counts(dataclasses.replace(cfg, tie_embeddings=True))
+    assert tied.total == pytest.approx(174.6e9, rel=1e-3)
+    assert counts.total == tied.total + cfg.d_model * cfg.vocab_size
+    assert counts.total == pytest.approx(174.6e9, rel=1e-2)
+    assert counts.attention == pytest.approx(4 * d * d * layers, rel=1e-3)
+    assert 4 * d * d * layers == pytest.approx(57.98e9, rel=1e-4)
+    assert tied.non_embedding == pytest.approx(12 * d * d * layers, rel=1e-3)  # Kaplan's 12 L d^2
+
+
+def test_parts_add_up():
+    cfg = ModelConfig(n_encoder_layers=2, use_bias=True, norm="layernorm", norm_bias=True,
+                      positions="learned", n_kv_heads=2)
+    c = flops.param_counts(cfg)
+    assert c.total == c.embedding + c.attention + c.mlp + c.norms + c.unembedding
+    assert c.total == c.embedding + cfg.n_layers * c.per_layer + 2 * cfg.d_model + c.encoder + c.unembedding
+    assert c.cross_attention < c.attention and c.encoder > 0
+
+
+_BASE = dict(vocab_size=96, d_model=32, n_heads=4, n_layers=2, max_seq_len=16)
+_CASES = [
+    {},
+    dict(activation="relu"),
+    dict(activation="gelu", use_bias=True),
+    dict(activation="gelu_tanh", norm="layernorm", norm_bias=True, positions="learned", tie_embeddings=True),
+    dict(activation="swiglu", use_bias=True, d_ff=40),
+    dict(norm="layernorm", norm_bias=False, positions="sinusoidal"),
+    dict(positions="none", norm_position="post"),
+    dict(n_kv_heads=2),
+    dict(n_kv_heads=1, head_dim=6, use_bias=True),
+    dict(scan_layers=False, use_bias=True, norm="layernorm", norm_bias=True),
+    dict(scan_layers=False, n_encoder_layers=1, positions="learned"),
+    dict(n_encoder_layers=3, use_bias=True, n_kv_heads=2, norm="layernorm", norm_bias=True),
+    dict(n_encoder_layers=2, norm_position="post", tie_embeddings=True, activation="relu"),
+]
+
+
+@pytest.mark.parametrize("overrides", _CASES, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+def test_counts_match_model(overrides):
+    cfg = ModelConfig(**{**_BASE, **overrides}).validate()
+    assert flops.param_counts(cfg).total == _leaf_count(model.abstract_params(cfg))
+
+
+def test_convention_ordering_and_names():
+    cfg = model_preset("gpt2-small")
+    forward = flops.all_conventions(cfg, 1024, training=False)
+    assert tuple(forward) == flops.CONVENTIONS
+    n = flops.param_counts(cfg).non_embedding
+    assert forward["6n"] == 2 * n
+    d_attn = cfg.n_heads * cfg.head_size
+    assert forward["6n_attn"] == 2 * n + 4 * cfg.n_layers * 1024 * d_attn
+    assert forward["6n_attn_causal"] == 2 * n + 2 * cfg.n_layers * 1024 * d_attn  # Kaplan Table 1
+    training = flops.all_conventions(cfg, 1024)
+    assert all(training[k] == 3 * forward[k] for k in forward)
+    count = flops.flop_count(cfg, 1024, "chinchilla")
+    assert count.convention == "chinchilla" and count.training_per_token == 3 * count.forward_per_token
+    assert flops.training_flops(cfg, 1024, 1e9, "6n") == pytest.approx(6 * n * 1e9)
+    with pytest.raises(ValueError, match="pick one of"):
+        flops.flops_per_token(cfg, 1024, "6N")
+
+
+def test_chinchilla_appendix_f_by_hand():
+    cfg = ModelConfig(vocab_size=1000, d_model=64, n_heads=4, n_layers=3, d_ff=256, activation="gelu")
+    s, d, v, h, f, L = 32, 64, 1000, 4, 256, 3
+    attn = 2 * 3 * s * d * d + 2 * s * s * d + 3 * h * s * s + 2 * s * s * d + 2 * s * d * d
+    dense = 2 * s * (d * f + d * f)
+    expected = 2 * s * v * d + L * (attn + dense) + 2 * s * d * v
+    assert flops.flops_per_token(cfg, s, "chinchilla", training=False) == pytest.approx(expected / s)
+    swiglu = dataclasses.replace(cfg, activation="swiglu")
+    extra = L * 2 * s * d * f / s  # the gate matrix
+    assert flops.flops_per_token(swiglu, s, "chinchilla", training=False) == pytest.approx(expected / s + extra)
+
+
+def test_encoder_decoder_flops():
+    dec = ModelConfig(d_model=64, n_heads=4, n_layers=2)
+    enc_dec = dataclasses.replace(dec, n_encoder_layers=2)
+    s, d_attn = 64, 64
+    extra_params = flops.param_counts(enc_dec).non_embedding - flops.param_counts(dec).non_embedding
+    diff = (flops.flops_per_token(enc_dec, s, "6n_attn_causal", training=False)
+            - flops.flops_per_token(dec, s, "6n_attn_causal", training=False))
+    # Encoder self-attention and cross-attention are never halved.
+    assert diff == 2 * extra_params + 4 * s * d_attn * (2 + 2)
+
+
+def _xla_forward_flops_per_token(cfg: ModelConfig, batch: int, seq: int) -> float:
+    tokens = jax.ShapeDtypeStruct((batch, seq), jnp.int32)
+    src = tokens if cfg.n_encoder_layers else None
+    fn = jax.jit(lambda p, t, s: model.forward(p, t, cfg, s))
+    cost = fn.lower(model.abstract_params(cfg), tokens, src).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost  # older JAX returned a list
+    return cost["flops"] / (batch * seq)
+
+
+# XLA counts a scanned loop body once, so these are unrolled (scan_layers=False); untied, since
+# the "6n" family leaves a tied unembedding's logits matmul out of N.
+_XLA_CASES = [
+    (ModelConfig(vocab_size=256, d_model=128, n_layers=2, n_heads=4, max_seq_len=128, scan_layers=False), 128),
+    (ModelConfig(vocab_size=512, d_model=256, n_layers=4, n_heads=4, max_seq_len=256, activation="gelu",
+                 norm="layernorm", norm_bias=True, use_bias=True, positions="learned", scan_layers=False), 256),
+]
+
+
+@pytest.mark.parametrize("cfg,seq", _XLA_CASES, ids=["d128", "d256"])
+def test_6n_attn_matches_xla(cfg, seq):
+    """XLA counts dense, non-causal attention matmuls at 2 FLOPs/MAC: the '6n_attn' convention."""
+    xla = _xla_forward_flops_per_token(cfg, 2, seq)
+    analytic = flops.flops_per_token(cfg, seq, "6n_attn", training=False)
+    assert analytic == pytest.approx(xla, rel=0.10)
+
+
+def test_6n_attn_matches_xla_encoder_decoder():
+    cfg = ModelConfig(vocab_size=256, d_model=128, n_layers=2, n_encoder_layers=2, n_heads=4,
+                      max_seq_len=64, scan_layers=False)
+    xla = _xla_forward_flops_per_token(cfg, 2, 64)
+    assert flops.flops_per_token(cfg, 64, "6n_attn", training=False) == pytest.approx(xla, rel=0.10)
+
+
+def test_mfu():
+    assert flops.mfu(6e12, 2.0, 1e13) == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="peak"):
+        flops.mfu(1.0, 1.0, 0.0)
+    with pytest.raises(ValueError, match="step_seconds"):
+        flops.mfu(1.0, 0.0, 1.0)
+
+
+def test_measure_matmul_peak():
+    peak = flops.measure_matmul_peak(n=128, repeats=3)
+    assert np.isfinite(peak) and 1e6 < peak < 1e16
