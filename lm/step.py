@@ -67,7 +67,7 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, grad_accu
             (loss, grads), _ = jax.lax.scan(body, (jnp.zeros((), jnp.float32), zeros), micro)
             loss = loss / grad_accum
             grads = jax.tree.map(lambda g: g / grad_accum, grads)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)

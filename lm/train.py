@@ -1,0 +1,251 @@
+"""Train one model: `train(TrainConfig) -> result dict`, and the `lm-train` command.
+
+The recipe: validate the config against the devices -> build the data -> mesh and optimizer ->
+compile the sharded steps -> resume from the newest checkpoint (weights, optimizer, step, RNG and
+data position) or initialise -> loop (step, log one step late, evaluate, checkpoint) -> result.json.
+A resumed run continues bit-identically. A NaN/Inf loss or gradient stops the run as `diverged`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from lm import flops as flops_lib
+from lm.checkpoint import Checkpoints
+from lm.config import TrainConfig, apply_overrides, load_train_config, to_dict
+from lm.io import atomic_write_json
+from lm.metrics import MetricsWriter
+from lm.optim import learning_rate_at, make_optimizer
+from lm.sharding import make_mesh
+from lm.step import compile_steps
+
+# Fields that may differ between a run and its resumption (they do not change the numbers).
+_RESUMABLE_CHANGES = {"progress", "tensorboard", "peak_flops", "out_dir"}
+
+
+def _check_resumable(cfg: TrainConfig) -> None:
+    """Refuse to resume a run directory written by a different config."""
+    path = os.path.join(cfg.out_dir, "config.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        old = json.load(f)
+    new = to_dict(cfg)
+    diff = sorted(k for k in set(old) | set(new) if k not in _RESUMABLE_CHANGES and old.get(k) != new.get(k))
+    if diff:
+        raise ValueError(f"{cfg.out_dir} holds a run with a different config (fields {diff} differ); "
+                         "resume with the same config or choose a new out_dir")
+
+
+def _build_data(cfg: TrainConfig):
+    from lm.data.pipeline import BatchStream, build_dataset
+
+    train_ds = build_dataset(cfg.data, cfg.data.train_split, vocab_size_hint=cfg.model.vocab_size,
+                             workdir=cfg.out_dir)
+    eval_ds = build_dataset(cfg.data, cfg.data.eval_split, vocab_size_hint=cfg.model.vocab_size,
+                            workdir=cfg.out_dir)
+    for ds in (train_ds, eval_ds):
+        if ds.vocab_size > cfg.model.vocab_size:
+            raise ValueError(f"data {ds.name} has {ds.vocab_size} token ids but the model's vocab_size is "
+                             f"{cfg.model.vocab_size}; set model.vocab_size >= {ds.vocab_size}")
+    pi, pc = jax.process_index(), jax.process_count()
+    train = BatchStream(train_ds, cfg.batch_size, cfg.data.seq_len, cfg.data.seed, pi, pc)
+    evals = BatchStream(eval_ds, cfg.batch_size, cfg.data.seq_len, cfg.data.seed + 1, pi, pc)
+    return train_ds, eval_ds, train, evals
+
+
+def evaluate(compiled, params, eval_batches: list[jax.Array]) -> float:
+    """Mean per-token loss over a fixed list of held-out device batches."""
+    total = count = 0.0
+    for batch in eval_batches:
+        s, n = compiled.eval_step(params, batch)
+        total, count = total + s, count + n
+    return float(total / count)
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Train (or resume) the run in cfg.out_dir; returns and writes `result.json`."""
+    from lm.data.pipeline import to_device
+
+    cfg.validate(jax.device_count())
+    _check_resumable(cfg)
+    train_ds, eval_ds, stream, eval_stream = _build_data(cfg)
+    lead = jax.process_index() == 0
+    t_start = time.time()
+
+    mesh = make_mesh(cfg.mesh)
+    tx = make_optimizer(cfg.optim, cfg.steps)
+    compiled = compile_steps(cfg.model, tx, mesh, grad_accum=cfg.optim.grad_accum)
+    ckpts = Checkpoints(os.path.join(cfg.out_dir, "checkpoints"), keep=cfg.keep_checkpoints)
+    if lead:
+        os.makedirs(cfg.out_dir, exist_ok=True)
+        atomic_write_json(os.path.join(cfg.out_dir, "config.json"), to_dict(cfg))
+
+    if ckpts.latest_step() is not None:
+        state, data_state, _ = ckpts.restore(compiled.abstract_state)
+        stream.restore(data_state)
+    else:
+        state = compiled.init(jax.random.PRNGKey(cfg.seed))
+    start = int(state.step)
+
+    host_eval = [eval_stream.batch(i) for i in range(cfg.eval_batches)]
+    eval_batches = [to_device(b, compiled.batch_sharding) for b in host_eval]
+    floor = None
+    if eval_ds.entropy_floor is not None:
+        from lm.data.pipeline import floor_of
+        floor = floor_of(eval_ds, np.concatenate(host_eval)) if jax.process_count() == 1 else eval_ds.entropy_floor
+
+    t0 = time.time()
+    stream.step = start
+    first = to_device(stream.batch(start), compiled.batch_sharding)
+    step_fn = compiled.train_step.lower(state, first).compile()
+    compile_s = time.time() - t0
+
+    counts = flops_lib.param_counts(cfg.model)
+    conventions = flops_lib.all_conventions(cfg.model, cfg.data.seq_len)
+    tokens_per_step = cfg.batch_size * cfg.data.seq_len
+    peak = cfg.peak_flops or flops_lib.measure_matmul_peak() * jax.device_count()
+    writer = MetricsWriter(cfg.out_dir, cfg.steps, start, tensorboard=cfg.tensorboard,
+                           progress=cfg.progress, enabled=lead)
+    eval_curve: list[dict[str, float]] = []
+    status, message = "completed", ""
+    timers = {"eval_s": 0.0, "checkpoint_s": 0.0, "data_s": 0.0}
+    pending = None                      # (step, device metrics) fetched one step late
+    last_log = (start, time.time())
+    loop_t0 = time.time()
+    batch = first
+
+    for step in range(start, cfg.steps):
+        state, metrics = step_fn(state, batch)
+        done = step + 1
+        td = time.time()
+        stream.step = done             # the data position a checkpoint now records
+        if done < cfg.steps:
+            batch = to_device(stream.batch(done), compiled.batch_sharding)
+        timers["data_s"] += time.time() - td
+        writer.advance()
+
+        if pending is not None:        # the previous step's metrics: ready without waiting
+            p_step, p_metrics = pending
+            pending = None
+            now = time.time()
+            n_steps = p_step - last_log[0]
+            dt = max(now - last_log[1], 1e-9)
+            row = {k: float(v) for k, v in jax.device_get(p_metrics).items()}
+            row.update(lr=learning_rate_at(cfg.optim, cfg.steps, p_step - 1),
+                       tokens=p_step * tokens_per_step, tokens_per_s=n_steps * tokens_per_step / dt,
+                       mfu=flops_lib.mfu(conventions["6n_attn"] * tokens_per_step, dt / max(n_steps, 1), peak))
+            last_log = (p_step, now)
+            writer.write(p_step, row)
+        is_eval = done == cfg.steps or (cfg.eval_every and done % cfg.eval_every == 0)
+        is_ckpt = done == cfg.steps or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
+        if done % cfg.log_every == 0 or done == cfg.steps or is_eval or is_ckpt:
+            pending = (done, metrics)
+        if is_eval or is_ckpt or done % cfg.log_every == 0:
+            bad = int(state.first_bad_step)
+            if bad >= 0:
+                status = "diverged"
+                message = f"loss or gradient became NaN/Inf at step {bad}; lower the learning rate or clip"
+                writer.message(message)
+                break
+        if is_eval:
+            te = time.time()
+            loss = evaluate(compiled, state.params, eval_batches)
+            timers["eval_s"] += time.time() - te
+            eval_curve.append({"step": done, "tokens": done * tokens_per_step, "eval_loss": loss})
+            writer.write(done, {"eval_loss": loss})
+            if not np.isfinite(loss):
+                status, message = "diverged", f"eval loss became {loss} at step {done}"
+                writer.message(message)
+                break
+        if is_ckpt:
+            tc = time.time()
+            ckpts.save(done, state, stream.state(), {"config": to_dict(cfg), "step": done})
+            timers["checkpoint_s"] += time.time() - tc
+
+    if pending is not None and status == "completed":
+        p_step, p_metrics = pending
+        writer.write(p_step, {k: float(v) for k, v in jax.device_get(p_metrics).items()})
+    tc = time.time()
+    ckpts.close()
+    timers["checkpoint_s"] += time.time() - tc
+    loop_s = time.time() - loop_t0
+    writer.close()
+    steps_done = int(state.step) if status == "completed" else int(state.first_bad_step)
+    train_s = loop_s - timers["eval_s"] - timers["checkpoint_s"]
+    steps_run = max(steps_done - start, 1)
+    result = {
+        "status": status, "message": message, "out_dir": cfg.out_dir,
+        "steps": steps_done, "tokens": steps_done * tokens_per_step,
+        "eval_loss": eval_curve[-1]["eval_loss"] if eval_curve else None,
+        "train_loss": _last_train_loss(os.path.join(cfg.out_dir, "metrics.jsonl")) if lead else None,
+        "eval_curve": eval_curve, "entropy_floor": floor,
+        "params": dataclasses.asdict(counts), "flops_per_token": conventions,
+        "wall_s": time.time() - t_start, "compile_s": compile_s, "train_s": train_s, "resumed_from": start,
+        **timers,
+        "tokens_per_s": steps_run * tokens_per_step / max(train_s, 1e-9),
+        "mfu": flops_lib.mfu(conventions["6n_attn"] * tokens_per_step, train_s / steps_run, peak),
+        "peak_flops": peak,
+    }
+    if lead:
+        atomic_write_json(os.path.join(cfg.out_dir, "result.json"), result)
+    return result
+
+
+def _last_train_loss(path: str) -> float | None:
+    from lm.io import read_jsonl
+    losses = [r["loss"] for r in read_jsonl(path) if "loss" in r]
+    return losses[-1] if losses else None
+
+
+def default_config() -> TrainConfig:
+    """The `lm-train` default: a small model on the built-in synthetic language, ~1-2 minutes on a CPU."""
+    from lm.config import DataConfig, ModelConfig, OptimConfig
+    return TrainConfig(model=ModelConfig(vocab_size=64, d_model=64, n_layers=3, n_heads=4, max_seq_len=128,
+                                         d_ff=256),
+                       data=DataConfig(seq_len=128), optim=OptimConfig(learning_rate=3e-3, warmup_steps=30),
+                       steps=300, batch_size=32, eval_every=50, out_dir="runs/default")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lm-train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="a JSON config or a Python file defining `config`/`get_config()`")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model.d_model=128 steps=100")
+    parser.add_argument("--coordinator", help="host:port of process 0 for a multi-process run")
+    parser.add_argument("--num-processes", type=int)
+    parser.add_argument("--process-id", type=int)
+    parser.add_argument("--local-cpu-devices", type=int, help="simulated CPU devices in this process")
+    parser.add_argument("--compile-cache", default=os.environ.get("LM_COMPILE_CACHE"),
+                        help="persistent XLA compilation cache folder")
+    args = parser.parse_args(argv)
+    from lm.distributed import initialize
+    initialize(args.coordinator, args.num_processes, args.process_id, args.local_cpu_devices)
+    if args.compile_cache:
+        jax.config.update("jax_compilation_cache_dir", args.compile_cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    cfg = load_train_config(args.config) if args.config else default_config()
+    try:
+        cfg = apply_overrides(cfg, args.overrides)
+        result = train(cfg)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"lm-train: error: {e}", file=sys.stderr)
+        return 2
+    if jax.process_index() == 0:
+        summary = {k: result[k] for k in ("status", "steps", "tokens", "train_loss", "eval_loss",
+                                          "entropy_floor", "tokens_per_s", "mfu", "wall_s", "compile_s")}
+        print(json.dumps(summary, indent=2))
+    return 0 if result["status"] == "completed" else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""The training loop: metrics, resume after kill -9 (bit-identical), divergence, bad input, accumulation."""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from lm.checkpoint import Checkpoints
+from lm.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, save_json
+from lm.io import read_jsonl
+from lm.train import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny(out_dir, **kw) -> TrainConfig:
+    base = TrainConfig(
+        model=ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=2, max_seq_len=32, d_ff=64),
+        data=DataConfig(seq_len=32), optim=OptimConfig(learning_rate=1e-2, warmup_steps=5),
+        steps=30, batch_size=16, eval_every=10, eval_batches=2, log_every=5, out_dir=str(out_dir),
+        peak_flops=1e11, progress=False)
+    return dataclasses.replace(base, **kw)
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT
+    return env
+
+
+def test_train_logs_everything_and_loss_falls(tmp_path):
+    result = train(tiny(tmp_path / "run"))
+    assert result["status"] == "completed" and result["steps"] == 30
+    rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    train_rows = [r for r in rows if "loss" in r]
+    assert {"loss", "grad_norm", "lr", "tokens_per_s", "mfu", "tokens"} <= set(train_rows[0])
+    assert [r["step"] for r in rows if "eval_loss" in r] == [10, 20, 30]
+    curve = [e["eval_loss"] for e in result["eval_curve"]]
+    assert curve[-1] < curve[0] < np.log(64) + 0.1
+    assert result["entropy_floor"] is not None and result["entropy_floor"] < curve[-1]
+    assert os.listdir(tmp_path / "run" / "tensorboard")
+    assert json.load(open(tmp_path / "run" / "result.json"))["eval_loss"] == curve[-1]
+    assert Checkpoints(str(tmp_path / "run" / "checkpoints")).latest_step() == 30
+
+
+def _final_params(run_dir, cfg):
+    from lm.optim import make_optimizer
+    from lm.sharding import make_mesh
+    from lm.step import compile_steps
+    compiled = compile_steps(cfg.model, make_optimizer(cfg.optim, cfg.steps), make_mesh(cfg.mesh))
+    state, data_state, _ = Checkpoints(os.path.join(run_dir, "checkpoints")).restore(compiled.abstract_state)
+    return state, data_state
+
+
+def test_resume_after_kill_is_bit_identical(tmp_path):
+    """20 steps straight == (train, kill -9 after the step-10 checkpoint, resume to 20), exactly."""
+    cfg = tiny(tmp_path / "a", steps=20, checkpoint_every=5, eval_every=0, keep_checkpoints=10)
+    straight = train(cfg)
+    assert straight["status"] == "completed"
+
+    cfg_b = dataclasses.replace(cfg, out_dir=str(tmp_path / "b"))
+    save_json(cfg_b, str(tmp_path / "b.json"))
+    cmd = [sys.executable, "-m", "lm.train", "--config", str(tmp_path / "b.json")]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt_10 = tmp_path / "b" / "checkpoints" / "10"
+    deadline = time.time() + 240
+    while not ckpt_10.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert ckpt_10.exists(), proc.stderr.read().decode()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "b" / "result.json").exists(), "killed too late to test a resume"
+    resumed = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    result_b = json.load(open(tmp_path / "b" / "result.json"))
+    assert 10 <= result_b["resumed_from"] < 20
+
+    state_a, data_a = _final_params(str(tmp_path / "a"), cfg)
+    state_b, data_b = _final_params(str(tmp_path / "b"), cfg_b)
+    assert data_a["step"] == data_b["step"] == 20
+    for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_divergence_stops_with_status_and_step(tmp_path):
+    cfg = tiny(tmp_path / "run", optim=OptimConfig(learning_rate=1e12, clip_norm=None, warmup_steps=0))
+    result = train(cfg)
+    assert result["status"] == "diverged"
+    assert "step" in result["message"] and "NaN/Inf" in result["message"]
+    assert json.load(open(tmp_path / "run" / "result.json"))["status"] == "diverged"
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(model=ModelConfig(d_model=30, n_heads=4)), "does not divide d_model"),
+    (dict(model=ModelConfig(n_heads=4, n_kv_heads=3)), "n_kv_heads=3 does not divide"),
+    (dict(data=DataConfig(seq_len=64)), "above the model's context"),
+    (dict(batch_size=12), "data-parallel size"),
+    (dict(steps=0), "steps=0 must be positive"),
+    (dict(model=ModelConfig(activation="tanh")), "activation='tanh' is not known"),
+    (dict(data=DataConfig(source="s3://x")), "not known"),
+])
+def test_bad_config_fails_before_anything_is_written(tmp_path, change, match):
+    cfg = dataclasses.replace(tiny(tmp_path / "run"), **change)
+    with pytest.raises(ValueError, match=match):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    train(tiny(tmp_path / "run", steps=5, eval_every=0))
+    with pytest.raises(ValueError, match="different config"):
+        train(tiny(tmp_path / "run", steps=5, eval_every=0, seed=1))
+
+
+def test_cli_reports_bad_override(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "lm.train", "model.d_modle=3"], env=_env(),
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 2 and "unknown field 'd_modle'" in out.stderr
+
+
+def test_grad_accumulation_matches_full_batch():
+    import optax
+    from lm.sharding import make_mesh
+    from lm.config import MeshConfig
+    from lm.step import compile_steps
+    cfg = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=2, max_seq_len=32)
+    mesh = make_mesh(MeshConfig(data=8))
+    batch = np.random.default_rng(0).integers(0, 64, (32, 33)).astype(np.int32)
+    out = []
+    for accum in (1, 4):
+        c = compile_steps(cfg, optax.sgd(0.1), mesh, grad_accum=accum)
+        state, metrics = c.train_step(c.init(jax.random.PRNGKey(0)), jax.device_put(batch, c.batch_sharding))
+        out.append((float(metrics["loss"]), state.params))
+    assert out[0][0] == pytest.approx(out[1][0], rel=1e-5)
+    for a, b in zip(jax.tree.leaves(out[0][1]), jax.tree.leaves(out[1][1])):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
