@@ -315,6 +315,9 @@ class TrainConfig:
         for name in ("eval_every", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0 (0 = only at the end)")
+        if self.optim.warmup_steps > self.steps:
+            raise ValueError(f"warmup_steps={self.optim.warmup_steps} is longer than the run (steps="
+                             f"{self.steps}); set optim.warmup_steps <= {self.steps}")
         if self.data.seq_len > self.model.max_seq_len:
             raise ValueError(f"seq_len={self.data.seq_len} is above the model's context "
                              f"max_seq_len={self.model.max_seq_len}; lower seq_len or raise max_seq_len")

@@ -1,0 +1,51 @@
+"""Two local CPU processes (jax.distributed on 127.0.0.1, gloo collectives) train like one process."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import portpicker
+import pytest
+
+from lm.io import read_jsonl
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARGS = ["model.vocab_size=64", "model.d_model=32", "model.n_layers=2", "model.n_heads=2",
+        "model.max_seq_len=32", "model.d_ff=64", "data.seq_len=32", "steps=3", "batch_size=8",
+        "log_every=1", "eval_every=0", "eval_batches=1", "peak_flops=1e11", "progress=false",
+        "tensorboard=false", "mesh.data=-1", "optim.warmup_steps=1"]
+
+
+def _env():
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+    return env
+
+
+def _losses(out_dir):
+    return [r["loss"] for r in read_jsonl(os.path.join(out_dir, "metrics.jsonl")) if "loss" in r]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one(tmp_path):
+    single = str(tmp_path / "single")
+    out = subprocess.run([sys.executable, "-m", "lm.train", "--local-cpu-devices", "4",
+                          *ARGS, f'out_dir="{single}"'], env=_env(), capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+
+    port = portpicker.pick_unused_port()
+    multi = str(tmp_path / "multi")
+    procs = [subprocess.Popen([sys.executable, "-m", "lm.train", "--coordinator", f"127.0.0.1:{port}",
+                               "--num-processes", "2", "--process-id", str(i), "--local-cpu-devices", "2",
+                               *ARGS, f'out_dir="{multi}"'], env=_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    single_losses, multi_losses = _losses(single), _losses(multi)
+    assert len(single_losses) == 3
+    np.testing.assert_allclose(multi_losses, single_losses, rtol=1e-5)
+    assert json.loads(open(os.path.join(multi, "result.json")).read())["status"] == "completed"
