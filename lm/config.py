@@ -297,6 +297,10 @@ class TrainConfig:
     """Checkpoints kept on disk (the newest)."""
     out_dir: str = "runs/default"
     """Run directory: config, metrics.jsonl, TensorBoard events, checkpoints, result.json."""
+    init_from: str | None = None
+    """Start (when out_dir has no checkpoint yet) from another run's checkpoint, 'RUN_DIR@STEP':
+    weights, optimizer state, step and data position. Used to branch WSD cooldowns from a
+    constant-learning-rate run; the branch's own schedule then applies from STEP on."""
     peak_flops: float | None = None
     """Peak FLOP/s of all devices together for MFU; None = measure a float32 matmul at start-up."""
     tensorboard: bool = True
@@ -315,6 +319,12 @@ class TrainConfig:
         for name in ("eval_every", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0 (0 = only at the end)")
+        if self.init_from is not None:
+            run, sep, step = self.init_from.rpartition("@")
+            if not sep or not run or not step.isdigit():
+                raise ValueError(f"init_from={self.init_from!r} must be 'RUN_DIR@STEP', e.g. runs/const@400")
+            if int(step) >= self.steps:
+                raise ValueError(f"init_from step {step} is not before the run's end (steps={self.steps})")
         if self.optim.warmup_steps > self.steps:
             raise ValueError(f"warmup_steps={self.optim.warmup_steps} is longer than the run (steps="
                              f"{self.steps}); set optim.warmup_steps <= {self.steps}")

@@ -63,6 +63,20 @@ def _build_data(cfg: TrainConfig):
     return train_ds, eval_ds, train, evals
 
 
+def _branch_source(cfg: TrainConfig) -> tuple[Checkpoints, int]:
+    run_dir, _, step = cfg.init_from.rpartition("@")
+    folder = os.path.join(run_dir, "checkpoints")
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"init_from: {run_dir} has no checkpoints folder; train that run first")
+    source = Checkpoints(folder, async_save=False)
+    if int(step) not in source.all_steps():
+        steps = source.all_steps()
+        source.close()
+        raise FileNotFoundError(f"init_from: {run_dir} has no checkpoint at step {step} (it has {steps}); "
+                                "save one there with checkpoint_every")
+    return source, int(step)
+
+
 def evaluate(compiled, params, eval_batches: list[jax.Array]) -> float:
     """Mean per-token loss over a fixed list of held-out device batches."""
     total = count = 0.0
@@ -85,6 +99,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     mesh = make_mesh(cfg.mesh)
     tx = make_optimizer(cfg.optim, cfg.steps)
     compiled = compile_steps(cfg.model, tx, mesh, grad_accum=cfg.optim.grad_accum)
+    if cfg.init_from is not None and not os.path.isdir(os.path.join(cfg.out_dir, "checkpoints")):
+        _branch_source(cfg)[0].close()  # fail before anything is written
     ckpts = Checkpoints(os.path.join(cfg.out_dir, "checkpoints"), keep=cfg.keep_checkpoints)
     if lead:
         os.makedirs(cfg.out_dir, exist_ok=True)
@@ -92,6 +108,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     if ckpts.latest_step() is not None:
         state, data_state, _ = ckpts.restore(compiled.abstract_state)
+        stream.restore(data_state)
+    elif cfg.init_from is not None:
+        source, branch_step = _branch_source(cfg)
+        state, data_state, _ = source.restore(compiled.abstract_state, branch_step)
+        source.close()
         stream.restore(data_state)
     else:
         state = compiled.init(jax.random.PRNGKey(cfg.seed))

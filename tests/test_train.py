@@ -141,3 +141,20 @@ def test_grad_accumulation_matches_full_batch():
     assert out[0][0] == pytest.approx(out[1][0], rel=1e-5)
     for a, b in zip(jax.tree.leaves(out[0][1]), jax.tree.leaves(out[1][1])):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+def test_branch_from_checkpoint_continues_the_parent(tmp_path):
+    """A run started from another run's step-10 checkpoint with the same schedule ends where the
+    parent ends (weights, optimizer, step and data position all carried over)."""
+    parent = tiny(tmp_path / "parent", steps=20, checkpoint_every=10, eval_every=0)
+    train(parent)
+    branch = dataclasses.replace(parent, out_dir=str(tmp_path / "branch"), init_from=f"{tmp_path / 'parent'}@10")
+    result = train(branch)
+    assert result["resumed_from"] == 10
+    a, _ = _final_params(str(tmp_path / "parent"), parent)
+    b, _ = _final_params(str(tmp_path / "branch"), branch)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    with pytest.raises(FileNotFoundError, match="no checkpoint at step 7"):
+        train(dataclasses.replace(branch, out_dir=str(tmp_path / "b2"), init_from=f"{tmp_path / 'parent'}@7"))
+    assert not (tmp_path / "b2").exists()
