@@ -75,8 +75,11 @@ class ModelConfig:
     """Unembed with the transposed token embedding instead of a separate matrix."""
     n_encoder_layers: int = 0
     """Encoder blocks for the encoder-decoder variant; 0 = decoder-only."""
-    compute_dtype: str = "float32"
-    """Activation/matmul dtype; parameters always stay float32 ('master' weights)."""
+    compute_dtype: str = "bfloat16"
+    """Activation/matmul dtype; parameters, norms, softmax and the loss stay float32. bfloat16 is the
+    default because it measured faster on this CPU from d_model 256 up (experiments/bench.py,
+    BENCHMARKS.md) and is what accelerators want; tiny models (d_model <= 128) ran as fast or faster
+    in float32, and tests that compare numbers to 1e-5 set float32."""
     remat: bool = False
     """Rematerialise each block in the backward pass (saves memory, costs ~1/3 more compute)."""
     scan_layers: bool = True

@@ -232,7 +232,7 @@ def default_config() -> TrainConfig:
     """The `lm-train` default: a small model on the built-in synthetic language, ~1-2 minutes on a CPU."""
     from lm.config import DataConfig, ModelConfig, OptimConfig
     return TrainConfig(model=ModelConfig(vocab_size=64, d_model=64, n_layers=3, n_heads=4, max_seq_len=128,
-                                         d_ff=256),
+                                         d_ff=256, compute_dtype="float32"),  # faster at d64 here
                        data=DataConfig(seq_len=128), optim=OptimConfig(learning_rate=3e-3, warmup_steps=30),
                        steps=300, batch_size=32, eval_every=50, out_dir="runs/default")
 

@@ -11,7 +11,7 @@ import pytest
 from lm.config import ModelConfig, model_preset
 from lm.model import abstract_params, forward, init_params, logical_axes
 
-BASE = ModelConfig(vocab_size=32, d_model=32, n_layers=2, n_heads=4, max_seq_len=16)
+BASE = ModelConfig(vocab_size=32, d_model=32, n_layers=2, n_heads=4, max_seq_len=16, compute_dtype="float32")
 VARIANTS = {
     "llama": BASE,
     "gqa": dataclasses.replace(BASE, n_kv_heads=2),

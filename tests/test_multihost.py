@@ -13,7 +13,7 @@ from lm.io import read_jsonl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ["model.vocab_size=64", "model.d_model=32", "model.n_layers=2", "model.n_heads=2",
-        "model.max_seq_len=32", "model.d_ff=64", "data.seq_len=32", "steps=3", "batch_size=8",
+        "model.max_seq_len=32", "model.d_ff=64", "model.compute_dtype=\"float32\"", "data.seq_len=32", "steps=3", "batch_size=8",
         "log_every=1", "eval_every=0", "eval_batches=1", "peak_flops=1e11", "progress=false",
         "tensorboard=false", "mesh.data=-1", "optim.warmup_steps=1"]
 

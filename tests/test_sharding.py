@@ -9,7 +9,8 @@ from lm.config import MeshConfig, ModelConfig
 from lm import sharding as sh
 from lm.step import compile_steps
 
-CFG = ModelConfig(vocab_size=64, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=32)
+CFG = ModelConfig(vocab_size=64, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=32,
+                  compute_dtype="float32")
 MESHES = {
     "single": MeshConfig(1, 1, 1),
     "data8": MeshConfig(data=8),

@@ -22,7 +22,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def tiny(out_dir, **kw) -> TrainConfig:
     base = TrainConfig(
-        model=ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=2, max_seq_len=32, d_ff=64),
+        model=ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=2, max_seq_len=32, d_ff=64,
+                          compute_dtype="float32"),
         data=DataConfig(seq_len=32), optim=OptimConfig(learning_rate=1e-2, warmup_steps=5),
         steps=30, batch_size=16, eval_every=10, eval_batches=2, log_every=5, out_dir=str(out_dir),
         peak_flops=1e11, progress=False)
@@ -130,7 +131,7 @@ def test_grad_accumulation_matches_full_batch():
     from lm.sharding import make_mesh
     from lm.config import MeshConfig
     from lm.step import compile_steps
-    cfg = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=2, max_seq_len=32)
+    cfg = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=2, max_seq_len=32, compute_dtype="float32")
     mesh = make_mesh(MeshConfig(data=8))
     batch = np.random.default_rng(0).integers(0, 64, (32, 33)).astype(np.int32)
     out = []
