@@ -61,22 +61,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vocab", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--peak-flops", type=float,
+                        help="datasheet dense peak FLOP/s for a second MFU column (e.g. 989e12 for an H100 in bf16)")
     args = parser.parse_args(argv)
     mesh = make_mesh(MeshConfig(data=1), jax.devices()[:1])
     peak = flops_lib.measure_matmul_peak()
+    bf16_peak = flops_lib.measure_matmul_peak(dtype=jax.numpy.bfloat16)
     print(f"# {platform.processor() or platform.machine()} {jax.devices()[0].device_kind}, "
-          f"jax {jax.__version__}; float32 matmul peak measured here: {peak / 1e9:.1f} GFLOP/s")
+          f"jax {jax.__version__}; matmul rate measured here: float32 {peak / 1e9:.1f} GFLOP/s, "
+          f"bfloat16 {bf16_peak / 1e9:.1f} GFLOP/s; MFU below is against the float32 rate")
     rows = []
     for d in (int(s) for s in args.sizes.split(",")):
         for dtype in args.dtypes.split(","):
             cfg = ModelConfig(vocab_size=args.vocab, d_model=d, n_layers=args.layers, n_heads=max(d // 64, 1),
                               max_seq_len=args.seq, d_ff=4 * d, compute_dtype=dtype)
             row = bench_model(cfg, args.batch, args.seq, args.steps, peak, mesh)
+            if args.peak_flops:
+                row["mfu_vs_datasheet"] = round(row["mfu"] * peak / args.peak_flops, 3)
             rows.append(row)
             print(json.dumps(row), flush=True)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"peak_flops": peak, "rows": rows}, f, indent=2)
+            json.dump({"peak_flops_f32": peak, "peak_flops_bf16": bf16_peak, "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":
