@@ -26,8 +26,8 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: $(STAMP)
-	$(BIN)/python experiments/bench.py
-	$(BIN)/python experiments/bench_fit.py
+	$(BIN)/python -m experiments.bench
+	$(BIN)/python -m experiments.bench_fit
 
 notebooks: $(STAMP)
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,notebooks]'
