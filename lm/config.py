@@ -219,6 +219,10 @@ class DataConfig:
     """Zipf exponent of the successor weights (larger = more skewed, easier)."""
     synthetic_language_seed: int = 1234
     """Seed that defines the language itself (its transition and emission tables)."""
+    synthetic_vocab: int = 64
+    """Tokens of the synthetic language (the model's vocab_size must be at least this)."""
+    max_documents: int | None = None
+    """Text sources only: cap the documents read per split (None = all); for quick trials."""
 
     def validate(self) -> "DataConfig":
         _check_positive(seq_len=self.seq_len)
@@ -229,7 +233,9 @@ class DataConfig:
             raise ValueError(f"data source {self.source!r} names nothing after the colon")
         if self.tokenizer_type not in ("bpe", "unigram"):
             raise ValueError(f"tokenizer_type={self.tokenizer_type!r}; pick 'bpe' or 'unigram'")
-        _check_positive(synthetic_states=self.synthetic_states,
+        if self.max_documents is not None and self.max_documents <= 0:
+            raise ValueError(f"max_documents={self.max_documents} must be positive, or None for all")
+        _check_positive(synthetic_vocab=self.synthetic_vocab, synthetic_states=self.synthetic_states,
                         synthetic_successors=self.synthetic_successors,
                         synthetic_emissions=self.synthetic_emissions)
         return self
@@ -296,6 +302,9 @@ class TrainConfig:
     """Log training metrics every this many steps."""
     checkpoint_every: int = 0
     """Save a checkpoint every this many steps (and at the end); 0 = only at the end."""
+    checkpoint_steps: tuple[int, ...] = ()
+    """Also save a checkpoint after exactly these steps (e.g. the branch points of WSD cooldowns);
+    set keep_checkpoints high enough that the ones you need are not rotated away."""
     keep_checkpoints: int = 2
     """Checkpoints kept on disk (the newest)."""
     out_dir: str = "runs/default"
@@ -310,6 +319,15 @@ class TrainConfig:
     """Also write TensorBoard event files."""
     progress: bool = True
     """Show a progress bar on the terminal."""
+    schedule_on_host: bool = False
+    """Evaluate the learning-rate schedule on the host and feed each step's rate into the optimizer
+    state (optax.inject_hyperparams), so the compiled step does not depend on the run's length:
+    runs of one shape share one compilation through the persistent cache (sweeps). Changes the
+    optimizer state's structure, so a run cannot switch it when resuming."""
+
+    def __post_init__(self) -> None:
+        # JSON gives lists; keep the field a hashable, comparable tuple.
+        object.__setattr__(self, "checkpoint_steps", tuple(int(s) for s in self.checkpoint_steps))
 
     def validate(self, n_devices: int | None = None) -> "TrainConfig":
         self.model.validate()
@@ -322,6 +340,10 @@ class TrainConfig:
         for name in ("eval_every", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0 (0 = only at the end)")
+        bad_steps = [s for s in self.checkpoint_steps if not 0 < s <= self.steps]
+        if bad_steps:
+            raise ValueError(f"checkpoint_steps {bad_steps} are outside the run's steps 1..{self.steps}; "
+                             "drop them or raise steps")
         if self.init_from is not None:
             run, sep, step = self.init_from.rpartition("@")
             if not sep or not run or not step.isdigit():
