@@ -7,7 +7,13 @@ parameter carries logical axis names (`vocab`, `embed`, `heads`, `kv_heads`, `he
 module with a stacked leading `layers` axis, so compile time does not grow with depth.
 
 Shape letters: B batch, L query length, S key length, D d_model, H query heads, K kv heads,
-G = H // K query heads per kv head, E head size, F MLP width, V vocabulary.
+G = H // K query heads per kv head, E head size, F MLP width, V vocabulary, N layers, C cache slots.
+
+Cached decoding (`decode`, `init_cache`): the cache is a plain pytree {"k", "v": [N, B, C, K, E],
+"pos": [B, C] int32, "index": int32 []}. Each call writes its tokens' keys/values into slots
+[index, index + L) and attends over all C slots; a key is visible when its position is <= the
+query's. Empty slots and padding carry position PAD_POS, which no query sees, so prompts of
+different lengths can share a batch (left-padded, pad positions = -1).
 """
 
 from __future__ import annotations
@@ -115,13 +121,18 @@ def attend(q_BxLxHxE: jax.Array, k_BxSxKxE: jax.Array, v_BxSxKxE: jax.Array,
 
 
 class Attention(nn.Module):
-    """Multi-head (grouped-query) attention: self-attention, or cross-attention over `context`."""
+    """Multi-head (grouped-query) attention: self-attention, or cross-attention over `context`.
+
+    Returns (y [B, L, D], new_cache). With `cache` = (k_BxCxKxE, v_BxCxKxE, index) the new keys and
+    values are written into slots [index, index + L) and attention runs over all C slots (then
+    `mask` is [B, L, C]); new_cache is the updated (k, v). Without a cache, new_cache is None.
+    """
 
     cfg: ModelConfig
     rotary: bool
 
     @nn.compact
-    def __call__(self, x_BxLxD, context_BxSxD, mask_BxLxS, q_pos_BxL, k_pos_BxS):
+    def __call__(self, x_BxLxD, context_BxSxD, mask_BxLxS, q_pos_BxL, k_pos_BxS, cache=None):
         cfg = self.cfg
         dt = DTYPES[cfg.compute_dtype]
         h, k, e, d = cfg.n_heads, cfg.kv_heads, cfg.head_size, cfg.d_model
@@ -132,9 +143,18 @@ class Attention(nn.Module):
         v = proj((d, k, e), ("embed", "kv_heads", "head_dim"), name="value")(context_BxSxD)
         if self.rotary:
             q, key = rope(q, q_pos_BxL, cfg.rope_theta), rope(key, k_pos_BxS, cfg.rope_theta)
+        new_cache = None
+        if cache is not None:
+            k_cache_BxCxKxE, v_cache_BxCxKxE, index = cache
+            key = jax.lax.dynamic_update_slice_in_dim(k_cache_BxCxKxE, key.astype(k_cache_BxCxKxE.dtype),
+                                                      index, axis=1)
+            v = jax.lax.dynamic_update_slice_in_dim(v_cache_BxCxKxE, v.astype(v_cache_BxCxKxE.dtype),
+                                                    index, axis=1)
+            new_cache = (key, v)
         y = attend(q, key, v, mask_BxLxS)
-        return Dense((h, e, d), ("heads", "head_dim", "embed"), n_in=2, use_bias=cfg.use_bias,
-                     std=out_std, dtype=dt, name="out")(y)
+        out = Dense((h, e, d), ("heads", "head_dim", "embed"), n_in=2, use_bias=cfg.use_bias,
+                    std=out_std, dtype=dt, name="out")(y)
+        return out, new_cache
 
 
 class Mlp(nn.Module):
@@ -160,60 +180,79 @@ class Mlp(nn.Module):
 class Block(nn.Module):
     """One layer: self-attention, optional cross-attention, MLP; pre- or post-norm residuals.
 
-    Called as `(x, None) = block(x, inputs)` so that it can be scanned; `inputs` is a tuple
-    (self_mask, positions, context, cross_mask, context_positions) broadcast to every layer.
+    Called as `(x, new_cache) = block(x, inputs, cache)` so that it can be scanned; `inputs` is a
+    tuple (self_mask, positions, context, cross_mask, context_positions, cache_index) broadcast to
+    every layer; `cache` is this layer's (k, v) or None (training: new_cache is then None too).
     """
 
     cfg: ModelConfig
     cross: bool = False
 
     @nn.compact
-    def __call__(self, x_BxLxD, inputs):
+    def __call__(self, x_BxLxD, inputs, cache=None):
         cfg = self.cfg
-        self_mask, pos, context, cross_mask, ctx_pos = inputs
+        self_mask, pos, context, cross_mask, ctx_pos, cache_index = inputs
         rotary = cfg.positions == "rope"
+        layer_cache = None if cache is None else (*cache, cache_index)
+        new_cache = []
 
         def residual(name: str, fn, x):
             if cfg.norm_position == "pre":
                 return x + fn(Norm(cfg, name=f"{name}_norm")(x))
             return Norm(cfg, name=f"{name}_norm")(x + fn(x))
 
-        x = residual("attn", lambda y: Attention(cfg, rotary, name="attn")(y, y, self_mask, pos, pos),
-                     x_BxLxD)
+        def self_attention(y):
+            out, kv = Attention(cfg, rotary, name="attn")(y, y, self_mask, pos, pos, layer_cache)
+            new_cache.append(kv)
+            return out
+
+        x = residual("attn", self_attention, x_BxLxD)
         if self.cross:
             x = residual("cross", lambda y: Attention(cfg, False, name="cross")(
-                y, context, cross_mask, pos, ctx_pos), x)
+                y, context, cross_mask, pos, ctx_pos)[0], x)
         x = residual("mlp", lambda y: Mlp(cfg, name="mlp")(y), x)
-        return x, None
+        return x, new_cache[0]
 
 
 class Stack(nn.Module):
-    """n_layers blocks, scanned (stacked `layers` axis) or unrolled (layers_0, layers_1, ...)."""
+    """n_layers blocks, scanned (stacked `layers` axis) or unrolled (layers_0, layers_1, ...).
+
+    Returns (x, new_cache); `cache` is None or (k, v) stacked over layers: [N, B, C, K, E] each.
+    """
 
     cfg: ModelConfig
     n_layers: int
     cross: bool = False
 
     @nn.compact
-    def __call__(self, x_BxLxD, inputs):
+    def __call__(self, x_BxLxD, inputs, cache=None):
         cfg = self.cfg
         block = nn.remat(Block, prevent_cse=not cfg.scan_layers) if cfg.remat else Block
+        args = (inputs,) if cache is None else (inputs, cache)
         if cfg.scan_layers:
             scanned = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
-                              in_axes=nn.broadcast, length=self.n_layers,
-                              metadata_params={nn.PARTITION_NAME: "layers"})
-            x_BxLxD, _ = scanned(cfg, self.cross, name="layers")(x_BxLxD, inputs)
+                              in_axes=nn.broadcast if cache is None else (nn.broadcast, 0),
+                              length=self.n_layers, metadata_params={nn.PARTITION_NAME: "layers"})
+            x_BxLxD, new_cache = scanned(cfg, self.cross, name="layers")(x_BxLxD, *args)
         else:
+            per_layer = []
             for i in range(self.n_layers):
-                x_BxLxD, _ = block(cfg, self.cross, name=f"layers_{i}")(x_BxLxD, inputs)
+                layer_args = args if cache is None else (inputs, jax.tree.map(lambda c: c[i], cache))
+                x_BxLxD, kv = block(cfg, self.cross, name=f"layers_{i}")(x_BxLxD, *layer_args)
+                per_layer.append(kv)
+            new_cache = None if cache is None else jax.tree.map(lambda *c: jnp.stack(c), *per_layer)
         if cfg.norm_position == "pre":
             x_BxLxD = Norm(cfg, name="final_norm")(x_BxLxD)
-        return x_BxLxD
+        return x_BxLxD, new_cache
 
 
 def causal_mask(q_pos_BxL: jax.Array, k_pos_BxS: jax.Array) -> jax.Array:
     """True where query position may see key position (k <= q): [B, L, S]."""
     return k_pos_BxS[:, None, :] <= q_pos_BxL[:, :, None]
+
+
+PAD_POS = int(jnp.iinfo(jnp.int32).max)
+"""Position of empty cache slots and padding keys: above every query position, so never seen."""
 
 
 class Transformer(nn.Module):
@@ -248,7 +287,12 @@ class Transformer(nn.Module):
         """Encoder output [B, S, D] with non-causal self-attention."""
         pos = jnp.broadcast_to(jnp.arange(src_BxS.shape[1]), src_BxS.shape)
         full = jnp.ones((src_BxS.shape[0], src_BxS.shape[1], src_BxS.shape[1]), bool)
-        return self.encoder(self._embed(src_BxS, pos), (full, pos, None, None, None))
+        return self.encoder(self._embed(src_BxS, pos), (full, pos, None, None, None, None))[0]
+
+    def _logits(self, x_BxLxD: jax.Array) -> jax.Array:
+        if self.cfg.tie_embeddings:
+            return self.embed.attend(x_BxLxD.astype(jnp.float32))
+        return self.unembed(x_BxLxD).astype(jnp.float32)
 
     def __call__(self, tokens_BxL: jax.Array, src_BxS: jax.Array | None = None,
                  positions_BxL: jax.Array | None = None) -> jax.Array:
@@ -264,10 +308,26 @@ class Transformer(nn.Module):
             ctx_pos = jnp.broadcast_to(jnp.arange(src_BxS.shape[1]), src_BxS.shape)
             cross_mask = jnp.ones((tokens_BxL.shape[0], tokens_BxL.shape[1], src_BxS.shape[1]), bool)
         x = self._embed(tokens_BxL, pos)
-        x = self.decoder(x, (causal_mask(pos, pos), pos, context, cross_mask, ctx_pos))
-        if cfg.tie_embeddings:
-            return self.embed.attend(x.astype(jnp.float32))
-        return self.unembed(x).astype(jnp.float32)
+        x, _ = self.decoder(x, (causal_mask(pos, pos), pos, context, cross_mask, ctx_pos, None))
+        return self._logits(x)
+
+    def decode(self, tokens_BxL: jax.Array, positions_BxL: jax.Array, cache: dict) -> tuple[jax.Array, dict]:
+        """(logits [B, L, V] float32, new cache): the tokens' keys/values go into cache slots
+        [index, index + L); each token sees the cached tokens (and those of this call) whose
+        position is <= its own. A position of -1 marks padding: never seen, its logits meaningless.
+        Decoder-only models only."""
+        if self.cfg.n_encoder_layers:
+            raise ValueError("cached decoding covers decoder-only models; this one has an encoder "
+                             "(n_encoder_layers > 0): call forward() with src tokens instead")
+        index = cache["index"]
+        pos = jnp.maximum(positions_BxL, 0)
+        key_pos = jnp.where(positions_BxL >= 0, positions_BxL, PAD_POS).astype(jnp.int32)
+        cache_pos_BxC = jax.lax.dynamic_update_slice_in_dim(cache["pos"], key_pos, index, axis=1)
+        x = self._embed(tokens_BxL, pos)
+        inputs = (causal_mask(pos, cache_pos_BxC), pos, None, None, None, index)
+        x, (k, v) = self.decoder(x, inputs, (cache["k"], cache["v"]))
+        new_cache = {"k": k, "v": v, "pos": cache_pos_BxC, "index": index + tokens_BxL.shape[1]}
+        return self._logits(x), new_cache
 
 
 def _dummy_inputs(cfg: ModelConfig) -> dict[str, jax.Array]:
@@ -303,3 +363,19 @@ def forward(params: Params, tokens_BxL: jax.Array, cfg: ModelConfig,
             src_BxS: jax.Array | None = None) -> jax.Array:
     """Logits [B, L, V] (float32) for token ids [B, L]."""
     return Transformer(cfg).apply({"params": params}, tokens_BxL, src_BxS)
+
+
+def init_cache(cfg: ModelConfig, batch: int, length: int) -> dict[str, jax.Array]:
+    """An empty key/value cache of `length` slots: k, v [N, B, C, K, E] in the compute dtype,
+    pos [B, C] (all PAD_POS: nothing visible yet), index [] = 0 (the next slot written)."""
+    shape = (cfg.n_layers, batch, length, cfg.kv_heads, cfg.head_size)
+    dt = DTYPES[cfg.compute_dtype]
+    return {"k": jnp.zeros(shape, dt), "v": jnp.zeros(shape, dt),
+            "pos": jnp.full((batch, length), PAD_POS, jnp.int32), "index": jnp.zeros((), jnp.int32)}
+
+
+def decode(params: Params, tokens_BxL: jax.Array, positions_BxL: jax.Array, cache: dict,
+           cfg: ModelConfig) -> tuple[jax.Array, dict]:
+    """Cached decoding: (logits [B, L, V] float32, new cache); see Transformer.decode."""
+    return Transformer(cfg).apply({"params": params}, tokens_BxL, positions_BxL, cache,
+                                  method=Transformer.decode)

@@ -1,0 +1,419 @@
+"""Sampling from a trained model: a key/value cache, temperature, top-k, top-p, stop tokens, and
+the `lm-sample` command.
+
+Generation is chained next-token prediction. Prompts of different lengths share a batch
+left-padded to a length bucket (a power of two), pad positions -1, so every row's last prompt
+token sits in the same column. One jitted function per (batch, bucket, max_new_tokens) shape
+does the rest on the device: prefill the cache with the prompts, sample the first token, then a
+`lax.while_loop` feeds one token per step through `lm.model.decode` until every row has hit a
+stop token or max_new_tokens. Rows stop independently; outputs are trimmed per row. With
+`use_cache=False` each step instead recomputes the whole (fixed-size) sequence: the baseline the
+cache is measured against (experiments/bench_generate.py).
+
+Sampling: logits / temperature, then keep the top_k largest (0 = all), then the smallest set
+whose probability reaches top_p (1.0 = all), then draw. temperature 0 is greedy (argmax).
+
+    lm-sample runs/default --prompt "3 14 15" --temperature 0.8 --top-k 20     # synthetic: token ids
+    lm-sample runs/text --prompt "The king" --top-p 0.9 --num-samples 3
+    lm-sample runs/text --chat --prompt "Who sang of bread?" --temperature 0.7
+
+Encoder-decoder models (n_encoder_layers > 0) are not covered by cached sampling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import math
+import os
+import sys
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lm import model as model_lib
+from lm.config import ModelConfig, TrainConfig, from_dict
+
+MIN_BUCKET = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    """How continuations are drawn."""
+
+    max_new_tokens: int = 64
+    """Tokens generated per prompt at most (fewer when a stop token comes first)."""
+    temperature: float = 1.0
+    """Divides the logits; 0 = greedy (argmax)."""
+    top_k: int = 0
+    """Keep only the k most likely tokens; 0 = no limit."""
+    top_p: float = 1.0
+    """Keep the smallest set of most likely tokens whose probability reaches top_p; 1.0 = all."""
+    seed: int = 0
+    """Seed of the draws (the same seed, prompts and model give the same continuations)."""
+    stop_tokens: tuple[int, ...] = ()
+    """Token ids that end a row's continuation (the stop token itself is not returned)."""
+
+    def validate(self, vocab_size: int | None = None) -> "SamplingConfig":
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens={self.max_new_tokens} must be an integer >= 1")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ValueError(f"temperature={self.temperature} must be a finite number >= 0 "
+                             "(0 = greedy, 1 = the model's own distribution)")
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            raise ValueError(f"top_k={self.top_k} must be an integer >= 0 (0 = no top-k limit)")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p={self.top_p} must be in (0, 1] (1.0 = no nucleus limit)")
+        for t in self.stop_tokens:
+            if not isinstance(t, (int, np.integer)) or t < 0 or (vocab_size is not None and t >= vocab_size):
+                raise ValueError(f"stop token {t!r} is not a token id in [0, {vocab_size}); "
+                                 "give stop tokens as ids of the model's vocabulary")
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class Generation:
+    tokens: list[list[int]]
+    """Generated ids per prompt, cut before the first stop token."""
+    finish: list[str]
+    """Per prompt: 'stop' (a stop token came) or 'length' (max_new_tokens reached)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling from logits (pure, jittable).
+
+def filter_logits(logits_BxV: jax.Array, temperature: jax.Array, top_k: jax.Array,
+                  top_p: jax.Array) -> jax.Array:
+    """logits / temperature with everything outside the top-k and the top-p nucleus set to -inf.
+    temperature > 0 (below 1e-6 it acts as 1e-6); top_k 0 = all; ties at a threshold are kept."""
+    v = logits_BxV.shape[-1]
+    x = logits_BxV.astype(jnp.float32) / jnp.maximum(temperature, 1e-6)
+    sorted_BxV = jnp.sort(x, axis=-1)[:, ::-1]
+    k = jnp.where(top_k > 0, jnp.minimum(top_k, v), v)
+    sorted_BxV = jnp.where(jnp.arange(v) < k, sorted_BxV, -jnp.inf)
+    probs = jax.nn.softmax(sorted_BxV, axis=-1)
+    mass_before = jnp.cumsum(probs, axis=-1) - probs
+    n_keep = jnp.maximum(jnp.sum((mass_before < top_p) & (jnp.arange(v) < k), axis=-1), 1)
+    threshold_B = jnp.take_along_axis(sorted_BxV, (n_keep - 1)[:, None], axis=-1)
+    return jnp.where(x >= threshold_B, x, -jnp.inf)
+
+
+def sample_token(logits_BxV: jax.Array, key: jax.Array, temperature: jax.Array, top_k: jax.Array,
+                 top_p: jax.Array) -> jax.Array:
+    """int32 [B]: a draw from the filtered distribution, or the argmax when temperature == 0."""
+    greedy = jnp.argmax(logits_BxV, axis=-1)
+    drawn = jax.random.categorical(key, filter_logits(logits_BxV, temperature, top_k, top_p), axis=-1)
+    return jnp.where(temperature > 0, drawn, greedy).astype(jnp.int32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Generation.
+
+def prompt_bucket(length: int) -> int:
+    """Prompts are left-padded to a power of two (at least MIN_BUCKET): one compile per bucket."""
+    return max(MIN_BUCKET, 1 << (max(length, 1) - 1).bit_length())
+
+
+def pad_prompts(prompts: Sequence[Sequence[int]], width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Left-padded (tokens [B, width], positions [B, width]); pad tokens are 0 at position -1."""
+    tokens = np.zeros((len(prompts), width), np.int32)
+    positions = np.full((len(prompts), width), -1, np.int32)
+    for b, p in enumerate(prompts):
+        tokens[b, width - len(p):] = p
+        positions[b, width - len(p):] = np.arange(len(p))
+    return tokens, positions
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "max_new", "use_cache"))
+def _generate(params, tokens_BxP, positions_BxP, knobs, stop_S, key, *, cfg: ModelConfig,
+              max_new: int, use_cache: bool):
+    """int32 [B, max_new]: generated ids (columns after a row's stop token are meaningless)."""
+    temperature, top_k, top_p = knobs
+    b, p = tokens_BxP.shape
+    lengths_B = jnp.sum(positions_BxP >= 0, axis=1).astype(jnp.int32)
+
+    if use_cache:
+        logits, state = model_lib.decode(params, tokens_BxP, positions_BxP,
+                                         model_lib.init_cache(cfg, b, p + max_new), cfg)
+
+        def advance(state, tok_B, j):   # feed generated token j (slot p + j); logits for j + 1
+            logits, state = model_lib.decode(params, tok_B[:, None], (lengths_B + j)[:, None], state, cfg)
+            return logits[:, 0], state
+    else:
+        empty = model_lib.init_cache(cfg, b, p + max_new)
+        state = (jnp.pad(tokens_BxP, ((0, 0), (0, max_new))),
+                 jnp.pad(positions_BxP, ((0, 0), (0, max_new)), constant_values=-1))
+        logits, _ = model_lib.decode(params, *state, empty, cfg)
+
+        def advance(state, tok_B, j):   # write token j into the sequence, recompute all of it
+            seq_tok, seq_pos = state
+            seq_tok = jax.lax.dynamic_update_slice_in_dim(seq_tok, tok_B[:, None], p + j, axis=1)
+            seq_pos = jax.lax.dynamic_update_slice_in_dim(seq_pos, (lengths_B + j)[:, None], p + j, axis=1)
+            logits, _ = model_lib.decode(params, seq_tok, seq_pos, empty, cfg)
+            return jax.lax.dynamic_index_in_dim(logits, p + j, axis=1, keepdims=False), (seq_tok, seq_pos)
+
+    def is_stop(tok_B):
+        return jnp.any(tok_B[:, None] == stop_S[None, :], axis=-1)
+
+    first = sample_token(logits[:, p - 1], jax.random.fold_in(key, 0), temperature, top_k, top_p)
+    out_BxT = jnp.zeros((b, max_new), jnp.int32).at[:, 0].set(first)
+
+    def cond(carry):
+        t, _, _, _, done_B = carry
+        return (t < max_new) & ~jnp.all(done_B)
+
+    def body(carry):
+        t, tok_B, state, out_BxT, done_B = carry
+        logits_BxV, state = advance(state, tok_B, t - 1)
+        tok_B = sample_token(logits_BxV, jax.random.fold_in(key, t), temperature, top_k, top_p)
+        out_BxT = jax.lax.dynamic_update_slice_in_dim(out_BxT, tok_B[:, None], t, axis=1)
+        return t + 1, tok_B, state, out_BxT, done_B | is_stop(tok_B)
+
+    carry = (jnp.ones((), jnp.int32), first, state, out_BxT, is_stop(first))
+    return jax.lax.while_loop(cond, body, carry)[3]
+
+
+def generate(params: Any, cfg: ModelConfig, prompts: Sequence[Sequence[int]],
+             sampling: SamplingConfig = SamplingConfig(), *, use_cache: bool = True) -> Generation:
+    """Continue each prompt (a list of token ids; lengths may differ) under `sampling`."""
+    if cfg.n_encoder_layers:
+        raise ValueError("sampling covers decoder-only models; this one has an encoder "
+                         "(n_encoder_layers > 0), which lm.generate does not support")
+    sampling.validate(cfg.vocab_size)
+    prompts = [[int(t) for t in p] for p in prompts]
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("give at least one prompt, each of at least one token")
+    for p in prompts:
+        if min(p) < 0 or max(p) >= cfg.vocab_size:
+            raise ValueError(f"prompt {p[:8]}... holds ids outside the vocabulary [0, {cfg.vocab_size})")
+    longest = max(len(p) for p in prompts)
+    if longest + sampling.max_new_tokens > cfg.max_seq_len:
+        if longest >= cfg.max_seq_len:
+            raise ValueError(f"a prompt of {longest} tokens does not fit the model's context "
+                             f"max_seq_len={cfg.max_seq_len} with room to generate; shorten it to < "
+                             f"{cfg.max_seq_len} tokens")
+        raise ValueError(f"prompt ({longest} tokens) + max_new_tokens ({sampling.max_new_tokens}) exceeds "
+                         f"the model's context max_seq_len={cfg.max_seq_len}; set max_new_tokens <= "
+                         f"{cfg.max_seq_len - longest} or shorten the prompt")
+    tokens, positions = pad_prompts(prompts, prompt_bucket(longest))
+    stop = np.full(-(-max(len(sampling.stop_tokens), 1) // 8) * 8, -1, np.int32)  # padded: fewer shapes
+    stop[:len(sampling.stop_tokens)] = sampling.stop_tokens
+    knobs = (jnp.float32(sampling.temperature), jnp.int32(sampling.top_k), jnp.float32(sampling.top_p))
+    out = np.asarray(_generate(params, tokens, positions, knobs, stop, jax.random.key(sampling.seed),
+                               cfg=cfg, max_new=sampling.max_new_tokens, use_cache=use_cache))
+    result, finish = [], []
+    for row in out:
+        hits = np.flatnonzero(np.isin(row, stop))
+        result.append(row[:hits[0]].tolist() if hits.size else row.tolist())
+        finish.append("stop" if hits.size else "length")
+    return Generation(result, finish)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading a run.
+
+@dataclasses.dataclass
+class Run:
+    directory: str
+    step: int
+    config: TrainConfig
+    params: Any
+    tokenizer: Any          # None for synthetic runs (their tokens are plain ids)
+
+
+def _locate(path: str) -> tuple[str, str, int | None]:
+    """(run dir, checkpoints dir, step or None) from a run dir, its checkpoints/ or a step folder."""
+    path = os.path.abspath(path)
+    if os.path.isdir(os.path.join(path, "checkpoints")):
+        return path, os.path.join(path, "checkpoints"), None
+    if os.path.basename(path) == "checkpoints" and os.path.isdir(path):
+        return os.path.dirname(path), path, None
+    if os.path.basename(path).isdigit() and os.path.isdir(os.path.join(path, "state")):
+        return os.path.dirname(os.path.dirname(path)), os.path.dirname(path), int(os.path.basename(path))
+    hint = ""
+    if os.path.isdir(os.path.join(path, "runs")):         # a sweep folder: name one of its runs
+        runs = sorted(d for d in os.listdir(os.path.join(path, "runs"))
+                      if os.path.isdir(os.path.join(path, "runs", d, "checkpoints")))
+        hint = f"; it looks like a sweep folder, pick one of its runs: {[f'{path}/runs/{r}' for r in runs[:5]]}"
+    raise ValueError(f"{path} holds no checkpoints: pass a run directory written by lm-train or the sweep "
+                     f"runner (it has checkpoints/<step>/), its checkpoints/ folder or one checkpoints/<step>/{hint}")
+
+
+def _manager(ckpt_dir: str):
+    import logging
+
+    import orbax.checkpoint as ocp
+    logging.getLogger("absl").setLevel(logging.ERROR)   # read_only options warn about themselves
+    return ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(read_only=True),
+                                 item_names=("state", "meta"))
+
+
+def _tokenizer(cfg: TrainConfig, run_dir: str, override: str | None):
+    from lm.data import tokenizer as tok
+    if override:
+        return tok.load_tokenizer(override)
+    if cfg.data.source == "synthetic":
+        return None
+    candidates = []
+    if cfg.data.tokenizer == tok.BYTE:
+        return tok.ByteTokenizer()
+    if cfg.data.tokenizer:
+        candidates += [cfg.data.tokenizer, os.path.join(run_dir, cfg.data.tokenizer)]
+    candidates.append(os.path.join(run_dir, "tokenizer.model"))
+    for c in candidates:
+        if os.path.isfile(c):
+            return tok.SentencePieceTokenizer.load(c)
+    raise ValueError(f"the run in {run_dir} trained on {cfg.data.source} but no tokenizer is found at "
+                     f"{candidates}; pass --tokenizer PATH (the sentencepiece .model it trained with)")
+
+
+def load_run(path: str, step: int | None = None, tokenizer: str | None = None) -> Run:
+    """The parameters (only: no optimizer state is read) of a run's latest checkpoint (or `step`),
+    its TrainConfig (config.json, else the checkpoint's own metadata) and its tokenizer, if any.
+    Parameters land on the first device."""
+    import orbax.checkpoint as ocp
+    run_dir, ckpt_dir, located = _locate(path)
+    step = located if step is None else step
+    manager = _manager(ckpt_dir)
+    steps = sorted(manager.all_steps())
+    if not steps:
+        raise ValueError(f"no finished checkpoint in {ckpt_dir}; train the run first (lm-train writes one "
+                         "at the end, and every checkpoint_every steps)")
+    if step is None:
+        step = steps[-1]
+    elif step not in steps:
+        raise ValueError(f"{ckpt_dir} has no checkpoint at step {step}; it has steps {steps}")
+    config_path = os.path.join(run_dir, "config.json")
+    if os.path.isfile(config_path):
+        with open(config_path) as f:
+            raw = json.load(f)
+    else:
+        raw = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]["config"]
+    cfg = from_dict(TrainConfig, raw)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    abstract = {"params": jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+                                       model_lib.abstract_params(cfg.model))}
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract), partial_restore=True)))
+    manager.close()
+    return Run(run_dir, step, cfg, restored["state"]["params"], _tokenizer(cfg, run_dir, tokenizer))
+
+
+# ---------------------------------------------------------------------------------------------
+# lm-sample.
+
+def _parse_ids(text: str, vocab: int) -> list[int]:
+    try:
+        ids = [int(t) for t in text.replace(",", " ").split()]
+    except ValueError:
+        raise ValueError(f"prompt {text!r}: this run trained on synthetic tokens (no tokenizer), so give "
+                         "prompts as token ids, e.g. --prompt '3 14 15'") from None
+    if any(not 0 <= i < vocab for i in ids):
+        raise ValueError(f"prompt {text!r} holds ids outside the vocabulary [0, {vocab})")
+    return ids
+
+
+def sample_run(run: Run, prompts: Sequence[str], sampling: SamplingConfig, *, num_samples: int = 1,
+               chat: bool = False, template: str = "transcript", system: str | None = None,
+               stop: Sequence[str] = (), use_cache: bool = True) -> list[dict[str, Any]]:
+    """Continuations of text prompts (or id strings for synthetic runs): one dict per (prompt,
+    sample) with prompt, continuation (text, or ids), tokens, finish."""
+    from lm import chat as chat_lib
+    if num_samples < 1:
+        raise ValueError(f"num_samples={num_samples} must be >= 1")
+    tok, vocab = run.tokenizer, run.config.model.vocab_size
+    stop_tokens, stop_strings = list(sampling.stop_tokens), list(stop)
+    tmpl = None
+    if tok is None:
+        if chat:
+            raise ValueError("--chat needs a text model; this run trained on synthetic tokens (no tokenizer)")
+        stop_tokens += [_parse_ids(s, vocab)[0] for s in stop]
+        stop_strings = []
+        encoded = [_parse_ids(p, vocab) for p in prompts]
+    else:
+        if chat:
+            tmpl = chat_lib.get_template(template)
+            prompts = [tmpl.render([{"role": "user", "content": p}], system=system) for p in prompts]
+            stop_strings += list(tmpl.stop)
+        for s in stop_strings:           # a stop string that is one token also stops the loop early
+            ids = tok.encode(s)
+            if len(ids) == 1:
+                stop_tokens.append(ids[0])
+        stop_tokens.append(tok.eos_id)   # the end of a document
+        # Each prompt starts a new document: training text had EOS before every document.
+        encoded = [[tok.eos_id] + tok.encode(p) for p in prompts]
+    sampling = dataclasses.replace(sampling, stop_tokens=tuple(dict.fromkeys(int(t) for t in stop_tokens)))
+    batch = [ids for ids in encoded for _ in range(num_samples)]
+    try:
+        gen = generate(run.params, run.config.model, batch, sampling, use_cache=use_cache)
+    except ValueError as e:
+        if tmpl is None or "context" not in str(e):
+            raise
+        raise ValueError(f"{e} (with --chat the template's text and the system prompt count too: try a "
+                         "shorter --system, or --system '' for none)") from None
+    rows = []
+    for i, (ids, finish) in enumerate(zip(gen.tokens, gen.finish)):
+        prompt = prompts[i // num_samples]
+        if tok is None:
+            rows.append({"prompt": prompt, "continuation": ids, "tokens": ids, "finish": finish})
+            continue
+        text, hit = chat_lib.cut_at_stop(tok.decode(ids), stop_strings)
+        if tmpl is not None:
+            text = text.strip()
+        rows.append({"prompt": prompt, "continuation": text, "tokens": ids,
+                     "finish": "stop" if hit else finish})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lm-sample", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="a run directory (or its checkpoints/ or checkpoints/<step>/)")
+    parser.add_argument("--prompt", action="append", required=True,
+                        help="text to continue (token ids like '3 14 15' for synthetic runs); repeat for a batch")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    parser.add_argument("--top-k", type=int, default=0, help="0 = no limit")
+    parser.add_argument("--top-p", type=float, default=1.0, help="1.0 = no limit")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-samples", type=int, default=1, help="continuations per prompt")
+    parser.add_argument("--stop", action="append", default=[],
+                        help="a string that ends a continuation (a token id for synthetic runs); repeatable")
+    parser.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
+    parser.add_argument("--tokenizer", help="sentencepiece .model (or 'byte') instead of the run's own")
+    parser.add_argument("--chat", action="store_true", help="wrap each prompt as a user turn of a chat template")
+    parser.add_argument("--template", default="transcript", help="built-in chat template name or a JSON file")
+    parser.add_argument("--system", help="system prompt for --chat (default: the template's)")
+    parser.add_argument("--no-cache", action="store_true", help="recompute the whole sequence every step")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per continuation")
+    args = parser.parse_args(argv)
+    try:
+        sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                  top_k=args.top_k, top_p=args.top_p, seed=args.seed).validate()
+        run = load_run(args.checkpoint, args.step, args.tokenizer)
+        print(f"# {run.directory} step {run.step}; temperature={sampling.temperature} top_k={sampling.top_k} "
+              f"top_p={sampling.top_p} seed={sampling.seed}", file=sys.stderr, flush=True)
+        rows = sample_run(run, args.prompt, sampling, num_samples=args.num_samples, chat=args.chat,
+                          template=args.template, system=args.system, stop=args.stop,
+                          use_cache=not args.no_cache)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"lm-sample: error: {e}", file=sys.stderr)
+        return 2
+    for i, row in enumerate(rows):
+        if args.json:
+            print(json.dumps(row))
+            continue
+        cont = row["continuation"]
+        shown = " ".join(map(str, cont)) if isinstance(cont, list) else cont
+        print(f"--- prompt {i // args.num_samples + 1}, sample {i % args.num_samples + 1} "
+              f"({row['finish']}, {len(row['tokens'])} tokens) ---")
+        print(f"{row['prompt']}{' | ' if isinstance(cont, list) else ''}{shown}" if not args.chat else shown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
