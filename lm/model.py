@@ -105,9 +105,8 @@ def sinusoidal(positions_BxL: jax.Array, d_model: int) -> jax.Array:
     return jnp.pad(code, ((0, 0), (0, 0), (0, d_model - 2 * half)))
 
 
-def attend(q_BxLxHxE: jax.Array, k_BxSxKxE: jax.Array, v_BxSxKxE: jax.Array,
-           mask_BxLxS: jax.Array | None) -> jax.Array:
-    """Scaled dot-product attention with grouped kv heads; softmax in float32. Returns [B, L, H, E]."""
+def attention_probs(q_BxLxHxE: jax.Array, k_BxSxKxE: jax.Array, mask_BxLxS: jax.Array | None) -> jax.Array:
+    """Softmax attention weights [B, K, G, L, S] in float32 (grouped kv heads: H = K * G)."""
     b, l, h, e = q_BxLxHxE.shape
     k = k_BxSxKxE.shape[2]
     q_BxLxKxGxE = q_BxLxHxE.reshape(b, l, k, h // k, e)
@@ -115,7 +114,14 @@ def attend(q_BxLxHxE: jax.Array, k_BxSxKxE: jax.Array, v_BxSxKxE: jax.Array,
     logits = logits / math.sqrt(e)
     if mask_BxLxS is not None:
         logits = jnp.where(mask_BxLxS[:, None, None], logits, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(logits, axis=-1).astype(v_BxSxKxE.dtype)
+    return jax.nn.softmax(logits, axis=-1)
+
+
+def attend(q_BxLxHxE: jax.Array, k_BxSxKxE: jax.Array, v_BxSxKxE: jax.Array,
+           mask_BxLxS: jax.Array | None) -> jax.Array:
+    """Scaled dot-product attention with grouped kv heads; softmax in float32. Returns [B, L, H, E]."""
+    b, l, h, e = q_BxLxHxE.shape
+    probs = attention_probs(q_BxLxHxE, k_BxSxKxE, mask_BxLxS).astype(v_BxSxKxE.dtype)
     out = jnp.einsum("bkgls,bske->blkge", probs, v_BxSxKxE)
     return out.reshape(b, l, h, e)
 
@@ -152,6 +158,8 @@ class Attention(nn.Module):
                                                     index, axis=1)
             new_cache = (key, v)
         y = attend(q, key, v, mask_BxLxS)
+        if self.is_mutable_collection("intermediates"):  # only when inspecting (attention_maps)
+            self.sow("intermediates", "probs", attention_probs(q, key, mask_BxLxS))
         out = Dense((h, e, d), ("heads", "head_dim", "embed"), n_in=2, use_bias=cfg.use_bias,
                     std=out_std, dtype=dt, name="out")(y)
         return out, new_cache
@@ -230,7 +238,7 @@ class Stack(nn.Module):
         block = nn.remat(Block, prevent_cse=not cfg.scan_layers) if cfg.remat else Block
         args = (inputs,) if cache is None else (inputs, cache)
         if cfg.scan_layers:
-            scanned = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+            scanned = nn.scan(block, variable_axes={"params": 0, "intermediates": 0}, split_rngs={"params": True},
                               in_axes=nn.broadcast if cache is None else (nn.broadcast, 0),
                               length=self.n_layers, metadata_params={nn.PARTITION_NAME: "layers"})
             x_BxLxD, new_cache = scanned(cfg, self.cross, name="layers")(x_BxLxD, *args)
@@ -363,6 +371,20 @@ def forward(params: Params, tokens_BxL: jax.Array, cfg: ModelConfig,
             src_BxS: jax.Array | None = None) -> jax.Array:
     """Logits [B, L, V] (float32) for token ids [B, L]."""
     return Transformer(cfg).apply({"params": params}, tokens_BxL, src_BxS)
+
+
+def attention_maps(params: Params, tokens_BxL: jax.Array, cfg: ModelConfig) -> jax.Array:
+    """Self-attention weights of every decoder layer and head: [n_layers, B, H, L, L] (float32)."""
+    if cfg.n_encoder_layers:
+        raise ValueError("attention_maps covers decoder-only models; this one has an encoder")
+    _, state = Transformer(cfg).apply({"params": params}, tokens_BxL, mutable=["intermediates"])
+    layers = state["intermediates"]["decoder"]
+    if cfg.scan_layers:
+        probs = layers["layers"]["attn"]["probs"][0]                    # [N, B, K, G, L, S]
+    else:
+        probs = jnp.stack([layers[f"layers_{i}"]["attn"]["probs"][0] for i in range(cfg.n_layers)])
+    n, b, k, g, l, s = probs.shape
+    return probs.reshape(n, b, k * g, l, s)
 
 
 def init_cache(cfg: ModelConfig, batch: int, length: int) -> dict[str, jax.Array]:

@@ -115,3 +115,15 @@ def test_encoder_decoder_learns_to_reverse():
     held_out = jax.random.randint(jax.random.key(99), (256, n), 0, 10)
     final = float(loss_fn(params, held_out))
     assert final < 0.05, final
+
+
+@pytest.mark.parametrize("name", ["gqa", "mqa_unrolled"])
+def test_attention_maps_are_causal_distributions(name):
+    from lm.model import attention_maps
+    cfg = VARIANTS[name]
+    params = init_params(cfg, jax.random.key(0))
+    tokens = jax.random.randint(jax.random.key(1), (2, 9), 0, cfg.vocab_size)
+    maps = np.asarray(attention_maps(params, tokens, cfg))
+    assert maps.shape == (cfg.n_layers, 2, cfg.n_heads, 9, 9)
+    np.testing.assert_allclose(maps.sum(-1), 1.0, rtol=1e-5)
+    assert np.all(np.triu(maps, k=1) == 0.0)

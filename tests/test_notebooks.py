@@ -1,0 +1,77 @@
+"""The analysis notebooks run top to bottom on small data the tests make, and are stored without outputs."""
+
+import json
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def execute(name: str, env: dict[str, str], monkeypatch, timeout: int = 600) -> nbformat.NotebookNode:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("XLA_FLAGS", raising=False)  # the kernel needs no simulated devices
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                   resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    return nb
+
+
+def outputs_text(nb) -> str:
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            parts.append(out.get("text", "") + json.dumps(out.get("data", {}).get("text/plain", "")))
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.name)
+def test_notebooks_are_stored_without_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
+    assert not dirty, f"{path.name}: cells {dirty} hold outputs; clear them before committing"
+
+
+def test_chinchilla_reproduction(tmp_path, monkeypatch):
+    csv = SHARED_DATA / "epoch_chinchilla_svg_extracted_data.csv"
+    if not csv.exists():
+        pytest.skip(f"{csv} is absent (the public Chinchilla data set lives in ../shared/data)")
+    nb = execute("chinchilla_reproduction.ipynb", {"LM_NB_CSV": str(csv), "LM_NB_BOOTSTRAP": "20",
+                                                   "LM_NB_OUT": str(tmp_path / "plots")}, monkeypatch)
+    text = outputs_text(nb)
+    assert "240 points" in text
+    assert "Besiroglu" in text and "Hoffmann" in text
+    assert (tmp_path / "plots" / "contours.png").exists() and (tmp_path / "plots" / "contours.svg").exists()
+
+
+def test_model_inspection_on_a_text_run(tmp_path, monkeypatch):
+    import random
+
+    from lm.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+    from lm.train import train
+    words = ("the king and queen of the north walked to a river where the old miller sang of bread "
+             "and iron while children ran through fields of barley under grey skies").split()
+    rng = random.Random(0)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for f in range(2):
+        paragraphs = [" ".join(rng.choice(words) for _ in range(rng.randint(8, 40))) + "." for _ in range(60)]
+        (corpus / f"part{f}.txt").write_text("\n\n".join(paragraphs) + "\n", encoding="utf-8")
+    run_dir = tmp_path / "run"
+    train(TrainConfig(model=ModelConfig(vocab_size=128, d_model=32, n_layers=2, n_heads=2, max_seq_len=64, d_ff=64),
+                      data=DataConfig(source=f"text:{corpus}/*.txt", data_dir=str(tmp_path / "tfds"), seq_len=32),
+                      optim=OptimConfig(learning_rate=1e-2, warmup_steps=5), steps=30, batch_size=8,
+                      eval_every=0, eval_batches=1, out_dir=str(run_dir), peak_flops=1e11, progress=False,
+                      tensorboard=False))
+    nb = execute("model_inspection.ipynb", {"LM_NB_RUN": str(run_dir), "LM_NB_SENTENCE": "the king sang of bread",
+                                            "LM_NB_NEW_TOKENS": "12"}, monkeypatch)
+    text = outputs_text(nb)
+    assert "at step 30" in text and "T=1.5" in text
+    assert text.count("->") == 3                           # three sampled continuations
+    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) >= 2                                 # attention maps and the distributions
