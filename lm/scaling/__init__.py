@@ -1,0 +1,30 @@
+"""Scaling-law fitting: functional forms, robust fits with bootstrap intervals, Chinchilla's
+three approaches, plots and the `lm-fit` command. Needs nothing from the model code.
+
+    from lm.scaling import fit_approaches
+    res = fit_approaches(results_df)          # columns N, D (or C), loss[, budget, run]
+    print(res.summary())
+
+Modules: laws (forms, published constants, compute-optimal allocation), optimize (batched
+L-BFGS), fit (Approach 3, Kaplan, offset power law), bootstrap, results (the table),
+envelope (Approach 1), isoflop (Approach 2), approaches (all three; extrapolation), plots, cli.
+"""
+
+from lm.scaling.approaches import (CHINCHILLA_TABLE3_BUDGETS, Approach3, Approaches, Extrapolation,
+                                   approach3, extrapolation, fit_approaches)
+from lm.scaling.bootstrap import ChinchillaBootstrap, Estimate, bootstrap_chinchilla
+from lm.scaling.envelope import Approach1, approach1
+from lm.scaling.fit import (FitResult, chinchilla_grid, chinchilla_objective, fit_chinchilla, fit_kaplan,
+                            fit_offset_power_law, fit_power_law)
+from lm.scaling.isoflop import Approach2, approach2
+from lm.scaling.laws import (CHINCHILLA, CHINCHILLA_UNROUNDED, EPOCH_REFIT, KAPLAN, ChinchillaLaw,
+                             KaplanLaw, KaplanPowerLaw, OffsetPowerLaw, PowerLaw, optimal_allocation, six_n)
+
+__all__ = [
+    "CHINCHILLA", "CHINCHILLA_TABLE3_BUDGETS", "CHINCHILLA_UNROUNDED", "EPOCH_REFIT", "KAPLAN",
+    "Approach1", "Approach2", "Approach3", "Approaches", "ChinchillaBootstrap", "ChinchillaLaw",
+    "Estimate", "Extrapolation", "FitResult", "KaplanLaw", "KaplanPowerLaw", "OffsetPowerLaw",
+    "PowerLaw", "approach1", "approach2", "approach3", "bootstrap_chinchilla", "chinchilla_grid",
+    "chinchilla_objective", "extrapolation", "fit_approaches", "fit_chinchilla", "fit_kaplan",
+    "fit_offset_power_law", "fit_power_law", "optimal_allocation", "six_n",
+]

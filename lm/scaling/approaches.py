@@ -1,0 +1,240 @@
+"""Chinchilla's three approaches (Hoffmann et al. 2022, sec. 3) from one results table.
+
+`fit_approaches(results, curves)` runs all three and returns `Approaches` (tables, summary):
+- Approach 1 (envelope.py): the lower envelope of loss over FLOPs across all runs' curves ->
+  the (N, D) on the envelope -> power laws N_opt(C) = G_N C^a, D_opt(C) = G_D C^b.
+- Approach 2 (isoflop.py): per IsoFLOP budget a parabola of loss in ln N -> its minimum ->
+  power laws across budgets; minima outside the sizes sampled warn.
+- Approach 3 (here, on fit.py): the parametric fit, a = beta/(alpha+beta), b = alpha/(alpha+beta).
+`extrapolation(results)` fits Approach 3 without the largest budget and checks its prediction.
+
+Intervals: Approach 1 resamples runs; Approach 2 resamples points within each budget;
+Approach 3 resamples points (bootstrap.py). Each result holds `estimates` with the same keys
+(a, b, and N_opt@C / D_opt@C per budget) so they print as one table. The results table's
+columns are described in results.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from lm.scaling.bootstrap import ChinchillaBootstrap, Estimate, bootstrap_chinchilla
+from lm.scaling.envelope import CHINCHILLA_TABLE3_BUDGETS, Approach1, approach1
+from lm.scaling.fit import DELTA, FitResult, fit_chinchilla
+from lm.scaling.isoflop import Approach2, approach2, fit_parabola, parabola_vertex
+from lm.scaling.laws import ChinchillaLaw, FlopsPerToken
+from lm.scaling.optimize import LBFGSOptions
+from lm.scaling.results import budgets_of, prepare_results
+
+
+@dataclass(frozen=True)
+class Approach3:
+    """Parametric fit L = E + A/N^alpha + B/D^beta with bootstrap intervals."""
+
+    fit: FitResult
+    bootstrap: ChinchillaBootstrap | None
+    estimates: dict[str, Estimate]
+    """E, A, B, alpha, beta, a, b, G, and N_opt@C, D_opt@C, D/N@C per budget."""
+
+    @property
+    def law(self) -> ChinchillaLaw:
+        return self.fit.law
+
+    def summary(self) -> str:
+        e = self.estimates
+        return (f"Approach 3: {self.fit.summary()}\n  "
+                + "\n  ".join(f"{k} = {e[k]}" for k in ("E", "A", "B", "alpha", "beta", "a", "b")))
+
+
+def approach3(results: pd.DataFrame, *, flops_per_token: FlopsPerToken | None = None,
+              n_bootstrap: int = 1000, seed: int = 0, budgets=CHINCHILLA_TABLE3_BUDGETS,
+              level: float = 0.95, delta: float = DELTA,
+              opts: LBFGSOptions = LBFGSOptions()) -> Approach3:
+    """Chinchilla Approach 3 on the runs' final (N, D, loss); bootstrap resamples runs.
+
+    Allocations at `budgets` follow flops_per_token (closed form under 6N, numerical
+    otherwise); the exponents a, b reported are the law's, beta/(alpha+beta) and
+    alpha/(alpha+beta): exact under 6N; under another convention N_opt(C) is not a pure power
+    law and the allocations, not a and b, carry the difference.
+    n_bootstrap < 2 skips the bootstrap (estimates then carry nan intervals).
+    """
+    df = prepare_results(results, flops_per_token)
+    N, D, L = (df[c].to_numpy() for c in ("N", "D", "loss"))
+    fit = fit_chinchilla(N, D, L, delta=delta, opts=opts)
+    if n_bootstrap < 2:
+        law = fit.law
+        est = {k: Estimate(float(getattr(law, k)), np.nan, np.nan, np.nan, level)
+               for k in ("E", "A", "B", "alpha", "beta", "a", "b", "G")}
+        for c in budgets:
+            n, d = law.optimal(c, flops_per_token)
+            est[f"N_opt@{c:.3g}"] = Estimate(float(n), np.nan, np.nan, np.nan, level)
+            est[f"D_opt@{c:.3g}"] = Estimate(float(d), np.nan, np.nan, np.nan, level)
+        return Approach3(fit=fit, bootstrap=None, estimates=est)
+    boot = bootstrap_chinchilla(N, D, L, fit, n_resamples=n_bootstrap, seed=seed, budgets=budgets,
+                                flops_per_token=flops_per_token, level=level, delta=delta, opts=opts)
+    return Approach3(fit=fit, bootstrap=boot, estimates=boot.estimates)
+
+
+@dataclass(frozen=True)
+class Approaches:
+    """All three approaches on one results table; None where an approach could not run."""
+
+    approach1: Approach1 | None
+    approach2: Approach2 | None
+    approach3: Approach3 | None
+    budgets: tuple[float, ...]
+    notes: tuple[str, ...]
+    """Why an approach is missing, and other caveats."""
+
+    def estimates(self) -> dict[str, dict[str, Estimate]]:
+        """{"Approach 1": {...}, ...} for the approaches that ran."""
+        out = {}
+        if self.approach1 is not None:
+            out["Approach 1"] = self.approach1.fits.estimates
+        if self.approach2 is not None:
+            out["Approach 2"] = self.approach2.fits.estimates
+        if self.approach3 is not None:
+            out["Approach 3"] = self.approach3.estimates
+        return out
+
+    def exponents_table(self) -> pd.DataFrame:
+        """a (N_opt ∝ C^a) and b (D_opt ∝ C^b) with intervals, one row per approach."""
+        rows = []
+        for name, est in self.estimates().items():
+            a, b = est["a"], est["b"]
+            rows.append(dict(approach=name, a=a.value, a_lo=a.lo, a_hi=a.hi, b=b.value, b_lo=b.lo, b_hi=b.hi))
+        return pd.DataFrame(rows)
+
+    def allocation_table(self) -> pd.DataFrame:
+        """Compute-optimal N and D per approach and budget, with intervals (like Chinchilla Table 3)."""
+        rows = []
+        for name, est in self.estimates().items():
+            for c in self.budgets:
+                n, d = est[f"N_opt@{c:.3g}"], est[f"D_opt@{c:.3g}"]
+                rows.append(dict(approach=name, C=c, N_opt=n.value, N_lo=n.lo, N_hi=n.hi,
+                                 D_opt=d.value, D_lo=d.lo, D_hi=d.hi, tokens_per_param=d.value / n.value))
+        return pd.DataFrame(rows)
+
+    def summary(self) -> str:
+        """Readable report: parameters, exponents and allocations with intervals."""
+        lines = []
+        if self.approach3 is not None:
+            fit = self.approach3.fit
+            lines.append(f"Approach 3: L(N, D) = E + A/N^alpha + B/D^beta; Huber objective "
+                         f"{fit.objective:.6e} over {fit.n_points} runs, best of {fit.n_starts} starts")
+            for k in ("E", "A", "B", "alpha", "beta", "G"):
+                lines.append(f"  {k:>6} = {self.approach3.estimates[k]}")
+        lines.append("Exponents (N_opt ∝ C^a, D_opt ∝ C^b), estimate ± SE [interval]:")
+        for name, est in self.estimates().items():
+            lines.append(f"  {name}: a = {est['a']}   b = {est['b']}")
+        lines.append("Compute-optimal allocation:")
+        table = self.allocation_table()
+        if len(table):
+            for (name,), g in table.groupby(["approach"], sort=False):
+                lines.append(f"  {name}")
+                lines.append(f"    {'FLOPs':>10} {'N_opt':>10} {'N interval':>23} {'D_opt':>10} "
+                             f"{'D interval':>23} {'D/N':>6}")
+                for r in g.itertuples():
+                    lines.append(f"    {r.C:10.3g} {r.N_opt:10.3g} [{r.N_lo:10.3g}, {r.N_hi:10.3g}] "
+                                 f"{r.D_opt:10.3g} [{r.D_lo:10.3g}, {r.D_hi:10.3g}] {r.tokens_per_param:6.1f}")
+        lines += [f"Note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def fit_approaches(results: pd.DataFrame, curves: pd.DataFrame | None = None, *,
+                   flops_per_token: FlopsPerToken | None = None, budgets=CHINCHILLA_TABLE3_BUDGETS,
+                   n_bootstrap: int = 1000, seed: int = 0, level: float = 0.95,
+                   approaches=(1, 2, 3), budget_tol_dex: float = 0.05, strict: bool = False,
+                   final_points: bool = False,
+                   opts: LBFGSOptions = LBFGSOptions()) -> Approaches:
+    """Run Chinchilla's Approaches 1, 2 and 3 on one results table (see results.py for columns).
+
+    curves: optional long frame (run, tokens, loss) for Approach 1 (or a `curve` column in
+    results); final_points=True lets Approach 1 use the frontier of final losses instead.
+    flops_per_token: N -> FLOPs per token (default 6N). budgets: FLOPs at which to report
+    allocations. An approach the data cannot support (e.g. one IsoFLOP budget for
+    Approach 2) is left as None with the reason in `notes`, unless strict=True, which raises.
+    Invalid tables (missing columns, non-positive values) always raise ValueError.
+    """
+    prepare_results(results, flops_per_token)  # fail early, naming columns/rows
+    budgets = tuple(float(c) for c in np.atleast_1d(budgets))
+    kw = dict(flops_per_token=flops_per_token, n_bootstrap=n_bootstrap, seed=seed, budgets=budgets, level=level)
+    out: dict[int, object] = {1: None, 2: None, 3: None}
+    notes = []
+    calls = {1: lambda: approach1(results, curves, final_points=final_points, **kw),
+             2: lambda: approach2(results, budget_tol_dex=budget_tol_dex, **kw),
+             3: lambda: approach3(results, opts=opts, **kw)}
+    for k in approaches:
+        try:
+            out[k] = calls[k]()
+        except ValueError as err:
+            if strict:
+                raise
+            notes.append(f"Approach {k} skipped: {err}")
+    if out[1] is not None and out[1].source != "curves":
+        notes.append(f"Approach 1 used {out[1].source}")
+    if out[2] is not None:
+        notes += [f"Approach 2 left out budget {s}" for s in out[2].skipped]
+        off = out[2].isoflops.loc[~out[2].isoflops["inside"], "budget"].tolist()
+        if off:
+            notes.append("Approach 2 minima outside the sampled sizes at budgets "
+                         + ", ".join(f"{c:.3g}" for c in off))
+    return Approaches(out[1], out[2], out[3], budgets, tuple(notes))
+
+
+@dataclass(frozen=True)
+class Extrapolation:
+    """Approach 3 fitted without the largest budget, checked against that budget."""
+
+    held_out_budget: float
+    n_train: int
+    """Runs fitted (those below the held-out budget)."""
+    predicted_loss: float
+    """The fitted law's loss at its compute-optimal (N, D) for the held-out budget."""
+    observed_loss: float
+    """The held-out IsoFLOP's parabola minimum (or its best run when no parabola fits)."""
+    observed_kind: str
+    predicted_N_opt: float
+    observed_N_opt: float
+
+    @property
+    def error(self) -> float:
+        """predicted - observed loss, nats/token."""
+        return self.predicted_loss - self.observed_loss
+
+    @property
+    def relative_error(self) -> float:
+        return self.error / self.observed_loss
+
+    def summary(self) -> str:
+        return (f"Extrapolation to C = {self.held_out_budget:.3g} (fitted on {self.n_train} smaller runs): "
+                f"predicted loss {self.predicted_loss:.4f}, observed {self.observed_loss:.4f} "
+                f"({self.observed_kind}); error {self.error:+.4f} ({100 * self.relative_error:+.2f}%); "
+                f"N_opt predicted {self.predicted_N_opt:.3g}, observed {self.observed_N_opt:.3g}")
+
+
+def extrapolation(results: pd.DataFrame, *, flops_per_token: FlopsPerToken | None = None,
+                  budget_tol_dex: float = 0.05, delta: float = DELTA,
+                  opts: LBFGSOptions = LBFGSOptions()) -> Extrapolation:
+    """Hold out the largest budget, fit Approach 3 on the rest, predict its compute-optimal loss."""
+    df = prepare_results(results, flops_per_token)
+    budget = budgets_of(df, budget_tol_dex)
+    top = budget.max()
+    train, test = df[budget < top], df[budget == top]
+    if len(np.unique(budget)) < 2:
+        raise ValueError("extrapolation needs runs at 2 or more budgets; all runs share one budget")
+    fit = fit_chinchilla(train["N"], train["D"], train["loss"], delta=delta, opts=opts)
+    n_pred, d_pred = fit.law.optimal(top, flops_per_token)
+    x = np.log(test["N"].to_numpy())
+    y = test["loss"].to_numpy()
+    kind, n_obs, l_obs = "best run", float(test["N"].iloc[int(np.argmin(y))]), float(y.min())
+    if len(np.unique(x)) >= 3:
+        xs, ls = parabola_vertex(fit_parabola(x - x.mean(), y, np.ones_like(y)), x.mean())
+        if np.isfinite(xs) and x.min() <= xs <= x.max():
+            kind, n_obs, l_obs = "parabola minimum", float(np.exp(xs)), float(ls)
+    return Extrapolation(held_out_budget=float(top), n_train=len(train),
+                         predicted_loss=float(fit.law.loss(n_pred, d_pred)), observed_loss=l_obs,
+                         observed_kind=kind, predicted_N_opt=float(n_pred), observed_N_opt=n_obs)

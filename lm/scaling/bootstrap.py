@@ -1,0 +1,184 @@
+"""Bootstrap intervals for the Approach 3 fit (and the helpers other approaches share).
+
+Resampling n points with replacement is the same as weighting each point by its multiplicity
+(a multinomial count), so a resample's refit is the weighted objective of fit.py. All
+resamples x warm starts run together in `optimize.minimize_batch`.
+
+Warm starts: each resample is refitted not from all 4,500 grid starts but from `n_starts`
+(default 8): the full-data optimum plus grid starts whose full-data runs reached that
+optimum, chosen spread out (fit.FitResult.basin_starts). The Huber objective with
+delta = 1e-3 is nearly piecewise linear and has many shallow local minima near the optimum;
+starting from the optimum alone lands about a third of Chinchilla's resamples in a slightly
+worse one, while starts that cross the landscape the way the grid did find the resample's
+full-grid optimum (checked to 1e-9 relative in tests/scaling/test_scaling_bootstrap.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lm.scaling.fit import (DELTA, FitResult, check_points, fit_chinchilla, fit_power_law,
+                            jax_chinchilla_objective)
+from lm.scaling.laws import ChinchillaLaw, FlopsPerToken, PowerLaw, optimal_allocation
+from lm.scaling.optimize import LBFGSOptions, minimize_batch
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A point estimate with its bootstrap standard error and percentile interval."""
+
+    value: float
+    """From the full-data fit."""
+    se: float
+    """Standard deviation over resamples (ddof=1)."""
+    lo: float
+    hi: float
+    level: float = 0.95
+
+    def __str__(self) -> str:
+        return f"{_fmt(self.value)} ± {_fmt(self.se)} [{_fmt(self.lo)}, {_fmt(self.hi)}]"
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4g}" if 1e-3 <= abs(x) < 1e5 or x == 0 else f"{x:.3e}"
+
+
+def estimate(value: float, samples, level: float = 0.95) -> Estimate:
+    """Estimate from bootstrap samples [R] (non-finite samples ignored)."""
+    s = np.asarray(samples, float)
+    s = s[np.isfinite(s)]
+    if len(s) < 2:
+        return Estimate(float(value), float("nan"), float("nan"), float("nan"), level)
+    q = 100 * (1 - level) / 2
+    lo, hi = np.percentile(s, [q, 100 - q])
+    return Estimate(float(value), float(np.std(s, ddof=1)), float(lo), float(hi), level)
+
+
+def resample_weights(n: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """[R, n] multiplicities of n points in R bootstrap resamples (each row sums to n)."""
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_resamples).astype(np.float64)
+
+
+def allocation_samples(E, A, B, alpha, beta, budgets, flops_per_token: FlopsPerToken | None):
+    """Compute-optimal N, D for each law sample: arrays [R] -> (N [R, nb], D [R, nb])."""
+    C = np.asarray(budgets, float)[None, :]
+    if flops_per_token is None:  # closed form, vectorised
+        G = (alpha * A / (beta * B)) ** (1 / (alpha + beta))
+        a, b = beta / (alpha + beta), alpha / (alpha + beta)
+        c6 = C / 6.0
+        return G[:, None] * c6 ** a[:, None], c6 ** b[:, None] / G[:, None]
+    n = np.empty((len(E), C.shape[1]))
+    d = np.empty_like(n)
+    for r in range(len(E)):
+        law = ChinchillaLaw(E[r], A[r], B[r], alpha[r], beta[r])
+        n[r], d[r] = optimal_allocation(law, C[0], flops_per_token)
+    return n, d
+
+
+@dataclass(frozen=True)
+class ChinchillaBootstrap:
+    """Bootstrap of the Approach 3 fit: law samples, derived quantities and intervals."""
+
+    law: ChinchillaLaw
+    """The full-data fit."""
+    samples: np.ndarray = field(repr=False)
+    """[R, 5] (E, A, B, alpha, beta) per resample."""
+    objective: np.ndarray = field(repr=False)
+    """[R] best objective per resample."""
+    budgets: tuple[float, ...]
+    """FLOP budgets at which allocations are summarised."""
+    n_opt: np.ndarray = field(repr=False)
+    """[R, len(budgets)] compute-optimal parameters per resample."""
+    d_opt: np.ndarray = field(repr=False)
+    """[R, len(budgets)] compute-optimal tokens per resample."""
+    estimates: dict[str, Estimate]
+    """E, A, B, alpha, beta, a, b, G, and N_opt@C, D_opt@C, D/N@C for each budget C."""
+
+    def summary(self) -> str:
+        lines = [f"Approach 3 bootstrap ({len(self.samples)} resamples; "
+                 f"estimate ± SE [{100 * next(iter(self.estimates.values())).level:.0f}% interval]):"]
+        lines += [f"  {k:>16} {v}" for k, v in self.estimates.items()]
+        return "\n".join(lines)
+
+
+def bootstrap_chinchilla(
+    N, D, loss, fit: FitResult | None = None, *, n_resamples: int = 1000, seed: int = 0,
+    n_starts: int = 8, budgets=(5.76e23,), flops_per_token: FlopsPerToken | None = None,
+    level: float = 0.95, delta: float = DELTA, opts: LBFGSOptions = LBFGSOptions(),
+) -> ChinchillaBootstrap:
+    """Resample points with replacement, refit Approach 3, summarise every parameter.
+
+    N, D, loss: [n] as for fit.fit_chinchilla; fit: the full-data fit (computed if None).
+    Each resample is refitted from the full-data optimum and fit.basin_starts[:n_starts - 1]
+    and keeps its best objective.
+    """
+    cols = check_points(5, N=N, D=D, loss=loss)
+    if n_resamples < 2:
+        raise ValueError(f"n_resamples={n_resamples}; use at least 2 (1000 for published intervals)")
+    if fit is None:
+        fit = fit_chinchilla(cols["N"], cols["D"], cols["loss"], delta=delta, opts=opts)
+    n = len(cols["N"])
+    weights = resample_weights(n, n_resamples, np.random.default_rng(seed))
+    starts = np.concatenate([fit.theta[None], fit.basin_starts[: max(n_starts - 1, 0)]])
+    K = len(starts)
+    res = minimize_batch(
+        jax_chinchilla_objective, np.tile(starts, (n_resamples, 1)), np.repeat(weights, K, axis=0),
+        (np.log(cols["N"]), np.log(cols["D"]), np.log(cols["loss"]), np.float64(delta)), opts)
+    values = res.value.reshape(n_resamples, K)
+    best = np.argmin(np.where(np.isfinite(values), values, np.inf), axis=1)
+    theta = res.theta.reshape(n_resamples, K, 5)[np.arange(n_resamples), best]
+    a, b, e, alpha, beta = theta.T
+    E, A, B = np.exp(e), np.exp(a), np.exp(b)
+    budgets = tuple(float(c) for c in np.atleast_1d(budgets))
+    n_opt, d_opt = allocation_samples(E, A, B, alpha, beta, budgets, flops_per_token)
+    law = fit.law
+    full_n, full_d = (np.atleast_1d(v) for v in law.optimal(np.array(budgets), flops_per_token))
+    G = (alpha * A / (beta * B)) ** (1 / (alpha + beta))
+    est = {name: estimate(getattr(law, name), s, level) for name, s in
+           dict(E=E, A=A, B=B, alpha=alpha, beta=beta, a=beta / (alpha + beta),
+                b=alpha / (alpha + beta), G=G).items()}
+    for j, c in enumerate(budgets):
+        est[f"N_opt@{c:.3g}"] = estimate(full_n[j], n_opt[:, j], level)
+        est[f"D_opt@{c:.3g}"] = estimate(full_d[j], d_opt[:, j], level)
+        est[f"D/N@{c:.3g}"] = estimate(full_d[j] / full_n[j], d_opt[:, j] / n_opt[:, j], level)
+    return ChinchillaBootstrap(law=law, samples=np.stack([E, A, B, alpha, beta], axis=1),
+                               objective=values[np.arange(n_resamples), best], budgets=budgets,
+                               n_opt=n_opt, d_opt=d_opt, estimates=est)
+
+
+@dataclass(frozen=True)
+class PowerLawFits:
+    """N_opt(C) and D_opt(C) power laws with bootstrap intervals."""
+
+    n_opt: PowerLaw
+    d_opt: PowerLaw
+    estimates: dict[str, Estimate]
+    """a, b, G_N, G_D, and N_opt@C, D_opt@C for each budget C."""
+    n_resamples: int
+
+    def summary(self) -> str:
+        e = self.estimates
+        return (f"N_opt = {self.n_opt.G:.4g} C^{self.n_opt.a:.4f}, D_opt = {self.d_opt.G:.4g} C^{self.d_opt.a:.4f}; "
+                f"a = {e['a']}, b = {e['b']} ({self.n_resamples} resamples)")
+
+
+def power_law_fits(C, N, D, samples, budgets, level) -> PowerLawFits:
+    """Least-squares N_opt(C), D_opt(C) on points C, N, D [k]; intervals from `samples`, a
+    list of (C, N, D) arrays refitted per resample (one with < 2 distinct C counts as failed)."""
+    n_law, d_law = fit_power_law(C, N), fit_power_law(C, D)
+    rows = []
+    for c, n, d in samples:
+        if len(np.unique(c)) < 2:
+            rows.append([np.nan] * 4)
+            continue
+        nl, dl = fit_power_law(c, n), fit_power_law(c, d)
+        rows.append([nl.a, dl.a, nl.G, dl.G])
+    s = np.array(rows, float).reshape(-1, 4)
+    est = {"a": estimate(n_law.a, s[:, 0], level), "b": estimate(d_law.a, s[:, 1], level),
+           "G_N": estimate(n_law.G, s[:, 2], level), "G_D": estimate(d_law.G, s[:, 3], level)}
+    for c in budgets:
+        est[f"N_opt@{c:.3g}"] = estimate(n_law(c), s[:, 2] * c ** s[:, 0], level)
+        est[f"D_opt@{c:.3g}"] = estimate(d_law(c), s[:, 3] * c ** s[:, 1], level)
+    return PowerLawFits(n_law, d_law, est, len(samples))
