@@ -75,3 +75,36 @@ def test_model_inspection_on_a_text_run(tmp_path, monkeypatch):
     assert text.count("->") == 3                           # three sampled continuations
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) >= 2                                 # attention maps and the distributions
+
+
+def _fake_sweep(folder, floor=1.333):
+    """A results table like a sweep's, made from a known law (no training): 4 budgets x 5 sizes."""
+    import numpy as np
+
+    from experiments.results import append_row
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    E, A, B, alpha, beta = floor + 0.02, 40.0, 300.0, 0.35, 0.32
+    for budget in (1e11, 3e11, 1e12, 3e12):
+        n_opt = 0.1 * budget ** 0.5
+        for k, N in enumerate(n_opt * np.geomspace(0.25, 4, 5)):
+            D = budget / (6 * N)
+            loss = (E + A / N ** alpha + B / D ** beta) * np.exp(rng.normal(0, 0.003))
+            curve = [{"step": s, "tokens": D * s / 4, "eval_loss": E + A / N ** alpha + B / (D * s / 4) ** beta}
+                     for s in (1, 2, 3, 4)]
+            append_row(str(folder), {
+                "run_id": f"cos-{budget:.0e}-{k}", "sweep": "fake", "kind": "cosine", "schedule": "cosine",
+                "budget": budget, "N": N * 1.2, "N_nonembed": N, "D": D, "C": 6 * N * D, "convention": "6n",
+                "tokens_per_param": D / N, "loss": loss, "eval_curve": curve, "entropy_floor": floor,
+                "status": "completed"})
+
+
+def test_scaling_analysis(tmp_path, monkeypatch):
+    _fake_sweep(tmp_path / "sweep")
+    nb = execute("scaling_analysis.ipynb", {"LM_NB_SWEEP": str(tmp_path / "sweep"), "LM_NB_BOOTSTRAP": "20"},
+                 monkeypatch)
+    text = outputs_text(nb)
+    assert "20 runs" in text and "Extrapolation to C = 3e+12" in text
+    assert "entropy floor of the synthetic language = 1.3330" in text
+    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) >= 4
