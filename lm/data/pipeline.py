@@ -25,6 +25,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from lm.config import DataConfig
+from lm.io import atomic_write_bytes
 from lm.data import synthetic as syn
 
 SYNTHETIC_SHARDS = {"train": 0, "validation": 1, "test": 2}
@@ -234,7 +235,7 @@ def _tokenizer(cfg: DataConfig, builder, label: str, vocab_size: int | None, wor
                 tokenizer.save(candidate)   # else (read-only data, no run folder): memory only
                 break
     if in_run and _writable(workdir):
-        tok.atomic_write_bytes(in_run, tokenizer.model_proto)
+        atomic_write_bytes(in_run, tokenizer.model_proto)
     return tokenizer
 
 

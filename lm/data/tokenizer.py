@@ -23,27 +23,12 @@ from typing import Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 
+from lm.io import atomic_write_bytes
+
 BYTE = "byte"
 """Value of DataConfig.tokenizer that selects the byte-level tokenizer."""
 MAX_PIECE_CHARS = 4000
 """Documents are fed to the trainer in lines of at most this many characters (its limit is 4192 bytes)."""
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write through a temporary file in the same folder and an atomic rename."""
-    import tempfile
-
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class Tokenizer(Protocol):
