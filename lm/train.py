@@ -24,7 +24,7 @@ from lm.checkpoint import Checkpoints
 from lm.config import TrainConfig, apply_overrides, load_train_config, to_dict
 from lm.io import atomic_write_json
 from lm.metrics import MetricsWriter
-from lm.optim import learning_rate_at, make_optimizer
+from lm.optim import learning_rate_at, make_optimizer, make_schedule
 from lm.sharding import make_mesh
 from lm.step import compile_steps
 
@@ -39,7 +39,7 @@ def _check_resumable(cfg: TrainConfig) -> None:
         return
     with open(path) as f:
         old = json.load(f)
-    new = to_dict(cfg)
+    new = json.loads(json.dumps(to_dict(cfg)))
     diff = sorted(k for k in set(old) | set(new) if k not in _RESUMABLE_CHANGES and old.get(k) != new.get(k))
     if diff:
         raise ValueError(f"{cfg.out_dir} holds a run with a different config (fields {diff} differ); "
@@ -77,6 +77,28 @@ def _branch_source(cfg: TrainConfig) -> tuple[Checkpoints, int]:
     return source, int(step)
 
 
+def _optimizer(cfg: TrainConfig):
+    """(optimizer, per-step learning rates or None). With cfg.schedule_on_host the rate is a
+    hyperparameter in the optimizer state, set from the host table before each step, so nothing in
+    the compiled step depends on cfg.steps (one compilation per shape across a sweep)."""
+    if not cfg.schedule_on_host:
+        return make_optimizer(cfg.optim, cfg.steps), None
+    import optax
+    padded = 1 << max(cfg.steps - 1, 1).bit_length()   # eager ops compile once per length class
+    table = np.asarray(make_schedule(cfg.optim, cfg.steps)(np.arange(padded)), np.float32)[:cfg.steps]
+    tx = optax.inject_hyperparams(lambda learning_rate: make_optimizer(
+        cfg.optim, cfg.steps, schedule=learning_rate))(learning_rate=cfg.optim.learning_rate)
+    return tx, table
+
+
+def _with_learning_rate(state, lr: np.float32):
+    """`state` with the optimizer's injected learning rate set to `lr` (same dtype and sharding)."""
+    opt = state.opt_state
+    old = opt.hyperparams["learning_rate"]
+    new = jax.device_put(np.asarray(lr, old.dtype), old.sharding)
+    return state.replace(opt_state=opt._replace(hyperparams={**opt.hyperparams, "learning_rate": new}))
+
+
 def evaluate(compiled, params, eval_batches: list[jax.Array]) -> float:
     """Mean per-token loss over a fixed list of held-out device batches."""
     total = count = 0.0
@@ -97,7 +119,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     t_start = time.time()
 
     mesh = make_mesh(cfg.mesh)
-    tx = make_optimizer(cfg.optim, cfg.steps)
+    tx, lr_table = _optimizer(cfg)
     compiled = compile_steps(cfg.model, tx, mesh, grad_accum=cfg.optim.grad_accum)
     if cfg.init_from is not None and not os.path.isdir(os.path.join(cfg.out_dir, "checkpoints")):
         _branch_source(cfg)[0].close()  # fail before anything is written
@@ -146,6 +168,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     batch = first
 
     for step in range(start, cfg.steps):
+        if lr_table is not None:
+            state = _with_learning_rate(state, lr_table[step])
         state, metrics = step_fn(state, batch)
         done = step + 1
         td = time.time()
@@ -168,7 +192,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             last_log = (p_step, now)
             writer.write(p_step, row)
         is_eval = done == cfg.steps or (cfg.eval_every and done % cfg.eval_every == 0)
-        is_ckpt = done == cfg.steps or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
+        is_ckpt = (done == cfg.steps or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
+                   or done in cfg.checkpoint_steps)
         if done % cfg.log_every == 0 or done == cfg.steps or is_eval or is_ckpt:
             pending = (done, metrics)
         if is_eval or is_ckpt or done % cfg.log_every == 0:
@@ -234,7 +259,7 @@ def default_config() -> TrainConfig:
     return TrainConfig(model=ModelConfig(vocab_size=64, d_model=64, n_layers=3, n_heads=4, max_seq_len=128,
                                          d_ff=256, compute_dtype="float32"),  # faster at d64 here
                        data=DataConfig(seq_len=128), optim=OptimConfig(learning_rate=3e-3, warmup_steps=30),
-                       steps=300, batch_size=32, eval_every=50, out_dir="runs/default")
+                       steps=300, batch_size=16, eval_every=50, out_dir="runs/default")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,296 @@
+"""What a sweep is: frozen dataclasses, their validation, and `load(name_or_path)`.
+
+A named sweep is a small Python file in this folder defining `get_config() -> SweepConfig`
+(`default.py` is what `make sweep` runs). Everything that changes the numbers lives in
+`SweepConfig` and is recorded in `<out_dir>/sweep.json`; how the runs are executed (`ExecConfig`)
+may change between invocations of the same sweep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import runpy
+from typing import Any
+
+from lm.config import DataConfig, ModelConfig, OptimConfig, to_dict
+from lm.flops import CONVENTIONS
+
+SIZE_RULES = ("aspect", "preset")
+BACKENDS = ("inline", "pool", "submitit")
+
+
+@dataclasses.dataclass(frozen=True)
+class SizeConfig:
+    """Which model sizes each budget trains, and how a size becomes a shape.
+
+    Sizes are non-embedding parameter counts N (Kaplan's N), given either as a list shared by all
+    budgets (`targets`) or as a range with `per_budget` sizes for each budget (`range`).
+    """
+
+    rule: str = "aspect"
+    """How a target N becomes a shape. 'aspect': for each depth n_layers in [min_layers, max_layers]
+    the width d_model (a multiple of width_step) whose N is nearest the target; of those, the one
+    whose d_model / n_layers is nearest `aspect` (log scale). Depth and width then both grow with N
+    (a one-parameter family, as in Kaplan et al.'s fixed-aspect models); n_heads = round(d_model /
+    head_dim), d_ff = ff_mult * d_model. 'preset': `presets` name lm.config model presets (their
+    d_model, n_layers, n_heads, d_ff; vocabulary and context come from the sweep)."""
+    targets: tuple[float, ...] = ()
+    """Explicit target sizes (non-embedding N), the same for every budget."""
+    range: tuple[float, float] | None = None
+    """(n_min, n_max): sizes come from this range instead, `per_budget` of them for each budget."""
+    per_budget: int = 5
+    """With `range`: sizes per budget, log-spaced."""
+    window: float | None = None
+    """With `range`: each budget takes `per_budget` consecutive sizes of one log-spaced ladder
+    over the range (ratio window^(2/(per_budget-1)), so they span about N*/window .. N* x window),
+    centred on the guessed optimum N* = sqrt(C / (6 tokens_per_param_guess)) and shifted down where
+    the largest are infeasible. Budgets share sizes, hence compilations. None: `per_budget` sizes
+    log-spaced over the whole feasible range, per budget."""
+    tokens_per_param_guess: float = 20.0
+    """The guess behind `window` (Chinchilla: ~20 tokens per parameter)."""
+    aspect: float = 16.0
+    """'aspect' rule: target d_model / n_layers."""
+    width_step: int = 8
+    """'aspect' rule: d_model is a multiple of this."""
+    head_dim: int = 8
+    """Width of each attention head (n_heads = max(1, round(d_model / head_dim)))."""
+    ff_mult: int = 4
+    """MLP hidden width as a multiple of d_model."""
+    min_layers: int = 1
+    """Shallowest shape considered (2 gives every model an induction-capable depth)."""
+    max_layers: int = 24
+    """Deepest shape considered."""
+    presets: tuple[str, ...] = ()
+    """'preset' rule: lm.config preset names, e.g. ('tiny-32', 'tiny-64')."""
+
+    def validate(self) -> "SizeConfig":
+        if self.rule not in SIZE_RULES:
+            raise ValueError(f"size rule {self.rule!r} is not known; pick one of {list(SIZE_RULES)} "
+                             "(sizes.rule in the sweep config)")
+        if self.rule == "preset":
+            from lm.config import MODEL_PRESETS
+            if not self.presets:
+                raise ValueError("size rule 'preset' needs sizes.presets, e.g. ('tiny-32', 'tiny-64')")
+            unknown = [p for p in self.presets if p not in MODEL_PRESETS]
+            if unknown:
+                raise ValueError(f"unknown model preset(s) {unknown} in sizes.presets; presets: "
+                                 f"{sorted(MODEL_PRESETS)}")
+            return self
+        if bool(self.targets) == (self.range is not None):
+            raise ValueError("give the sizes either as sizes.targets (a list of N) or as sizes.range="
+                             "(n_min, n_max) with sizes.per_budget, not both and not neither")
+        if self.targets and min(self.targets) <= 0:
+            raise ValueError(f"sizes.targets {self.targets} must all be positive parameter counts")
+        if self.range is not None:
+            lo, hi = self.range
+            if not 0 < lo < hi:
+                raise ValueError(f"sizes.range={self.range} must be (n_min, n_max) with 0 < n_min < n_max")
+            if self.per_budget < 1:
+                raise ValueError(f"sizes.per_budget={self.per_budget} must be >= 1")
+        if self.window is not None and self.window <= 1:
+            raise ValueError(f"sizes.window={self.window} must be > 1 (a factor each side of N*), or None")
+        for name in ("head_dim", "width_step", "ff_mult", "min_layers", "max_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"sizes.{name}={getattr(self, name)} must be >= 1")
+        if self.head_dim % 2:
+            raise ValueError(f"sizes.head_dim={self.head_dim} must be even (rotary positions)")
+        if self.min_layers > self.max_layers:
+            raise ValueError(f"sizes.min_layers={self.min_layers} > max_layers={self.max_layers}")
+        if self.aspect <= 0:
+            raise ValueError(f"sizes.aspect={self.aspect} must be > 0")
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class WSDConfig:
+    """Warmup-stable-decay runs (Hagele et al. 2024): each size trains once at a constant learning
+    rate, checkpointing at every branch point, and a short cooldown branched from each checkpoint
+    gives the loss at one token count. Branches are placed at the token counts of the size's cosine
+    runs, so every WSD point has a cosine twin at equal (N, D)."""
+
+    sizes: tuple[str, ...] = ()
+    """Shape names ('d32-L2', as the plan names them) to run as WSD; () = every shape of the sweep."""
+    cooldown_frac: float = 0.2
+    """Cooldown length as a fraction of the branch's total steps."""
+    decay_shape: str = "sqrt"
+    """Shape of the cooldown: 'linear', 'cosine' or 'sqrt' (1 - sqrt, Hagele et al.'s best)."""
+
+    def validate(self) -> "WSDConfig":
+        if not 0 < self.cooldown_frac < 1:
+            raise ValueError(f"wsd.cooldown_frac={self.cooldown_frac} must be in (0, 1)")
+        if self.decay_shape not in ("linear", "cosine", "sqrt"):
+            raise ValueError(f"wsd.decay_shape={self.decay_shape!r}; pick 'linear', 'cosine' or 'sqrt'")
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecConfig:
+    """How the runs are executed. May differ between invocations of one sweep (not in sweep.json)."""
+
+    backend: str = "pool"
+    """'inline' (in this process, for debugging), 'pool' (worker processes on this machine) or
+    'submitit' (SLURM, or submitit's local executor with cluster='local')."""
+    workers: int = 2
+    """Pool: worker processes running at once (submitit: jobs in flight)."""
+    threads: int = 1
+    """Pool/submitit: CPU threads per worker (each worker is pinned to this many cores)."""
+    max_retries: int = 2
+    """A run that fails (exception or crashed worker) is retried up to this many times."""
+    cluster: str | None = None
+    """submitit: None = auto (SLURM if available), 'slurm', 'local' or 'debug'."""
+    slurm: tuple[tuple[str, Any], ...] = ()
+    """submitit: extra executor parameters as (name, value) pairs, e.g. (('slurm_partition', 'gpu'),
+    ('timeout_min', 60))."""
+    poll_s: float = 0.5
+    """How often the sweep refreshes its progress bars and checks on workers."""
+
+    def validate(self) -> "ExecConfig":
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend {self.backend!r} is not known; pick one of {list(BACKENDS)}")
+        if self.workers < 1 or self.threads < 1 or self.max_retries < 0:
+            raise ValueError(f"workers={self.workers} and threads={self.threads} must be >= 1, "
+                             f"max_retries={self.max_retries} >= 0")
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+    """An IsoFLOP sweep: for each compute budget C, models of several sizes N each trained on
+    D = C / (FLOPs per token) tokens with a cosine cycle as long as the run."""
+
+    name: str = "default"
+    """Name of the sweep; the default output folder is sweeps/<name>."""
+    budgets: tuple[float, ...] = (3e10, 1e11, 3e11, 1e12)
+    """Compute budgets C in training FLOPs under `convention`."""
+    convention: str = "6n"
+    """FLOP convention that turns C into tokens (lm.flops.CONVENTIONS); every convention is recorded."""
+    sizes: SizeConfig = dataclasses.field(default_factory=SizeConfig)
+    model: ModelConfig = dataclasses.field(default_factory=lambda: ModelConfig(vocab_size=64))
+    """Template of every model: vocabulary, positions, norm, activation, dtype. d_model, n_layers,
+    n_heads, head_dim and d_ff come from the size rule; max_seq_len = seq_len."""
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    """Data of every run (seq_len is overridden by `seq_len`)."""
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    """Optimizer of every run; the schedule is a cosine cycle over each run's own length."""
+    batch_size: int = 32
+    """Sequences per optimizer step."""
+    seq_len: int = 128
+    """Tokens per sequence."""
+    min_steps: int = 200
+    """Points with fewer optimizer steps than this are dropped (too short to be trusted)."""
+    min_tokens_per_param: float = 0.0
+    """Points with fewer tokens per (non-embedding) parameter than this are dropped."""
+    evals_per_run: int = 4
+    """Held-out evaluations per run (evenly spaced; the last at the end)."""
+    eval_batches: int = 4
+    """Batches per evaluation."""
+    checkpoints_per_run: int = 2
+    """Intermediate checkpoints per run (a crash loses at most 1/(this + 1) of a run)."""
+    seed: int = 0
+    """Parameter-initialisation seed of every run."""
+    wsd: WSDConfig | None = None
+    """Also run warmup-stable-decay twins of the cosine runs (see WSDConfig); None = cosine only."""
+    exec: ExecConfig = dataclasses.field(default_factory=ExecConfig)
+    """How to execute (not part of the sweep's identity)."""
+    out_dir: str | None = None
+    """Sweep folder; None = sweeps/<name>."""
+
+    @property
+    def directory(self) -> str:
+        return self.out_dir or os.path.join("sweeps", self.name)
+
+    def validate(self) -> "SweepConfig":
+        if not self.budgets:
+            raise ValueError("budgets is empty; give at least one compute budget in FLOPs, e.g. (1e11,)")
+        if min(self.budgets) <= 0:
+            raise ValueError(f"budgets {self.budgets} must all be positive FLOP counts")
+        if len(set(self.budgets)) != len(self.budgets):
+            raise ValueError(f"budgets {self.budgets} repeat a value; list each budget once")
+        if self.convention not in CONVENTIONS:
+            raise ValueError(f"convention {self.convention!r} is not known; pick one of {list(CONVENTIONS)}")
+        for name in ("batch_size", "seq_len", "min_steps", "evals_per_run", "eval_batches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.checkpoints_per_run < 0:
+            raise ValueError(f"checkpoints_per_run={self.checkpoints_per_run} must be >= 0")
+        if self.optim.warmup_steps >= self.min_steps:
+            raise ValueError(f"optim.warmup_steps={self.optim.warmup_steps} is not below min_steps="
+                             f"{self.min_steps}; lower the warmup or raise min_steps")
+        self.sizes.validate()
+        self.model.validate()
+        self.data.validate()
+        self.optim.validate()
+        if self.wsd is not None:
+            self.wsd.validate()
+        self.exec.validate()
+        return self
+
+    def identity(self) -> dict[str, Any]:
+        """What sweep.json records: everything that changes the numbers (not exec, not out_dir)."""
+        values = to_dict(self)
+        values.pop("exec")
+        values.pop("out_dir")
+        return values
+
+
+def replace(config: Any, **changes: Any) -> Any:
+    """dataclasses.replace that also takes dotted keys for nested configs:
+    replace(cfg, **{"exec.workers": 1, "sizes.targets": (2e4, 4e4)})."""
+    nested: dict[str, dict[str, Any]] = {}
+    flat = {}
+    for key, value in changes.items():
+        head, dot, rest = key.partition(".")
+        if dot:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            flat[key] = value
+    for head, sub in nested.items():
+        flat[head] = replace(getattr(config, head), **sub)
+    return dataclasses.replace(config, **flat)
+
+
+def load(name_or_path: str) -> SweepConfig:
+    """A SweepConfig from a config name in this folder ('default') or a path to a Python file
+    defining `get_config()` (or `config`)."""
+    if name_or_path.endswith(".py") or os.sep in name_or_path:
+        if not os.path.isfile(name_or_path):
+            raise ValueError(f"sweep config file {name_or_path} does not exist")
+        namespace = runpy.run_path(name_or_path)
+    else:
+        here = os.path.dirname(os.path.abspath(__file__))
+        if not os.path.isfile(os.path.join(here, f"{name_or_path}.py")):
+            names = sorted(f[:-3] for f in os.listdir(here) if f.endswith(".py") and not f.startswith("_"))
+            raise ValueError(f"no sweep config named {name_or_path!r}; known: {names}, or pass a path "
+                             "to a .py file defining get_config()")
+        namespace = vars(importlib.import_module(f"experiments.configs.{name_or_path}"))
+    if "get_config" in namespace:
+        config = namespace["get_config"]()
+    elif "config" in namespace:
+        config = namespace["config"]
+    else:
+        raise ValueError(f"{name_or_path} defines neither get_config() nor config")
+    if not isinstance(config, SweepConfig):
+        raise ValueError(f"{name_or_path} returned {type(config).__name__}, not a SweepConfig")
+    return config.validate()
+
+
+def from_dict(values: dict[str, Any]) -> SweepConfig:
+    """Rebuild a SweepConfig from sweep.json (identity) values."""
+    from lm.config import from_dict as lm_from_dict
+    values = dict(values)
+    nested = {"sizes": SizeConfig, "wsd": WSDConfig, "exec": ExecConfig}
+    lm_nested = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig}
+    for key, cls in nested.items():
+        if isinstance(values.get(key), dict):
+            values[key] = cls(**_tuples(values[key]))
+    for key, cls in lm_nested.items():
+        if isinstance(values.get(key), dict):
+            values[key] = lm_from_dict(cls, values[key])
+    return SweepConfig(**_tuples(values))
+
+
+def _tuples(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: (tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v)
+            for k, v in values.items()}

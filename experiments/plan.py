@@ -1,0 +1,458 @@
+"""Plan an IsoFLOP sweep: budgets x sizes -> shapes, tokens, steps and one TrainConfig per run.
+
+For each compute budget C and each size N the plan picks a shape (the size rule of
+`SizeConfig`), the tokens D = C / (training FLOPs per token under the sweep's convention), rounded to
+whole optimizer steps of batch_size x seq_len tokens, and a cosine cycle as long as the run. Points
+with fewer than `min_steps` steps, or fewer tokens per parameter than `min_tokens_per_param`, are
+dropped with the reason (a windowed range only offers feasible sizes in the first place). With
+`wsd` set, each chosen shape also gets one constant-learning-rate trunk that checkpoints at the
+branch points, and one cooldown per cosine twin (same N, same D).
+
+Every run trains with `schedule_on_host`, so runs of one shape share one compiled step whatever
+their length (the sweep's persistent compilation cache); a windowed range draws every budget's
+sizes from one shared ladder of shapes for the same reason.
+
+`format_plan(plan, seconds)` renders the table `lm-sweep plan` shows; `probe(...)` times a short
+run of some shapes and `estimate_seconds` turns that into a wall-time estimate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+import tempfile
+from typing import Any, Iterable
+
+from experiments.configs import SizeConfig, SweepConfig
+from lm import flops as flops_lib
+from lm.config import MODEL_PRESETS, ModelConfig, TrainConfig
+
+KINDS = ("cosine", "wsd_constant", "wsd_cooldown")
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    """The size-dependent part of a model."""
+
+    d_model: int
+    n_layers: int
+    n_heads: int
+    d_ff: int
+    head_dim: int | None = None
+    """None = d_model // n_heads."""
+
+    @property
+    def name(self) -> str:
+        return f"d{self.d_model}-L{self.n_layers}"
+
+    def model(self, template: ModelConfig, seq_len: int) -> ModelConfig:
+        return dataclasses.replace(template, d_model=self.d_model, n_layers=self.n_layers,
+                                   n_heads=self.n_heads, head_dim=self.head_dim, n_kv_heads=None,
+                                   d_ff=self.d_ff, max_seq_len=seq_len)
+
+
+def _nonembed(shape: Shape, template: ModelConfig) -> int:
+    return flops_lib.param_counts(shape.model(template, template.max_seq_len)).non_embedding
+
+
+def _aspect_shape(d_model: int, n_layers: int, sizes: SizeConfig) -> Shape:
+    n_heads = max(1, round(d_model / sizes.head_dim))
+    head_dim = None if n_heads * sizes.head_dim == d_model else sizes.head_dim
+    return Shape(d_model, n_layers, n_heads, sizes.ff_mult * d_model, head_dim)
+
+
+def shape_for(target: float, sizes: SizeConfig, template: ModelConfig) -> Shape:
+    """The 'aspect' rule (see SizeConfig.rule): the shape for a target non-embedding N."""
+    best = None
+    for n_layers in range(sizes.min_layers, sizes.max_layers + 1):
+        step = sizes.width_step
+        lo, hi = 1, 1
+        while _nonembed(_aspect_shape(hi * step, n_layers, sizes), template) < target:
+            lo, hi = hi, hi * 2
+        while hi - lo > 1:                 # smallest width with N >= target
+            mid = (lo + hi) // 2
+            if _nonembed(_aspect_shape(mid * step, n_layers, sizes), template) < target:
+                lo = mid
+            else:
+                hi = mid
+        options = [_aspect_shape(k * step, n_layers, sizes) for k in {max(hi - 1, 1), hi}]
+        shape = min(options, key=lambda s: abs(math.log(_nonembed(s, template) / target)))
+        score = abs(math.log(shape.d_model / n_layers / sizes.aspect))
+        if best is None or score < best[0]:
+            best = (score, shape)
+    return best[1]
+
+
+def shape_grid(sizes: SizeConfig, template: ModelConfig, lo: float, hi: float) -> list[tuple[int, Shape]]:
+    """The distinct shapes the 'aspect' rule gives for targets in [lo, hi], as (N, shape) by N."""
+    found: dict[Shape, int] = {}
+    target = lo
+    while target <= hi * 1.0001:
+        shape = shape_for(target, sizes, template)
+        found.setdefault(shape, _nonembed(shape, template))
+        target *= 1.02
+    return sorted(((n, s) for s, n in found.items()), key=lambda item: item[0])
+
+
+def preset_shape(name: str) -> Shape:
+    p = MODEL_PRESETS[name]
+    return Shape(p.d_model, p.n_layers, p.n_heads, p.ff_size)
+
+
+def _log_spaced(lo: float, hi: float, k: int) -> list[float]:
+    if k == 1:
+        return [math.sqrt(lo * hi)]
+    return [lo * (hi / lo) ** (i / (k - 1)) for i in range(k)]
+
+
+def _steps(cfg: SweepConfig, shape: Shape, budget: float) -> tuple[int, float]:
+    """(optimizer steps, tokens per non-embedding parameter) of `shape` trained on budget C."""
+    model = shape.model(cfg.model, cfg.seq_len)
+    fpt = flops_lib.flops_per_token(model, cfg.seq_len, cfg.convention)
+    steps = int(round(budget / fpt / (cfg.batch_size * cfg.seq_len)))
+    return steps, steps * cfg.batch_size * cfg.seq_len / flops_lib.param_counts(model).non_embedding
+
+
+def _feasible(cfg: SweepConfig, shape: Shape, budget: float) -> bool:
+    steps, tpp = _steps(cfg, shape, budget)
+    return steps >= cfg.min_steps and tpp >= cfg.min_tokens_per_param
+
+
+def shapes_for_budget(cfg: SweepConfig, budget: float) -> list[Shape]:
+    """The distinct shapes budget C trains, smallest first.
+
+    targets / presets: each target's nearest shape (infeasible ones are dropped later, with the
+    reason). range: `per_budget` distinct shapes among the feasible ones in the range (at least
+    min_steps steps), nearest to log-spaced targets over the window around the guessed optimum
+    (the window is clipped to the feasible sizes, so a small budget still gets all its sizes).
+    """
+    sizes, template = cfg.sizes, _template(cfg)
+    if sizes.rule == "preset":
+        return [preset_shape(p) for p in sizes.presets]
+    if sizes.targets:
+        out: list[Shape] = []
+        for target in sizes.targets:
+            shape = shape_for(target, sizes, template)
+            if shape not in out:
+                out.append(shape)
+        return sorted(out, key=lambda s: _nonembed(s, template))
+    lo, hi = sizes.range
+    if sizes.window is None:          # k sizes log-spaced over the feasible part of the range
+        candidates = [(n, s) for n, s in _grid(cfg) if lo <= n <= hi and _feasible(cfg, s, budget)]
+        chosen: list[tuple[int, Shape]] = []
+        if candidates:
+            for target in _log_spaced(candidates[0][0], candidates[-1][0], sizes.per_budget):
+                left = [c for c in candidates if c not in chosen]
+                if left:
+                    chosen.append(min(left, key=lambda c: (abs(math.log(c[0] / target)), c[1].n_layers)))
+        return [s for _, s in sorted(chosen, key=lambda c: c[0])]
+    # Window: k consecutive points of one log grid shared by all budgets (so budgets share
+    # shapes and their compilations), centred on the guessed optimum, among the feasible ones.
+    feasible = [(n, s) for n, s in _ladder(cfg) if _feasible(cfg, s, budget)]
+    if not feasible:
+        return []
+    guess = math.sqrt(budget / (6.0 * sizes.tokens_per_param_guess))
+    centre = min(range(len(feasible)), key=lambda i: abs(math.log(feasible[i][0] / guess)))
+    k = min(sizes.per_budget, len(feasible))
+    start = min(max(centre - (k - 1) // 2, 0), len(feasible) - k)
+    return [s for _, s in feasible[start:start + k]]
+
+
+@functools.lru_cache(maxsize=8)
+def _ladder(cfg: SweepConfig) -> list[tuple[int, Shape]]:
+    """The size ladder shared by the budgets of a windowed range: from the smallest shape in the
+    range up, each next rung is the rule's shape nearest (log N) to ratio x the previous one, with
+    ratio = window^(2/(per_budget-1)) so that per_budget rungs span about N*/window .. N* x window."""
+    sizes = cfg.sizes
+    ratio = sizes.window ** (2.0 / max(sizes.per_budget - 1, 1))
+    grid = [item for item in _grid(cfg) if item[0] >= sizes.range[0]]
+    ladder = grid[:1]
+    while True:
+        above = [item for item in grid if item[0] > ladder[-1][0] * math.sqrt(ratio)]
+        if not above:
+            return ladder
+        ladder.append(min(above, key=lambda item: abs(math.log(item[0] / (ladder[-1][0] * ratio)))))
+
+
+@functools.lru_cache(maxsize=8)
+def _grid(cfg: SweepConfig) -> list[tuple[int, Shape]]:
+    return shape_grid(cfg.sizes, _template(cfg), *cfg.sizes.range)
+
+
+def _template(cfg: SweepConfig) -> ModelConfig:
+    return dataclasses.replace(cfg.model, max_seq_len=cfg.seq_len)
+
+
+def budget_label(budget: float) -> str:
+    """3e10 -> '3e10', 1.5e11 -> '1.5e11'."""
+    mantissa, exponent = f"{budget:.3g}".split("e") if "e" in f"{budget:.3g}" else (f"{budget:.3g}", "0")
+    return f"{mantissa}e{int(exponent)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One run of the sweep. `compute` is the actual C = flops_per_token * tokens."""
+
+    run_id: str
+    kind: str
+    """'cosine', 'wsd_constant' (the constant-LR trunk) or 'wsd_cooldown' (a branch of it)."""
+    shape: Shape
+    budget: float | None
+    """Target C of the IsoFLOP point (None for a WSD trunk)."""
+    steps: int
+    tokens: int
+    params: int
+    params_nonembed: int
+    flops_per_token: float
+    """Training FLOPs per token under the sweep's convention."""
+    parent: str | None = None
+    """wsd_cooldown: the run_id of the trunk it branches from."""
+    branch_step: int | None = None
+    checkpoint_steps: tuple[int, ...] = ()
+
+    @property
+    def compute(self) -> float:
+        return self.flops_per_token * self.tokens
+
+    @property
+    def new_steps(self) -> int:
+        """Steps this run trains itself (a cooldown starts at its branch step)."""
+        return self.steps - (self.branch_step or 0)
+
+    def train_config(self, cfg: SweepConfig, sweep_dir: str) -> TrainConfig:
+        """The TrainConfig this run trains (out_dir = <sweep_dir>/runs/<run_id>)."""
+        optim = cfg.optim
+        keep = 2
+        eval_every = -(-self.steps // cfg.evals_per_run)          # ceil: exactly evals_per_run evaluations
+        ckpt_every = -(-self.steps // (cfg.checkpoints_per_run + 1)) if cfg.checkpoints_per_run else 0
+        init_from = None
+        if self.kind == "cosine":
+            optim = dataclasses.replace(optim, schedule="cosine")
+        elif self.kind == "wsd_constant":
+            optim = dataclasses.replace(optim, schedule="constant")
+            keep = len(self.checkpoint_steps) + cfg.checkpoints_per_run + 2   # never rotate a branch point away
+        else:
+            cooldown = self.steps - self.branch_step
+            optim = dataclasses.replace(optim, schedule="wsd", decay_frac=cooldown / self.steps,
+                                        decay_shape=cfg.wsd.decay_shape)
+            init_from = f"{run_dir(sweep_dir, self.parent)}@{self.branch_step}"
+            eval_every, ckpt_every = 0, (cooldown // 2 if cfg.checkpoints_per_run else 0)
+        return TrainConfig(
+            model=self.shape.model(cfg.model, cfg.seq_len),
+            data=dataclasses.replace(cfg.data, seq_len=cfg.seq_len),
+            optim=optim, steps=self.steps, batch_size=cfg.batch_size, seed=cfg.seed,
+            eval_every=eval_every, eval_batches=cfg.eval_batches, log_every=10,
+            checkpoint_every=ckpt_every, checkpoint_steps=self.checkpoint_steps, keep_checkpoints=keep,
+            out_dir=run_dir(sweep_dir, self.run_id), init_from=init_from, tensorboard=False,
+            progress=False, schedule_on_host=True)
+
+
+def run_dir(sweep_dir: str, run_id: str) -> str:
+    return os.path.join(os.path.abspath(sweep_dir), "runs", run_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dropped:
+    budget: float
+    shape: str
+    params_nonembed: int
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    config: SweepConfig
+    runs: tuple[RunSpec, ...]
+    dropped: tuple[Dropped, ...]
+
+    def by_id(self) -> dict[str, RunSpec]:
+        return {r.run_id: r for r in self.runs}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"runs": [dataclasses.asdict(r) | {"compute": r.compute} for r in self.runs],
+                "dropped": [dataclasses.asdict(d) for d in self.dropped]}
+
+
+def _spec(cfg: SweepConfig, run_id: str, kind: str, shape: Shape, budget: float | None, steps: int,
+          **kw: Any) -> RunSpec:
+    model = shape.model(cfg.model, cfg.seq_len)
+    counts = flops_lib.param_counts(model)
+    fpt = flops_lib.flops_per_token(model, cfg.seq_len, cfg.convention)
+    return RunSpec(run_id=run_id, kind=kind, shape=shape, budget=budget, steps=steps,
+                   tokens=steps * cfg.batch_size * cfg.seq_len, params=counts.total,
+                   params_nonembed=counts.non_embedding, flops_per_token=fpt, **kw)
+
+
+def make_plan(cfg: SweepConfig) -> Plan:
+    """The runs of the sweep, and the points dropped as infeasible (with the reason)."""
+    cfg.validate()
+    tokens_per_step = cfg.batch_size * cfg.seq_len
+    runs: list[RunSpec] = []
+    dropped: list[Dropped] = []
+    empty = []
+    for budget in sorted(cfg.budgets):
+        kept = 0
+        for shape in shapes_for_budget(cfg, budget):
+            probe = _spec(cfg, "", "cosine", shape, budget, 1)
+            steps = int(round(budget / probe.flops_per_token / tokens_per_step))
+            spec = dataclasses.replace(probe, run_id=f"cos-C{budget_label(budget)}-{shape.name}", steps=steps,
+                                       tokens=steps * tokens_per_step)
+            tpp = spec.tokens / spec.params_nonembed
+            if steps < cfg.min_steps:
+                reason = (f"only {steps} steps of {cfg.batch_size}x{cfg.seq_len} tokens (min_steps="
+                          f"{cfg.min_steps}): model too large for this budget")
+            elif tpp < cfg.min_tokens_per_param:
+                reason = (f"{tpp:.2f} tokens per parameter < min_tokens_per_param="
+                          f"{cfg.min_tokens_per_param}: model too large for this budget")
+            else:
+                runs.append(spec)
+                kept += 1
+                continue
+            dropped.append(Dropped(budget, shape.name, spec.params_nonembed, reason))
+        if not kept:
+            empty.append(budget)
+    if empty:
+        reasons = "; ".join(f"{d.shape} at C={d.budget:.3g}: {d.reason}" for d in dropped if d.budget in empty)
+        raise ValueError(f"budget(s) {[f'{b:.3g}' for b in empty]} have no feasible point ({reasons}); "
+                         "raise those budgets, choose smaller sizes, or lower batch_size/seq_len/min_steps")
+    if cfg.wsd is not None:
+        runs += _wsd_runs(cfg, runs)
+    return Plan(cfg, tuple(runs), tuple(dropped))
+
+
+def _wsd_runs(cfg: SweepConfig, cosine: list[RunSpec]) -> list[RunSpec]:
+    names = {r.shape.name for r in cosine}
+    wanted = list(cfg.wsd.sizes) or sorted(names, key=lambda n: min(r.params for r in cosine if r.shape.name == n))
+    unknown = [n for n in wanted if n not in names]
+    if unknown:
+        raise ValueError(f"wsd.sizes {unknown} are not shapes of this sweep; its shapes are {sorted(names)} "
+                         "(see `lm-sweep plan`)")
+    out: list[RunSpec] = []
+    for name in wanted:
+        twins = sorted((r for r in cosine if r.shape.name == name), key=lambda r: r.steps)
+        branches = []
+        for twin in twins:
+            cooldown = max(1, round(cfg.wsd.cooldown_frac * twin.steps))
+            branch = twin.steps - cooldown
+            if branch < cfg.optim.warmup_steps:
+                continue
+            branches.append((twin, branch))
+        if not branches:
+            continue
+        trunk_id = f"wsd-trunk-{name}"
+        trunk_steps = max(b for _, b in branches)
+        out.append(_spec(cfg, trunk_id, "wsd_constant", twins[0].shape, None, trunk_steps,
+                         checkpoint_steps=tuple(sorted({b for _, b in branches}))))
+        for twin, branch in branches:
+            out.append(_spec(cfg, f"wsd-C{budget_label(twin.budget)}-{name}", "wsd_cooldown", twin.shape,
+                             twin.budget, twin.steps, parent=trunk_id, branch_step=branch))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Throughput probe and the plan table.
+
+def probe(cfg: SweepConfig, shapes: Iterable[Shape], steps: int = 60) -> dict[str, dict[str, float]]:
+    """{shape name: {'step_s', 'compile_s'}} from a short real training run of each shape, run the
+    way the sweep runs them (so their compilations land in the persistent cache too). step_s is the
+    median over the logged intervals, so start-up effects of the first steps do not count."""
+    import numpy as np
+
+    from lm.io import read_jsonl
+    from lm.train import train
+
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="lm-probe-") as tmp:
+        for shape in shapes:
+            spec = _spec(cfg, "probe", "cosine", shape, None, steps)
+            tc = dataclasses.replace(spec.train_config(cfg, tmp), out_dir=os.path.join(tmp, shape.name),
+                                     eval_every=0, eval_batches=1, checkpoint_every=0, log_every=10,
+                                     optim=dataclasses.replace(cfg.optim, warmup_steps=min(cfg.optim.warmup_steps, steps)))
+            result = train(tc)
+            rates = [r["tokens_per_s"] for r in read_jsonl(os.path.join(tc.out_dir, "metrics.jsonl"))
+                     if "tokens_per_s" in r]
+            rate = float(np.median(rates)) if rates else result["tokens_per_s"]
+            out[shape.name] = {"step_s": cfg.batch_size * cfg.seq_len / rate, "compile_s": result["compile_s"]}
+    return out
+
+
+def estimate_seconds(plan: Plan, probed: dict[str, dict[str, float]]) -> dict[str, float]:
+    """{run_id: seconds}: steps x seconds per step, interpolated (log-log in FLOPs per step) between
+    the probed shapes, plus evaluation time."""
+    if not probed:
+        return {}
+    cfg = plan.config
+    points = []
+    for spec in plan.runs:
+        if spec.shape.name in probed:
+            points.append((math.log(spec.flops_per_token), math.log(probed[spec.shape.name]["step_s"])))
+    points = sorted(set(points))
+    if len(points) >= 2:
+        n = len(points)
+        mx = sum(p[0] for p in points) / n
+        my = sum(p[1] for p in points) / n
+        sxx = sum((p[0] - mx) ** 2 for p in points)
+        slope = sum((p[0] - mx) * (p[1] - my) for p in points) / sxx if sxx > 0 else 1.0
+    else:
+        mx, my, slope = points[0][0], points[0][1], 1.0
+    out = {}
+    for spec in plan.runs:
+        if spec.shape.name in probed:
+            step_s = probed[spec.shape.name]["step_s"]
+        else:
+            step_s = math.exp(my + slope * (math.log(spec.flops_per_token) - mx))
+        evals = 0 if spec.kind == "wsd_cooldown" else cfg.evals_per_run
+        out[spec.run_id] = step_s * (spec.new_steps + (evals + 1) * cfg.eval_batches / 3)
+    return out
+
+
+def makespan(seconds: Iterable[float], workers: int) -> float:
+    """Wall time of longest-first scheduling of jobs over `workers` workers."""
+    loads = [0.0] * max(workers, 1)
+    for s in sorted(seconds, reverse=True):
+        loads[loads.index(min(loads))] += s
+    return max(loads)
+
+
+def _fmt(x: float) -> str:
+    """3 significant digits: 512, 6.19e3, 1.2e11."""
+    if abs(x) < 1000:
+        return f"{x:.3g}"
+    mantissa, exponent = f"{x:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def format_plan(plan: Plan, seconds: dict[str, float] | None = None) -> str:
+    """The plan as a table: one row per run, then the dropped points with their reasons."""
+    seconds = seconds or {}
+    cfg = plan.config
+    head = ["run", "kind", "C budget", "shape", "N", "N non-emb", "D", "D/N", "steps", "C actual"]
+    if seconds:
+        head.append("est. s")
+    rows = []
+    for r in sorted(plan.runs, key=lambda r: (KINDS.index(r.kind), r.budget or 0, r.params)):
+        row = [r.run_id, r.kind, _fmt(r.budget) if r.budget else "-", r.shape.name, _fmt(r.params),
+               _fmt(r.params_nonembed), _fmt(r.tokens), f"{r.tokens / r.params_nonembed:.1f}",
+               str(r.steps) if not r.branch_step else f"{r.branch_step}+{r.new_steps}", _fmt(r.compute)]
+        if seconds:
+            row.append(f"{seconds.get(r.run_id, float('nan')):.0f}")
+        rows.append(row)
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
+    lines = [f"Sweep {cfg.name!r}: {len(cfg.budgets)} budgets, {len(plan.runs)} runs, C in training FLOPs "
+             f"({cfg.convention!r}), N = parameters, D = tokens, batch {cfg.batch_size} x {cfg.seq_len}",
+             "  ".join(h.ljust(w) for h, w in zip(head, widths)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+    if plan.dropped:
+        lines.append("")
+        lines.append(f"Dropped ({len(plan.dropped)}):")
+        lines += [f"  C={d.budget:.3g} {d.shape} (N non-emb {d.params_nonembed}): {d.reason}" for d in plan.dropped]
+    if seconds:
+        total = sum(seconds.values())
+        lines.append("")
+        lines.append(f"Estimated: {total / 60:.1f} worker-minutes of training; about "
+                     f"{makespan(seconds.values(), cfg.exec.workers) / 60:.1f} minutes on {cfg.exec.workers} "
+                     f"worker(s), plus start-up and compilation")
+    return "\n".join(lines)

@@ -1,0 +1,229 @@
+"""What a sweep folder records: its identity (sweep.json, plan.json) and its results table.
+
+The identity: `sweep.json` holds the SweepConfig's identity (everything that changes the
+numbers); a folder made by another config is refused, so results of different sweeps never mix.
+
+The results table: `<sweep_dir>/results.jsonl`, one row per finished run.
+
+Append-only and crash-safe: a row is one complete JSON line written with a single write and
+fsync'd; only the sweep's orchestrator writes it. A crash can leave at most a torn last line,
+which readers ignore and `repair` truncates before the next append. Rows are unique by run_id
+(the orchestrator never appends a run twice; readers keep the first row of a run if ever there
+were two). `load_results(dir) -> pandas.DataFrame` is what fits and notebooks read.
+
+Columns of a row: identifiers (run_id, sweep, kind, schedule, budget, shape, d_model, n_layers,
+n_heads, d_ff), N (total parameters), N_nonembed, D (tokens trained), C (training FLOPs under the
+sweep's convention, from the actual tokens) and C_<convention> for every lm.flops convention,
+tokens_per_param (D / N_nonembed), loss (final eval loss), train_loss, eval_curve (every
+evaluation: step, tokens, eval_loss), entropy_floor, status ('completed' or 'diverged'), message,
+steps, attempts, wall_s / train_s / compile_s / eval_s / checkpoint_s (the final attempt), mfu,
+tokens_per_s, parent / branch_step (WSD cooldowns), config (the full TrainConfig).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import TYPE_CHECKING, Any
+
+from lm import flops as flops_lib
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from experiments.configs import SweepConfig
+    from experiments.plan import Plan, RunSpec
+
+RESULTS_FILE = "results.jsonl"
+SWEEP_FILE = "sweep.json"
+PLAN_FILE = "plan.json"
+FINISHED = ("completed", "diverged")
+TIMING_COLUMNS = ("wall_s", "train_s", "compile_s", "eval_s", "checkpoint_s", "data_s", "mfu",
+                  "tokens_per_s", "peak_flops", "finished_at", "attempts")
+"""Columns that vary between two executions of the same sweep (everything else is reproducible)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The folder's identity.
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new)):
+            out += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def check_sweep_dir(cfg: "SweepConfig") -> None:
+    """Refuse a folder made by a different sweep config, or one that is not a sweep folder."""
+    folder = cfg.directory
+    path = os.path.join(folder, SWEEP_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        diff = _differences(old, json.loads(json.dumps(cfg.identity())))
+        if diff:
+            raise ValueError(f"{folder} holds a sweep made by a different config ({', '.join(diff[:8])} "
+                             f"differ{'...' if len(diff) > 8 else ''}); results of different sweeps are never "
+                             f"mixed. Start a new sweep with another name or out_dir (lm-sweep run CONFIG --out "
+                             f"sweeps/NEW), or delete {folder} to start this one over")
+    elif os.path.isdir(folder) and set(os.listdir(folder)) - {".jax_cache"}:
+        raise ValueError(f"{folder} exists and is not a sweep folder (no {SWEEP_FILE}); nothing was written. "
+                         "Pick an empty or new folder with --out")
+
+
+def record_sweep(cfg: "SweepConfig", plan: "Plan") -> None:
+    """Write sweep.json (once) and plan.json into the folder (after check_sweep_dir)."""
+    from lm.io import atomic_write_json
+    folder = cfg.directory
+    os.makedirs(os.path.join(folder, "runs"), exist_ok=True)
+    if not os.path.exists(os.path.join(folder, SWEEP_FILE)):
+        atomic_write_json(os.path.join(folder, SWEEP_FILE), cfg.identity())
+    atomic_write_json(os.path.join(folder, PLAN_FILE), plan.to_dict())
+
+
+def load_sweep_config(folder: str) -> "SweepConfig":
+    """The SweepConfig recorded in a sweep folder (its out_dir set to the folder)."""
+    import dataclasses
+
+    from experiments.configs import from_dict
+    path = os.path.join(folder, SWEEP_FILE)
+    if not os.path.exists(path):
+        raise ValueError(f"{folder} is not a sweep folder (no {SWEEP_FILE}); run `lm-sweep run CONFIG` first")
+    with open(path) as f:
+        return dataclasses.replace(from_dict(json.load(f)), out_dir=folder)
+
+
+# ---------------------------------------------------------------------------------------------
+# The results table.
+
+def results_path(sweep_dir: str) -> str:
+    return os.path.join(sweep_dir, RESULTS_FILE)
+
+
+def read_curve(run_dir: str) -> list[dict[str, float]]:
+    """Every evaluation of a run from its metrics.jsonl: [{step, tokens, eval_loss}] by step.
+
+    Tolerant of what a killed-and-resumed run leaves: steps logged twice (the last wins) and a
+    torn line."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    evals: dict[int, float] = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(row, dict) and "eval_loss" in row:
+                    evals[int(row["step"])] = float(row["eval_loss"])
+    return [{"step": s, "eval_loss": v} for s, v in sorted(evals.items())]
+
+
+def make_row(spec: "RunSpec", sweep: str, convention: str, result: dict[str, Any], config: dict[str, Any],
+             attempts: int) -> dict[str, Any]:
+    """The table row of a finished run from its plan entry and its result.json."""
+    tokens = int(result["tokens"])
+    per_token = result.get("flops_per_token") or {}
+    tokens_per_step = config["batch_size"] * config["data"]["seq_len"]
+    curve = read_curve(config["out_dir"]) or [{"step": e["step"], "eval_loss": e["eval_loss"]}
+                                               for e in result.get("eval_curve", [])]
+    for point in curve:
+        point["tokens"] = point["step"] * tokens_per_step
+    row = {
+        "run_id": spec.run_id, "sweep": sweep, "kind": spec.kind,
+        "schedule": "cosine" if spec.kind == "cosine" else "wsd",
+        "budget": spec.budget, "shape": spec.shape.name, "d_model": spec.shape.d_model,
+        "n_layers": spec.shape.n_layers, "n_heads": spec.shape.n_heads, "d_ff": spec.shape.d_ff,
+        "N": spec.params, "N_nonembed": spec.params_nonembed, "D": tokens,
+        "tokens_per_param": tokens / spec.params_nonembed, "convention": convention,
+        "C": float(per_token.get(convention, spec.flops_per_token)) * tokens,
+    }
+    for name in flops_lib.CONVENTIONS:
+        row[f"C_{name}"] = float(per_token[name]) * tokens if name in per_token else None
+    final = result.get("eval_loss")
+    if final is None and curve and curve[-1]["step"] == result.get("steps"):
+        final = curve[-1]["eval_loss"]   # resumed from its last checkpoint: lm.train logged the eval before
+    row.update({
+        "loss": final if result["status"] == "completed" else None,
+        "train_loss": result.get("train_loss"), "eval_curve": curve,
+        "entropy_floor": result.get("entropy_floor"), "status": result["status"],
+        "message": result.get("message", ""), "steps": result.get("steps"), "attempts": attempts,
+        "parent": spec.parent, "branch_step": spec.branch_step,
+    })
+    for key in ("wall_s", "train_s", "compile_s", "eval_s", "checkpoint_s", "data_s", "mfu", "tokens_per_s",
+                "peak_flops"):
+        row[key] = result.get(key)
+    row["config"] = config
+    return row
+
+
+def repair(sweep_dir: str) -> None:
+    """Truncate a torn last line (what a crash mid-append can leave) so the next append is clean."""
+    truncate_torn_tail(results_path(sweep_dir))
+
+
+def truncate_torn_tail(path: str) -> None:
+    """Cut an append-only JSONL file back to its last complete line (no-op if whole or absent)."""
+    if not os.path.exists(path):
+        return
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def append_row(sweep_dir: str, row: dict[str, Any]) -> None:
+    """Append one complete row: a single write of one line, then fsync."""
+    line = (json.dumps(row, default=float, sort_keys=True) + "\n").encode()
+    fd = os.open(results_path(sweep_dir), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_rows(sweep_dir: str) -> list[dict[str, Any]]:
+    """The rows of the table in file order, first row per run_id, a torn last line ignored."""
+    path = results_path(sweep_dir)
+    if not os.path.exists(path):
+        return []
+    rows, seen = [], set()
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:        # torn last line (no newline after it)
+                continue
+            raise ValueError(f"{path}: line {i + 1} is not JSON; only a torn last line is tolerated")
+        if row["run_id"] not in seen:
+            seen.add(row["run_id"])
+            rows.append(row)
+    return rows
+
+
+def load_results(sweep_dir: str, *, fit_only: bool = False) -> "pd.DataFrame":
+    """The results table as a DataFrame, one row per finished run (columns: module docstring).
+
+    fit_only: only the runs a fit should see (status 'completed' with a finite loss; diverged runs
+    are recorded but left out)."""
+    import numpy as np
+    import pandas as pd
+
+    if not os.path.isdir(sweep_dir):
+        raise ValueError(f"{sweep_dir} is not a directory; pass a sweep folder (e.g. sweeps/default)")
+    frame = pd.DataFrame(read_rows(sweep_dir))
+    if frame.empty:
+        return frame
+    if fit_only:
+        ok = (frame["status"] == "completed") & np.isfinite(frame["loss"].astype(float))
+        frame = frame[ok].reset_index(drop=True)
+    return frame

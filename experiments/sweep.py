@@ -1,0 +1,376 @@
+"""`lm-sweep`: plan -> run -> fit -> report, for IsoFLOP (and WSD) scaling sweeps.
+
+    lm-sweep run default              # the main job (what `make sweep` runs): plan, run, fit, report
+    lm-sweep plan default             # the table of runs, with a wall-time estimate from a probe
+    lm-sweep status sweeps/default    # which runs are done, running, failed, pending
+    lm-sweep fit sweeps/default       # fits, report and plots from the results table
+
+CONFIG is a name in experiments/configs/ or a path to a Python file defining get_config().
+Re-running `run` on the same folder resumes: finished runs are skipped, interrupted ones resume
+from their checkpoints, failed ones are retried (up to exec.max_retries).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from experiments import configs as configs_lib
+from experiments import results as results_lib
+from experiments import runner
+from experiments.plan import format_plan, make_plan
+
+
+def _config(args: argparse.Namespace) -> configs_lib.SweepConfig:
+    cfg = configs_lib.load(args.config)
+    changes: dict[str, Any] = {}
+    if getattr(args, "out", None):
+        changes["out_dir"] = args.out
+    for name in ("backend", "workers", "threads"):
+        if getattr(args, name, None) is not None:
+            changes[f"exec.{name}"] = getattr(args, name)
+    return configs_lib.replace(cfg, **changes).validate() if changes else cfg
+
+
+def _cache(folder: str) -> None:
+    runner.configure_compile_cache(os.path.join(os.path.abspath(folder), ".jax_cache"))
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from experiments.plan import probe, estimate_seconds
+    cfg = _config(args)
+    plan = make_plan(cfg)
+    seconds = {}
+    if args.probe > 0:               # time steps the way a worker runs them (threads, one device)
+        os.environ.update(runner.worker_env(cfg.exec.threads))
+        if hasattr(os, "sched_setaffinity") and cfg.exec.backend != "inline":
+            os.sched_setaffinity(0, set(range(min(cfg.exec.threads, os.cpu_count() or 1))))
+        _cache(cfg.directory)
+        shapes = sorted({r.shape for r in plan.runs}, key=lambda s: min(r.params for r in plan.runs if r.shape == s))
+        picks = sorted({0, len(shapes) // 2, len(shapes) - 1})[:args.probe]
+        print(f"probing {len(picks)} shape(s) for throughput ...", file=sys.stderr, flush=True)
+        seconds = estimate_seconds(plan, probe(cfg, [shapes[i] for i in picks]))
+    print(format_plan(plan, seconds))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    plan = runner.prepare(cfg)          # every bad input fails here, before anything is written
+    folder = cfg.directory
+    print(format_plan(plan), file=sys.stderr, flush=True)
+    if cfg.exec.backend == "inline":
+        _cache(folder)
+    observer = None if args.no_progress else Bars(run_bars=cfg.exec.backend != "inline")
+    outcome = runner.run_sweep(cfg, plan, observer=observer, retry_failed=args.retry_failed)
+    timing = _timing(folder, outcome, cfg)
+    print(f"\nsweep: trained {len(outcome.trained)} run(s) in {outcome.wall_s:.0f} s; "
+          f"{len(outcome.failed)} failed, {len(outcome.blocked)} blocked", flush=True)
+    for run_id, error in {**outcome.failed, **outcome.blocked}.items():
+        print(f"  {run_id}: {error.splitlines()[-1] if error else ''}")
+    if timing.get("train_fraction") is not None:
+        print(f"time in training steps: {100 * timing['train_fraction']:.1f} % of {timing['workers']} worker(s) x "
+              f"{timing['wall_s']:.0f} s wall (compile {timing['compile_s']:.0f} s, eval {timing['eval_s']:.0f} s, "
+              f"checkpoints {timing['checkpoint_s']:.0f} s summed over runs)")
+    if not args.no_fit:
+        report(folder, n_bootstrap=args.bootstrap)
+    return 1 if outcome.failed or outcome.blocked else 0
+
+
+def sweep_timing(folder: str) -> dict[str, Any] | None:
+    """Where the sweep's wall time went, over every invocation that trained runs (timing.jsonl)."""
+    from lm.io import read_jsonl
+    parts = [t for t in read_jsonl(os.path.join(folder, "timing.jsonl")) if t.get("runs")]
+    if not parts:
+        return None
+    total = {k: sum(t[k] for t in parts) for k in ("wall_s", "runs", "train_s", "compile_s", "eval_s",
+                                                     "checkpoint_s", "data_s", "run_wall_s")}
+    worker_s = sum(t["wall_s"] * t["workers"] for t in parts)
+    return {**total, "invocations": len(parts), "workers": parts[-1]["workers"], "worker_s": worker_s,
+            "train_fraction": total["train_s"] / worker_s if worker_s else None}
+
+
+def _timing(folder: str, outcome: runner.SweepOutcome, cfg: configs_lib.SweepConfig) -> dict[str, Any]:
+    """Where this invocation's wall time went; appended to <folder>/timing.jsonl."""
+    rows = {r["run_id"]: r for r in results_lib.read_rows(folder)}
+    trained = [rows[r] for r in outcome.trained if r in rows]
+    workers = 1 if cfg.exec.backend == "inline" else cfg.exec.workers
+    sums = {k: sum(float(r.get(k) or 0.0) for r in trained) for k in ("train_s", "compile_s", "eval_s",
+                                                                       "checkpoint_s", "data_s", "wall_s")}
+    run_wall_s = sums.pop("wall_s")
+    timing = {"at": time.time(), "wall_s": outcome.wall_s, "workers": workers, "runs": len(trained),
+              **sums, "run_wall_s": run_wall_s,
+              "train_fraction": sums["train_s"] / (outcome.wall_s * workers) if trained and outcome.wall_s else None}
+    from lm.io import append_jsonl
+    append_jsonl(os.path.join(folder, "timing.jsonl"), timing)
+    return timing
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    cfg = results_lib.load_sweep_config(args.dir)
+    plan = make_plan(cfg)
+    rows = {r["run_id"]: r for r in results_lib.read_rows(args.dir)}
+    counts: dict[str, int] = {}
+    lines = []
+    for spec in plan.runs:
+        run_dir = os.path.join(args.dir, "runs", spec.run_id)
+        if spec.run_id in rows:
+            row = rows[spec.run_id]
+            state = row["status"]
+            detail = f"loss {row['loss']:.4f}" if row.get("loss") is not None else row.get("message", "")
+        else:
+            fails = runner.failures(run_dir)
+            step = runner.last_step(run_dir)
+            if len(fails) > cfg.exec.max_retries:
+                state, detail = "failed", fails[-1]["error"].splitlines()[-1]
+            elif step is not None:
+                state, detail = "started", f"step {step}/{spec.steps}" + (f", {len(fails)} failure(s)" if fails else "")
+            else:
+                state, detail = "pending", (f"{len(fails)} failure(s)" if fails else "")
+        counts[state] = counts.get(state, 0) + 1
+        lines.append(f"  {spec.run_id:<28} {state:<10} {detail}")
+    print(f"{args.dir}: {len(plan.runs)} runs: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    report(args.dir, n_bootstrap=args.bootstrap)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress bars: one for the sweep (compute-weighted, with ETA), one per run in flight.
+
+class Bars(runner.Observer):
+    """tqdm bars on stderr: the sweep's FLOPs done (with ETA) and, per worker, its run's steps."""
+
+    def __init__(self, run_bars: bool = True):
+        self.run_bars = run_bars
+        self.show_train_progress = not run_bars      # inline: lm.train draws the run's bar itself
+        self.bars: dict[str, Any] = {}
+        self.main = None
+        self.last_refresh = 0.0
+        self.failed = 0
+
+    def start(self, plan, done: set[str], slots: int) -> None:
+        from tqdm import tqdm
+        self.weights = {r.run_id: r.flops_per_token * r.new_steps * (r.tokens // r.steps) for r in plan.runs}
+        self.steps = {r.run_id: (r.branch_step or 0, r.steps) for r in plan.runs}
+        self.done = set(done)
+        self.total_runs = len(plan.runs)
+        self.free_positions = list(range(1, slots + 1))
+        self.main = tqdm(total=sum(self.weights.values()), initial=self._done_weight(), desc="sweep",
+                         unit="FLOP", unit_scale=True, file=sys.stderr, dynamic_ncols=True, position=0,
+                         bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} FLOP "
+                                    "[{elapsed}<{remaining}]{postfix}")
+        self._postfix()
+
+    def _done_weight(self) -> float:
+        return sum(self.weights[r] for r in self.done if r in self.weights)
+
+    def _postfix(self) -> None:
+        self.main.set_postfix_str(f"runs {len(self.done)}/{self.total_runs}" +
+                                  (f", failed {self.failed}" if self.failed else ""), refresh=False)
+
+    def started(self, spec, run_dir: str) -> None:
+        if not self.run_bars or not self.free_positions:
+            return
+        from tqdm import tqdm
+        first, last = self.steps[spec.run_id]
+        slot = self.free_positions.pop(0)
+        bar = tqdm(total=last - first, desc=spec.run_id, unit="step", file=sys.stderr, dynamic_ncols=True,
+                   position=slot, leave=False)
+        bar.run_dir, bar.first, bar.slot = run_dir, first, slot
+        self.bars[spec.run_id] = bar
+
+    def ended(self, run_id: str, finished: bool, failed: bool = False) -> None:
+        if finished:
+            self.done.add(run_id)
+        self.failed += failed
+        bar = self.bars.pop(run_id, None)
+        if bar is not None:
+            self.free_positions = sorted(self.free_positions + [bar.slot])
+            bar.close()
+        self.refresh(force=True)
+
+    def refresh(self, force: bool = False) -> None:
+        if self.main is None or (not force and time.time() - self.last_refresh < 1.0):
+            return
+        self.last_refresh = time.time()
+        partial = 0.0
+        for run_id, bar in self.bars.items():
+            step = runner.last_step(bar.run_dir)
+            if step is not None:
+                bar.n = max(0, min(step - bar.first, bar.total))
+                bar.refresh()
+                partial += self.weights[run_id] * bar.n / max(bar.total, 1)
+        self.main.n = self._done_weight() + partial
+        self._postfix()
+        self.main.refresh()
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+        if self.main is not None:
+            self.main.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Fit and report.
+
+def fit_table(frame, convention: str):
+    """(the table lm.scaling fits: run, N, D, C, loss, budget, curve; FLOPs per token as f(N)).
+
+    Under '6n' the fits use N = non-embedding parameters, so C = 6 N D holds exactly and
+    f = None (lm.scaling's default). Under another convention N is the total count and f(N)
+    interpolates the runs' own FLOPs per token (log-log)."""
+    import numpy as np
+    import pandas as pd
+
+    ok = (frame["kind"] == "cosine") & (frame["status"] == "completed") & frame["loss"].notna()
+    rows = frame[ok]
+    n_col = "N_nonembed" if convention == "6n" else "N"
+    table = pd.DataFrame({
+        "run": rows["run_id"].to_numpy(), "N": rows[n_col].astype(float).to_numpy(),
+        "D": rows["D"].astype(float).to_numpy(), "C": rows["C"].astype(float).to_numpy(),
+        "loss": rows["loss"].astype(float).to_numpy(), "budget": rows["budget"].astype(float).to_numpy(),
+        "curve": [[(p["tokens"], p["eval_loss"]) for p in c] for c in rows["eval_curve"]]})
+    if convention == "6n":
+        return table, None
+    order = np.argsort(np.log(table["N"].to_numpy()))
+    log_n = np.log(table["N"].to_numpy())[order]
+    log_f = np.log((table["C"] / table["D"]).to_numpy())[order]
+    return table, (lambda n: float(np.exp(np.interp(np.log(n), log_n, log_f))))
+
+
+def wsd_comparison(frame):
+    """WSD cooldowns beside their cosine twins at equal (N, D)."""
+    import pandas as pd
+
+    done = frame[frame["status"] == "completed"].set_index("run_id")
+    rows = []
+    for run_id, row in done[done["kind"] == "wsd_cooldown"].iterrows():
+        twin = run_id.replace("wsd-", "cos-", 1)
+        if twin in done.index:
+            rows.append(dict(shape=row["shape"], N=row["N"], D=row["D"], budget=row["budget"],
+                             loss_cosine=done.loc[twin, "loss"], loss_wsd=row["loss"],
+                             delta=row["loss"] - done.loc[twin, "loss"]))
+    return pd.DataFrame(rows)
+
+
+def report(folder: str, n_bootstrap: int = 1000) -> dict[str, Any]:
+    """Fit Approaches 1-3 (bootstrap intervals), print the report, write report.json, report.txt
+    and the plots (IsoFLOP parabolas, N_opt(C) and D_opt(C), ...) into the sweep folder."""
+    import warnings
+
+    from lm.io import atomic_write_json, atomic_write_text
+    from lm.scaling import extrapolation, fit_approaches
+    from lm.scaling.plots import write_plots
+
+    cfg = results_lib.load_sweep_config(folder)
+    frame = results_lib.load_results(folder)
+    if frame.empty:
+        raise ValueError(f"{folder} has no finished runs yet; run the sweep first")
+    table, fpt = fit_table(frame, cfg.convention)
+    lines = [f"== Sweep {cfg.name!r} in {folder}: {len(frame)} finished runs "
+             f"({int((frame['status'] == 'diverged').sum())} diverged, left out of fits); "
+             f"{len(table)} cosine runs fitted; C in {cfg.convention!r} FLOPs, N = "
+             f"{'non-embedding' if cfg.convention == '6n' else 'total'} parameters"]
+    out: dict[str, Any] = {"runs": len(frame), "fitted": len(table), "convention": cfg.convention}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = fit_approaches(table, flops_per_token=fpt, budgets=cfg.budgets, n_bootstrap=n_bootstrap)
+        try:
+            ext = extrapolation(table, flops_per_token=fpt)
+        except ValueError as e:
+            ext, out["extrapolation_error"] = None, str(e)
+    lines.append(res.summary())
+    if res.approach2 is not None:
+        lines.append("IsoFLOP minima (Approach 2 parabolas):")
+        lines.append(f"  {'C':>8} {'N_opt':>9} {'D_opt':>9} {'D/N':>6} {'loss':>7}  sampled N")
+        for r in res.approach2.isoflops.itertuples():
+            lines.append(f"  {r.budget:8.3g} {r.N_opt:9.3g} {r.D_opt:9.3g} {r.D_opt / r.N_opt:6.1f} "
+                         f"{r.loss_opt:7.4f}  [{r.N_min:.3g}, {r.N_max:.3g}]{'' if r.inside else '  OUTSIDE'}")
+        out["isoflops"] = res.approach2.isoflops.to_dict("records")
+    floors = frame["entropy_floor"].dropna()
+    floor = float(floors.mean()) if len(floors) else None
+    if res.approach3 is not None:
+        e = res.approach3.estimates["E"]
+        lines.append(f"Irreducible loss: fitted E = {e}; the language's entropy floor = "
+                     f"{floor:.4f} nats/token" + (f" (E - floor = {e.value - floor:+.4f})" if floor else ""))
+        out["E"] = dict(value=e.value, lo=e.lo, hi=e.hi)
+    out["entropy_floor"] = floor
+    out["exponents"] = res.exponents_table().to_dict("records")
+    out["allocations"] = res.allocation_table().to_dict("records")
+    if ext is not None:
+        lines.append(ext.summary())
+        out["extrapolation"] = dict(budget=ext.held_out_budget, predicted=ext.predicted_loss,
+                                    observed=ext.observed_loss, error=ext.error, observed_kind=ext.observed_kind)
+    wsd = wsd_comparison(frame)
+    if len(wsd):
+        lines.append(f"WSD cooldowns vs cosine runs at equal (N, D) ({len(wsd)} pairs): loss(WSD) - loss(cosine) "
+                     f"mean {wsd['delta'].mean():+.4f}, range [{wsd['delta'].min():+.4f}, {wsd['delta'].max():+.4f}]")
+        for r in wsd.itertuples():
+            lines.append(f"  {r.shape:>8} D={r.D:9.3g}  cosine {r.loss_cosine:.4f}  wsd {r.loss_wsd:.4f}  "
+                         f"{r.delta:+.4f}")
+        out["wsd"] = wsd.to_dict("records")
+    plots = [str(p) for p in write_plots(res, table, os.path.join(folder, "plots"), fpt)]
+    lines.append(f"Plots: {', '.join(sorted({os.path.basename(p) for p in plots}))} in {os.path.join(folder, 'plots')}")
+    lines += [f"Warning: {w.message}" for w in caught if "minimum" in str(w.message)]
+    timing = sweep_timing(folder)
+    if timing:
+        lines.append(f"Training: {timing['runs']} runs in {timing['wall_s']:.0f} s wall over {timing['invocations']} "
+                     f"invocation(s) on {timing['workers']} worker(s); {100 * timing['train_fraction']:.1f} % of "
+                     f"worker time inside training steps (compile {timing['compile_s']:.0f} s, evaluation "
+                     f"{timing['eval_s']:.0f} s, checkpoints {timing['checkpoint_s']:.0f} s)")
+        out["timing"] = timing
+    text = "\n".join(lines)
+    print(text, flush=True)
+    atomic_write_text(os.path.join(folder, "report.txt"), text + "\n")
+    atomic_write_json(os.path.join(folder, "report.json"), json.loads(json.dumps(out, default=_plain)))
+    return out
+
+
+def _plain(x: Any) -> Any:
+    import numpy as np
+    return x.item() if isinstance(x, np.generic) else str(x)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lm-sweep", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="plan, run (resuming), fit and report a sweep")
+    p_plan = sub.add_parser("plan", help="print the plan as a table with a wall-time estimate")
+    for p in (p_run, p_plan):
+        p.add_argument("config", help="a config name in experiments/configs/ or a .py file")
+        p.add_argument("--out", help="sweep folder (default: the config's out_dir or sweeps/<name>)")
+        p.add_argument("--workers", type=int, help="override exec.workers")
+        p.add_argument("--threads", type=int, help="override exec.threads")
+    p_run.add_argument("--backend", choices=configs_lib.BACKENDS, help="override exec.backend")
+    p_run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p_run.add_argument("--no-fit", action="store_true", help="stop after the runs")
+    p_run.add_argument("--retry-failed", action="store_true", help="retry runs that exhausted their retries")
+    p_run.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals")
+    p_plan.add_argument("--probe", type=int, default=3, help="shapes to time for the estimate (0: none)")
+    p_status = sub.add_parser("status", help="state of each run of a sweep folder")
+    p_status.add_argument("dir")
+    p_fit = sub.add_parser("fit", help="fit and report from a sweep folder's results")
+    p_fit.add_argument("dir")
+    p_fit.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals")
+    args = parser.parse_args(argv)
+    handlers = {"run": cmd_run, "plan": cmd_plan, "status": cmd_status, "fit": cmd_fit}
+    try:
+        return handlers[args.command](args)
+    except ValueError as e:
+        print(f"lm-sweep: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

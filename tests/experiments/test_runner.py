@@ -1,0 +1,135 @@
+"""The runner: rows per finished run, skip/resume/retry on re-runs, diverged runs, WSD branches,
+refusing to mix sweeps, and the submitit back-end through its local executor."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from experiments import results as results_lib
+from experiments import runner
+from experiments.configs import WSDConfig, replace
+from experiments.results import load_results, read_rows, results_path
+from lm import flops as flops_lib
+from lm.config import OptimConfig
+
+
+def test_inline_sweep_rows_then_rerun_skips(tiny):
+    cfg = tiny(targets=(5e3,))
+    outcome = runner.run_sweep(cfg)
+    assert sorted(outcome.trained) == sorted(r.run_id for r in runner.prepare(cfg).runs)
+    assert not outcome.failed and not outcome.blocked
+    frame = load_results(cfg.directory)
+    assert len(frame) == 2 and set(frame["status"]) == {"completed"}
+    for column in ("run_id", "budget", "N", "N_nonembed", "D", "C", "loss", "status", "wall_s", "mfu",
+                   "eval_curve", "config", "tokens_per_param", *(f"C_{c}" for c in flops_lib.CONVENTIONS)):
+        assert column in frame.columns, column
+    np.testing.assert_allclose(frame["C"], 6 * frame["N_nonembed"] * frame["D"])       # the 6n convention
+    np.testing.assert_allclose(frame["C"], frame["budget"], rtol=0.1)
+    assert all(len(curve) == 2 and curve[-1]["eval_loss"] == loss
+               for curve, loss in zip(frame["eval_curve"], frame["loss"]))
+    assert (frame["loss"] < np.log(64)).all()
+    before = open(results_path(cfg.directory)).read()
+    again = runner.run_sweep(cfg)
+    assert again.trained == [] and again.recorded == []
+    assert open(results_path(cfg.directory)).read() == before
+
+
+def test_a_finished_run_missing_from_the_table_is_recorded_without_training(tiny):
+    cfg = tiny(budgets=(4e8,), targets=(5e3,))
+    runner.run_sweep(cfg)
+    os.remove(results_path(cfg.directory))          # e.g. killed between result.json and the append
+    again = runner.run_sweep(cfg)
+    assert again.trained == [] and len(again.recorded) == 1 and len(read_rows(cfg.directory)) == 1
+
+
+def test_a_torn_metrics_line_from_a_kill_does_not_break_the_resume(tiny):
+    cfg = tiny(budgets=(4e8,), targets=(5e3,))
+    runner.run_sweep(cfg)
+    run_dir = os.path.join(cfg.directory, "runs", "cos-C4e8-d16-L1")
+    expected = read_rows(cfg.directory)[0]["loss"]
+    os.remove(results_path(cfg.directory))
+    os.remove(os.path.join(run_dir, "result.json"))            # as if killed before the end ...
+    with open(os.path.join(run_dir, "metrics.jsonl"), "a") as f:
+        f.write('{"step": 50, "lo')                             # ... in the middle of a log line
+    again = runner.run_sweep(cfg)
+    assert again.trained == ["cos-C4e8-d16-L1"] and read_rows(cfg.directory)[0]["loss"] == expected
+
+
+def test_failures_are_retried_up_to_the_limit_and_never_stop_the_sweep(tiny, monkeypatch):
+    cfg = tiny(budgets=(4e8, 8e8, 1.2e9), targets=(5e3,))
+    real = runner.train_run
+    calls = {}
+
+    def flaky(config, *args, **kw):
+        run_id = os.path.basename(config["out_dir"])
+        calls[run_id] = calls.get(run_id, 0) + 1
+        if run_id.endswith("d16-L1") and run_id.startswith("cos-C4e8"):
+            return {"ok": False, "error": "RuntimeError: always broken"}
+        if run_id.startswith("cos-C8e8-d16") and calls[run_id] == 1:
+            return {"ok": False, "error": "worker process died (exit code -9)"}
+        return real(config, *args, **kw)
+
+    monkeypatch.setattr(runner, "train_run", flaky)
+    outcome = runner.run_sweep(cfg)
+    broken = "cos-C4e8-d16-L1"
+    assert set(outcome.failed) == {broken} and calls[broken] == cfg.exec.max_retries + 1
+    assert calls["cos-C8e8-d16-L1"] == 2 and len(outcome.trained) == 2
+    assert len(runner.failures(os.path.join(cfg.directory, "runs", broken))) == 3
+    # A re-run skips the exhausted run; --retry-failed tries it again.
+    monkeypatch.setattr(runner, "train_run", real)
+    assert set(runner.run_sweep(cfg).failed) == {broken}
+    assert runner.run_sweep(cfg, retry_failed=True).trained == [broken]
+    assert len(read_rows(cfg.directory)) == 3
+
+
+def test_diverged_runs_are_recorded_and_left_out_of_fits(tiny):
+    cfg = replace(tiny(budgets=(4e8,), targets=(5e3,)),
+                  optim=OptimConfig(learning_rate=1e12, clip_norm=None, warmup_steps=0))
+    outcome = runner.run_sweep(cfg)
+    assert not outcome.failed
+    frame = load_results(cfg.directory)
+    assert list(frame["status"]) == ["diverged"] and frame["loss"].isna().all()
+    assert load_results(cfg.directory, fit_only=True).empty
+    assert runner.run_sweep(cfg).trained == []          # not retried
+
+
+def test_refuses_a_different_sweep_in_the_same_folder(tiny, tmp_path):
+    cfg = tiny()
+    runner.prepare(cfg)
+    saved = open(os.path.join(cfg.directory, results_lib.SWEEP_FILE)).read()
+    with pytest.raises(ValueError, match=r"different config \(budgets differ\).*--out"):
+        runner.prepare(replace(cfg, budgets=(4e8, 1.6e9)))
+    assert open(os.path.join(cfg.directory, results_lib.SWEEP_FILE)).read() == saved
+    runner.prepare(replace(cfg, **{"exec.workers": 3}))      # how it runs is not part of its identity
+    other = tmp_path / "not-a-sweep"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not a sweep folder"):
+        runner.prepare(replace(cfg, out_dir=str(other)))
+    assert os.listdir(other) == ["notes.txt"]
+
+
+def test_wsd_cooldowns_branch_from_the_trunk(tiny):
+    cfg = tiny(targets=(5e3,), wsd=WSDConfig(cooldown_frac=0.25))
+    outcome = runner.run_sweep(cfg)
+    assert not outcome.failed and not outcome.blocked
+    frame = load_results(cfg.directory).set_index("run_id")
+    assert list(frame.sort_values("kind")["kind"]) == ["cosine", "cosine", "wsd_constant", "wsd_cooldown", "wsd_cooldown"]
+    for run_id, row in frame[frame["kind"] == "wsd_cooldown"].iterrows():
+        twin = frame.loc[run_id.replace("wsd-", "cos-")]
+        assert (row["N"], row["D"]) == (twin["N"], twin["D"])
+        result = json.load(open(os.path.join(cfg.directory, "runs", run_id, "result.json")))
+        assert result["resumed_from"] == row["branch_step"]
+        assert abs(row["loss"] - twin["loss"]) < 0.3          # same (N, D), comparable loss
+
+
+def test_submitit_local_executor(tiny):
+    cfg = tiny(budgets=(4e8,), targets=(5e3,), backend="submitit", workers=2)
+    cfg = replace(cfg, **{"exec.cluster": "local", "exec.poll_s": 0.5})
+    outcome = runner.run_sweep(cfg)
+    assert not outcome.failed, outcome.failed
+    frame = load_results(cfg.directory)
+    assert len(frame) == 1 and set(frame["status"]) == {"completed"}
+    assert os.path.isdir(os.path.join(cfg.directory, "submitit"))

@@ -1,0 +1,155 @@
+"""`lm-sweep`: the process pool end to end through the CLI, a sweep killed at random moments, bad input."""
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from experiments.results import TIMING_COLUMNS, read_rows, results_path
+from tiny_sweeps import ROOT, cli_env, run_cli, write_config
+
+
+def _comparable(folder):
+    """The results table minus what legitimately differs between executions (timings, paths)."""
+    rows = {}
+    for row in read_rows(folder):
+        row = {k: v for k, v in row.items() if k not in TIMING_COLUMNS}
+        row["config"] = {k: v for k, v in row["config"].items() if k not in ("out_dir", "init_from")}
+        rows[row["run_id"]] = row
+    return rows
+
+
+def _check_lines(folder):
+    """Every complete line is a whole JSON row and no run appears twice."""
+    path = results_path(folder)
+    if not os.path.exists(path):
+        return 0
+    data = open(path, "rb").read()
+    lines = data.split(b"\n")[:-1]           # an unterminated tail is a torn line (repaired on restart)
+    ids = [json.loads(line)["run_id"] for line in lines]
+    assert len(ids) == len(set(ids)), f"duplicate rows: {ids}"
+    return len(ids)
+
+
+def _metrics_bytes(folder):
+    runs = os.path.join(folder, "runs")
+    return sum(os.path.getsize(os.path.join(runs, r, "metrics.jsonl")) for r in os.listdir(runs)
+               if os.path.exists(os.path.join(runs, r, "metrics.jsonl"))) if os.path.isdir(runs) else 0
+
+
+@pytest.mark.slow
+def test_sweep_survives_kill_9_at_random_moments(tmp_path):
+    """>= 20 SIGKILLs of the sweep at random moments (half anywhere, mostly start-up; half while
+    runs train), then a re-run to the end: the table equals an uninterrupted sweep's, with no
+    duplicate or torn rows."""
+    config = write_config(tmp_path / "kill.py", budgets=(1.2e10, 1.8e10, 2.4e10, 3e10), targets=(5e3,),
+                          min_steps=20, checkpoints=3, backend="pool", workers=2)
+    reference, killed = str(tmp_path / "reference"), str(tmp_path / "killed")
+    out = run_cli("run", config, "--out", reference, "--no-fit", "--no-progress", timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    expected = _comparable(reference)
+    assert len(expected) == 4
+    # A sweep that already compiled once (the persistent cache), as any re-run of a sweep is.
+    shutil.copytree(os.path.join(reference, ".jax_cache"), os.path.join(killed, ".jax_cache"))
+
+    rng = random.Random(0)
+    cmd = [sys.executable, "-m", "experiments.sweep", "run", config, "--out", killed, "--no-fit", "--no-progress"]
+    kills, cycle, deadline = 0, 0, time.time() + 240
+    while kills < 20 and time.time() < deadline:
+        proc = subprocess.Popen(cmd, env=cli_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if cycle % 2 == 0:
+            time.sleep(rng.uniform(0.2, 4.0))
+        else:                                # wait until some run is training, then a random moment
+            before, until = _metrics_bytes(killed), time.time() + 30
+            while _metrics_bytes(killed) == before and proc.poll() is None and time.time() < until:
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.0, 2.0))
+        cycle += 1
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        _check_lines(killed)
+    assert kills >= 20, f"only {kills} kills before the deadline"
+    final = run_cli("run", config, "--out", killed, "--no-fit", "--no-progress", timeout=240)
+    assert final.returncode == 0, final.stderr[-3000:]
+    assert _check_lines(killed) == 4
+    assert open(results_path(killed), "rb").read().endswith(b"\n")
+    assert _comparable(killed) == expected
+    status = run_cli("status", killed)
+    assert status.returncode == 0 and "4 runs: 4 completed" in status.stdout, status.stdout + status.stderr
+    resumed = [json.load(open(os.path.join(killed, "runs", r, "result.json")))["resumed_from"] for r in expected]
+    print(f"{kills} kills in {cycle} starts; final attempts resumed from steps {resumed}")
+
+
+def test_cli_plan_status_and_bad_input(tmp_path):
+    config = write_config(tmp_path / "tiny.py")
+    out = run_cli("plan", config, "--out", str(tmp_path / "s"), "--probe", "1", timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "cos-C4e8-d16-L1" in out.stdout and "est. s" in out.stdout and "worker-minutes" in out.stdout
+    assert not os.path.exists(tmp_path / "s" / "sweep.json")    # planning writes no sweep
+
+    out = run_cli("status", str(tmp_path / "nothing"))
+    assert out.returncode == 2 and "not a sweep folder" in out.stderr
+
+    bad = tmp_path / "bad.py"
+    bad.write_text(open(config).read().replace('targets=(5000.0, 9000.0)', 'targets=(5000.0, 9000.0), rule="golden"'))
+    out = run_cli("run", str(bad), "--out", str(tmp_path / "b"))
+    assert out.returncode == 2 and "size rule 'golden' is not known" in out.stderr
+    assert not os.path.exists(tmp_path / "b")
+
+    infeasible = tmp_path / "infeasible.py"
+    infeasible.write_text(open(config).read().replace("budgets=(400000000.0, 800000000.0)", "budgets=(1000.0,)"))
+    out = run_cli("run", str(infeasible), "--out", str(tmp_path / "c"))
+    assert out.returncode == 2 and "no feasible point" in out.stderr and not os.path.exists(tmp_path / "c")
+
+
+def test_report_fits_all_approaches_from_the_table(tmp_path, tiny, capsys):
+    """The report on a table drawn from a known law: Approaches 1-3 with intervals, E beside the
+    floor, the extrapolation check, the WSD comparison and the plots."""
+    import numpy as np
+
+    from experiments import results as results_lib
+    from experiments import sweep
+    from experiments.configs import replace
+    from experiments.results import append_row
+
+    E, A, B, alpha, beta = 1.3, 40.0, 300.0, 0.35, 0.40
+    cfg = replace(tiny(), budgets=(1e10, 3e10, 1e11, 3e11))
+    results_lib.check_sweep_dir(cfg)
+    os.makedirs(cfg.directory)
+    with open(os.path.join(cfg.directory, results_lib.SWEEP_FILE), "w") as f:
+        json.dump(cfg.identity(), f)
+    rng = np.random.default_rng(0)
+    for budget in cfg.budgets:
+        n_opt = (alpha * A / (beta * B)) ** (1 / (alpha + beta)) * (budget / 6) ** (beta / (alpha + beta))
+        for i, n in enumerate(n_opt * np.geomspace(1 / 4, 4, 5)):
+            d = budget / (6 * n)
+            loss = (E + A / n ** alpha + B / d ** beta) * np.exp(rng.normal(0, 0.002))
+            for kind in ("cosine", "wsd_cooldown"):
+                prefix = "cos" if kind == "cosine" else "wsd"
+                append_row(cfg.directory, {
+                    "run_id": f"{prefix}-C{budget:.0e}-{i}", "kind": kind, "status": "completed",
+                    "budget": budget, "shape": f"s{i}", "N": n * 1.1, "N_nonembed": n, "D": d, "C": budget,
+                    "loss": loss + (0.01 if kind != "cosine" else 0.0), "entropy_floor": E,
+                    "eval_curve": [{"step": 1, "tokens": d / 2, "eval_loss": loss + 0.1},
+                                   {"step": 2, "tokens": d, "eval_loss": loss}]})
+    out = sweep.report(cfg.directory, n_bootstrap=20)
+    text = capsys.readouterr().out
+    for phrase in ("Approach 1: a =", "Approach 2: a =", "Approach 3: a =", "entropy floor = 1.3000",
+                   "Extrapolation to C = 3e+11", "WSD cooldowns vs cosine runs at equal (N, D) (20 pairs)",
+                   "IsoFLOP minima"):
+        assert phrase in text, phrase
+    assert abs(out["E"]["value"] - E) < 0.1
+    a = {row["approach"]: row["a"] for row in out["exponents"]}
+    assert all(abs(v - beta / (alpha + beta)) < 0.1 for v in a.values()), a
+    assert abs(out["extrapolation"]["error"]) < 0.02
+    assert all(abs(r["delta"] - 0.01) < 1e-9 for r in out["wsd"])
+    assert {"isoflops.png", "allocations.png"} <= set(os.listdir(os.path.join(cfg.directory, "plots")))
+    assert json.load(open(os.path.join(cfg.directory, "report.json")))["fitted"] == 20

@@ -1,0 +1,58 @@
+"""Tiny sweeps for the tests: models of a few thousand parameters, sequences of 32 tokens, runs of seconds."""
+
+import os
+import sys
+
+from experiments.configs import ExecConfig, SizeConfig, SweepConfig
+from lm.config import ModelConfig, OptimConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+TINY_CONFIG = '''
+from experiments.configs import ExecConfig, SizeConfig, SweepConfig, WSDConfig
+from lm.config import ModelConfig, OptimConfig
+
+def get_config():
+    return SweepConfig(
+        name="tiny", budgets={budgets}, convention="6n",
+        sizes=SizeConfig(targets={targets}, width_step=8, head_dim=8, min_layers=1, max_layers=2),
+        model=ModelConfig(vocab_size=64), optim=OptimConfig(learning_rate=1e-2, warmup_steps=5),
+        batch_size=8, seq_len=32, min_steps={min_steps}, evals_per_run=2, eval_batches=1,
+        checkpoints_per_run={checkpoints}, wsd={wsd},
+        exec=ExecConfig(backend="{backend}", workers={workers}, threads=1, max_retries=2, poll_s=0.1))
+'''
+
+
+def tiny_config(tmp_path, *, budgets=(4e8, 8e8), targets=(5e3, 9e3), min_steps=20, checkpoints=1,
+                wsd=None, backend="inline", workers=1, out="sweep") -> SweepConfig:
+    """A SweepConfig of a few tiny runs, in tmp_path/out."""
+    return SweepConfig(
+        name="tiny", budgets=budgets, convention="6n",
+        sizes=SizeConfig(targets=targets, width_step=8, head_dim=8, min_layers=1, max_layers=2),
+        model=ModelConfig(vocab_size=64), optim=OptimConfig(learning_rate=1e-2, warmup_steps=5),
+        batch_size=8, seq_len=32, min_steps=min_steps, evals_per_run=2, eval_batches=1,
+        checkpoints_per_run=checkpoints, wsd=wsd,
+        exec=ExecConfig(backend=backend, workers=workers, threads=1, max_retries=2, poll_s=0.1),
+        out_dir=str(tmp_path / out))
+
+
+def write_config(path, *, budgets=(4e8, 8e8), targets=(5e3, 9e3), min_steps=20, checkpoints=1, wsd=None,
+                 backend="pool", workers=2) -> str:
+    """The same tiny sweep as a config file for the CLI."""
+    path.write_text(TINY_CONFIG.format(budgets=budgets, targets=targets, min_steps=min_steps,
+                                       checkpoints=checkpoints, wsd=wsd, backend=backend, workers=workers))
+    return str(path)
+
+
+def cli_env() -> dict:
+    """Environment for `python -m experiments.sweep` subprocesses: one CPU device."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT
+    env["XLA_FLAGS"] = ""
+    return env
+
+
+def run_cli(*args, timeout=300):
+    import subprocess
+    return subprocess.run([sys.executable, "-m", "experiments.sweep", *args], env=cli_env(), cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
