@@ -27,6 +27,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from lm import flops as flops_lib
+from lm.io import truncate_torn_tail
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -162,18 +163,6 @@ def make_row(spec: "RunSpec", sweep: str, convention: str, result: dict[str, Any
 def repair(sweep_dir: str) -> None:
     """Truncate a torn last line (what a crash mid-append can leave) so the next append is clean."""
     truncate_torn_tail(results_path(sweep_dir))
-
-
-def truncate_torn_tail(path: str) -> None:
-    """Cut an append-only JSONL file back to its last complete line (no-op if whole or absent)."""
-    if not os.path.exists(path):
-        return
-    with open(path, "rb+") as f:
-        data = f.read()
-        if data and not data.endswith(b"\n"):
-            f.truncate(data.rfind(b"\n") + 1)
-            f.flush()
-            os.fsync(f.fileno())
 
 
 def append_row(sweep_dir: str, row: dict[str, Any]) -> None:

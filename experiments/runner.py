@@ -148,9 +148,6 @@ def train_run(config: dict[str, Any], peak_flops: float | None = None, log_to_fi
         os.dup2(log, 2)
         os.close(log)
     try:
-        # A kill mid-append can leave a torn last line in metrics.jsonl; lm.train appends after it
-        # and later reads the file back, so cut it before resuming.
-        results_lib.truncate_torn_tail(os.path.join(cfg.out_dir, "metrics.jsonl"))
         result = train(cfg)
         return {"ok": True, "status": result["status"]}
     except Exception as e:  # noqa: BLE001

@@ -27,8 +27,16 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 
 def _check_positive(**values: float) -> None:
     for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{name}={value!r} must be a number; set {name} to a positive number")
         if not value > 0:
             raise ValueError(f"{name}={value} must be positive; set {name} > 0")
+
+
+def _check_int(**values: int) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name}={value!r} must be an integer; set {name} to a whole number")
 
 
 def _divisors(n: int) -> list[int]:
@@ -335,6 +343,14 @@ class TrainConfig:
         self.optim.validate()
         if self.model.count_only:
             raise ValueError("this model preset is for parameter/FLOP counting only; pick a trainable preset")
+        _check_int(steps=self.steps, batch_size=self.batch_size, eval_every=self.eval_every,
+                   eval_batches=self.eval_batches, log_every=self.log_every,
+                   checkpoint_every=self.checkpoint_every, keep_checkpoints=self.keep_checkpoints,
+                   seed=self.seed, d_model=self.model.d_model, n_layers=self.model.n_layers,
+                   n_heads=self.model.n_heads, vocab_size=self.model.vocab_size, seq_len=self.data.seq_len)
+        if self.data.source == "synthetic" and self.data.synthetic_vocab > self.model.vocab_size:
+            raise ValueError(f"the synthetic language has {self.data.synthetic_vocab} tokens but model.vocab_size="
+                             f"{self.model.vocab_size}; set model.vocab_size >= {self.data.synthetic_vocab}")
         _check_positive(steps=self.steps, batch_size=self.batch_size, eval_batches=self.eval_batches,
                         log_every=self.log_every, keep_checkpoints=self.keep_checkpoints)
         for name in ("eval_every", "checkpoint_every"):

@@ -55,3 +55,26 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
             if i != len(lines) - 1:
                 raise ValueError(f"{path}: line {i + 1} is not JSON (only a last line may be torn)")
     return rows
+
+
+def truncate_torn_tail(path: str | os.PathLike) -> None:
+    """Cut an append-only JSONL file back to its last complete line (no-op if whole or absent)."""
+    if not os.path.exists(path):
+        return
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def rewind_jsonl(path: str | os.PathLike, last_step: int) -> None:
+    """Keep only rows with step <= last_step (and no torn line): what a resumed run continues from."""
+    if not os.path.exists(path):
+        return
+    truncate_torn_tail(path)
+    rows = read_jsonl(path)
+    kept = [r for r in rows if r.get("step", 0) <= last_step]
+    if len(kept) != len(rows):
+        atomic_write_text(path, "".join(json.dumps(r, default=float) + "\n" for r in kept))

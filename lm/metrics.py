@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any
 
-from lm.io import append_jsonl
+from lm.io import append_jsonl, rewind_jsonl
 
 
 class MetricsWriter:
@@ -22,6 +22,7 @@ class MetricsWriter:
         if not enabled:
             return
         os.makedirs(out_dir, exist_ok=True)
+        rewind_jsonl(self.path, start_step)   # a resumed run rewrites what came after its checkpoint
         if tensorboard:
             from tensorboardX import SummaryWriter
             self._tb = SummaryWriter(os.path.join(out_dir, "tensorboard"))

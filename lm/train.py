@@ -63,6 +63,10 @@ def _build_data(cfg: TrainConfig):
     return train_ds, eval_ds, train, evals
 
 
+def _has_checkpoint(folder: str) -> bool:
+    return os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder))
+
+
 def _branch_source(cfg: TrainConfig) -> tuple[Checkpoints, int]:
     run_dir, _, step = cfg.init_from.rpartition("@")
     folder = os.path.join(run_dir, "checkpoints")
@@ -121,7 +125,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     mesh = make_mesh(cfg.mesh)
     tx, lr_table = _optimizer(cfg)
     compiled = compile_steps(cfg.model, tx, mesh, grad_accum=cfg.optim.grad_accum)
-    if cfg.init_from is not None and not os.path.isdir(os.path.join(cfg.out_dir, "checkpoints")):
+    if cfg.init_from is not None and not _has_checkpoint(os.path.join(cfg.out_dir, "checkpoints")):
         _branch_source(cfg)[0].close()  # fail before anything is written
     ckpts = Checkpoints(os.path.join(cfg.out_dir, "checkpoints"), keep=cfg.keep_checkpoints)
     if lead:
@@ -218,7 +222,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             ckpts.save(done, state, stream.state(), {"config": to_dict(cfg), "step": done})
             timers["checkpoint_s"] += time.time() - tc
 
-    if pending is not None and status == "completed":
+    if pending is not None:           # the last logged step's row (the NaN one if it diverged)
         p_step, p_metrics = pending
         writer.write(p_step, {k: float(v) for k, v in jax.device_get(p_metrics).items()})
     tc = time.time()
@@ -226,7 +230,17 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     timers["checkpoint_s"] += time.time() - tc
     loop_s = time.time() - loop_t0
     writer.close()
-    steps_done = int(state.step) if status == "completed" else int(state.first_bad_step)
+    bad_step = int(state.first_bad_step)
+    steps_done = bad_step if status == "diverged" and bad_step >= 0 else int(state.step)
+    if status == "completed" and (not eval_curve or eval_curve[-1]["step"] != steps_done):
+        # e.g. rerun after a crash between the final checkpoint and result.json: evaluate again.
+        loss = evaluate(compiled, state.params, eval_batches)
+        eval_curve.append({"step": steps_done, "tokens": steps_done * tokens_per_step, "eval_loss": loss})
+        if lead:
+            from lm.io import append_jsonl
+            append_jsonl(os.path.join(cfg.out_dir, "metrics.jsonl"), {"step": steps_done, "eval_loss": loss})
+    if lead and start:               # a resumed run: its eval curve includes the evaluations before the resume
+        eval_curve = _eval_curve(os.path.join(cfg.out_dir, "metrics.jsonl"), tokens_per_step) or eval_curve
     train_s = loop_s - timers["eval_s"] - timers["checkpoint_s"]
     steps_run = max(steps_done - start, 1)
     result = {
@@ -245,6 +259,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if lead:
         atomic_write_json(os.path.join(cfg.out_dir, "result.json"), result)
     return result
+
+
+def _eval_curve(path: str, tokens_per_step: int) -> list[dict[str, float]]:
+    """Every evaluation logged in metrics.jsonl (one per step, the newest kept)."""
+    from lm.io import read_jsonl
+    by_step = {r["step"]: r["eval_loss"] for r in read_jsonl(path) if "eval_loss" in r}
+    return [{"step": s, "tokens": s * tokens_per_step, "eval_loss": v} for s, v in sorted(by_step.items())]
 
 
 def _last_train_loss(path: str) -> float | None:

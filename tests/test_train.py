@@ -159,3 +159,26 @@ def test_branch_from_checkpoint_continues_the_parent(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint at step 7"):
         train(dataclasses.replace(branch, out_dir=str(tmp_path / "b2"), init_from=f"{tmp_path / 'parent'}@7"))
     assert not (tmp_path / "b2").exists()
+
+
+def test_rerun_of_a_finished_run_keeps_its_result_and_a_torn_metrics_line_is_cut(tmp_path):
+    cfg = tiny(tmp_path / "run", steps=10, eval_every=5)
+    first = train(cfg)
+    with open(tmp_path / "run" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 11, "lo')                           # what a kill mid-append leaves
+    again = train(cfg)
+    assert again["eval_loss"] == first["eval_loss"]
+    assert [e["step"] for e in again["eval_curve"]] == [5, 10]
+    rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert all(r["step"] <= 10 for r in rows)
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(steps="abc"), "must be an integer"),
+    (dict(steps=2.5), "must be an integer"),
+    (dict(model=ModelConfig(vocab_size=32, d_model=32, n_heads=2, max_seq_len=32)), "synthetic language has 64"),
+])
+def test_wrong_types_and_vocab_are_refused(tmp_path, change, match):
+    with pytest.raises(ValueError, match=match):
+        train(dataclasses.replace(tiny(tmp_path / "run"), **change))
+    assert not (tmp_path / "run").exists()
