@@ -20,10 +20,10 @@ train: $(STAMP)
 	$(BIN)/lm-train
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -x --durations=15
+	$(BIN)/python -m pytest -q -x -rs --durations=15
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -rs -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python -m experiments.bench

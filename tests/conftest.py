@@ -14,3 +14,18 @@ def n_devices() -> int:
     import jax
 
     return jax.device_count()
+
+
+REQUIRE_SHARED_DATA = os.environ.get("LM_REQUIRE_SHARED_DATA", "") not in ("", "0")
+"""Set by .ci/run: there ../shared/data is always present, so a test that would skip for want of it
+fails instead (a renamed or missing file must not turn into a silent skip)."""
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if REQUIRE_SHARED_DATA and report.skipped and "shared/data" in str(report.longrepr):
+        report.outcome = "failed"
+        report.longrepr = (f"LM_REQUIRE_SHARED_DATA is set but the test skipped: {report.longrepr}; "
+                           "put the public data at ../shared/data (see its SOURCES.md)")

@@ -123,11 +123,31 @@ def test_text_tokenizer_and_tokens_are_cached_and_saved_in_the_run(text_cfg, tex
     np.testing.assert_array_equal(ds.tokens, text_train.tokens)
 
 
-def test_floor_of_matches_the_language(syn_train):
+def _log_space_forward_nll(lang, tokens_BxL: np.ndarray) -> np.ndarray:
+    """-log p(x_t | x_<t) [B, L] by a dense forward algorithm in log space (independent of the
+    library's sparse, normalised one): log alpha_t = logsumexp(log alpha_{t-1} + log T) + log e."""
+    from scipy.special import logsumexp
+
+    with np.errstate(divide="ignore"):
+        log_t, log_e, log_pi = np.log(lang.transition), np.log(lang.emission), np.log(lang.stationary)
+    log_alpha = log_pi[None, :] + log_e[:, tokens_BxL[:, 0]].T              # [B, K]
+    log_px = [logsumexp(log_alpha, axis=1)]                                   # log p(x_<=t)
+    for t in range(1, tokens_BxL.shape[1]):
+        log_alpha = logsumexp(log_alpha[:, :, None] + log_t[None], axis=1) + log_e[:, tokens_BxL[:, t]].T
+        log_px.append(logsumexp(log_alpha, axis=1))
+    log_px = np.stack(log_px, axis=1)
+    return -np.diff(np.concatenate([np.zeros((len(tokens_BxL), 1)), log_px], axis=1), axis=1)
+
+
+def test_floor_of_matches_an_independent_forward_pass(syn_train):
     val = build_dataset(SMALL_SYN, "validation")
-    batch = BatchStream(val, 16, 32, seed=0).batch(0)
-    assert floor_of(val, batch) == pytest.approx(val.language.floor_of(batch))
-    assert abs(floor_of(val, batch) - val.entropy_floor) < 0.3
+    batch = BatchStream(val, 4, 12, seed=0).batch(0)                        # [4, 13]
+    expected = _log_space_forward_nll(val.language, batch)[:, 1:].mean()
+    assert floor_of(val, batch) == pytest.approx(expected, rel=1e-9)
+    assert floor_of(val, batch[None]) == pytest.approx(expected, rel=1e-9)  # [steps, B, L+1] too
+    # Scoring position 0 or shuffling tokens within rows changes the value (the targets matter).
+    shuffled = np.random.default_rng(0).permuted(batch, axis=1)
+    assert abs(floor_of(val, shuffled) - expected) > 0.05
 
 
 def test_floor_of_text_is_refused(text_train):

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.slow
 
 
 def tiny_run(data: DataConfig, out_dir, vocab: int) -> dict:
-    train = pytest.importorskip("lm.train")
+    from lm import train
     cfg = TrainConfig(model=ModelConfig(vocab_size=vocab, d_model=32, n_layers=1, n_heads=2, max_seq_len=32),
                       data=dataclasses.replace(data, seq_len=32), optim=OptimConfig(warmup_steps=1),
                       steps=4, batch_size=8, eval_every=0, eval_batches=1, out_dir=str(out_dir),
