@@ -26,15 +26,15 @@ cfg = TrainConfig(
                       compute_dtype="float32"),
     data=DataConfig(seq_len=32), optim=OptimConfig(learning_rate=1e-2, warmup_steps=1),
     steps=int(sys.argv[1]), batch_size=8, eval_every=1, eval_batches=1, log_every=1,
-    checkpoint_every=2, out_dir=sys.argv[2], peak_flops=1e11, progress=False, tensorboard=False)
+    checkpoint_every=2, out_dir=sys.argv[2], schedule_on_host=sys.argv[3] == '1', peak_flops=1e11, progress=False, tensorboard=False)
 result = train(cfg)
 print("EVENTS " + json.dumps({"status": result["status"], "events": events}))
 """
 
 
-def _compiles(steps: int, out_dir) -> dict:
+def _compiles(steps: int, out_dir, on_host: bool) -> dict:
     env = {**os.environ, "PYTHONPATH": ROOT}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(steps), str(out_dir)], env=env,
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(steps), str(out_dir), str(int(on_host))], env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("EVENTS ")][-1]
@@ -42,8 +42,9 @@ def _compiles(steps: int, out_dir) -> dict:
 
 
 @pytest.mark.slow
-def test_no_compilation_after_the_first_steps(tmp_path):
-    short, long = _compiles(3, tmp_path / "short"), _compiles(24, tmp_path / "long")
+@pytest.mark.parametrize("on_host", [False, True], ids=["schedule_in_step", "schedule_on_host"])
+def test_no_compilation_after_the_first_steps(tmp_path, on_host):
+    short, long = _compiles(3, tmp_path / "short", on_host), _compiles(24, tmp_path / "long", on_host)
     assert short["status"] == long["status"] == "completed"
     assert long["events"].count("jit(step)") == 2, long["events"]       # train step + eval step
     assert sorted(long["events"]) == sorted(short["events"]), (
