@@ -109,13 +109,55 @@ def bench_step_vs_data(steps: int = 20) -> None:
              step_ms=round(step * 1e3, 2), data_fraction_of_step=round(data / step, 4))
 
 
+class _Rows:
+    """A random-access source of single rows [seq+1] for grain (what its MapDataset reads)."""
+
+    def __init__(self, dataset, length: int, seed: int, n: int):
+        self.dataset, self.length, self.seed, self.n = dataset, length, seed, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.dataset.rows(np.array([i]), self.length, self.seed)[0]
+
+
+def bench_grain(batches: int = 100) -> None:
+    """The same batches through grain's MapDataset (index-based, checkpointable) and through
+    BatchStream (index arithmetic on the whole batch): equal values, time per batch of each."""
+    try:
+        import grain
+    except ImportError:
+        return emit(figure="grain comparison skipped", reason="grain is not installed: "
+                    ".venv/bin/pip install -c constraints.txt -e '.[grain]' to reproduce it")
+
+    from lm.config import DataConfig
+    from lm.data.pipeline import BatchStream, build_dataset
+
+    ds = build_dataset(DataConfig(), "train")
+    stream = BatchStream(ds, 32, 128, seed=0)
+    source = _Rows(ds, 129, 0, 32 * batches)
+    loader = grain.MapDataset.source(source).batch(32)
+    for s in (0, batches - 1):
+        np.testing.assert_array_equal(np.asarray(loader[s]), stream.batch(s))
+    ours = best_of(lambda: [stream.batch(s) for s in range(batches)], 3) / batches
+    theirs = best_of(lambda: [loader[s] for s in range(batches)], 3) / batches
+    emit(figure="grain MapDataset vs BatchStream, synthetic 32x129 batches (same values)",
+         batchstream_ms=round(ours * 1e3, 3), grain_ms=round(theirs * 1e3, 3),
+         grain_over_batchstream=round(theirs / ours, 2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="generation figures only")
+    parser.add_argument("--grain", action="store_true", help="only the grain comparison")
     args = parser.parse_args()
+    if args.grain:
+        return bench_grain()
     bench_generation()
     if not args.quick:
         bench_step_vs_data()
+        bench_grain()
 
 
 if __name__ == "__main__":
