@@ -1,53 +1,202 @@
-"""Orbax checkpoints of a run: train state (params, optimizer state, step, RNG), data position, config.
+"""Orbax checkpoints of a run that prove their integrity: train state (params, optimizer state,
+step, RNG), data position, config, and a checksum manifest.
 
 Orbax writes each step into a temporary folder and renames it when complete, so a crash (even
-`kill -9`) mid-save leaves the previous checkpoint intact and the torn one is ignored. Restore
-takes the abstract state with its shardings, so arrays come back already placed on the mesh.
+`kill -9`) mid-save leaves the previous checkpoint intact and the torn one is ignored. Once the
+step's folder is final, a small manifest (`lm_manifest.json`: size and SHA-256 of every file in
+it) is written beside its items; that seals the checkpoint. Restore verifies the manifest, then
+loads; a checkpoint that fails either (flipped bytes, a truncated or deleted file, a missing
+manifest) is reported in one line, moved aside to `<run>/corrupt_checkpoints/` (never deleted),
+and the next older one is tried. Restore takes the abstract state with its shardings, so arrays
+come back already placed on the mesh.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-from typing import Any
+import threading
+import time
+from typing import Any, Callable
 
 import orbax.checkpoint as ocp
 
+MANIFEST = "lm_manifest.json"
+CORRUPT_DIR = "corrupt_checkpoints"
+
+
+class CorruptCheckpoint(ValueError):
+    """A checkpoint failed verification or could not be loaded (the message is the one-line report)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The manifest: what a sealed checkpoint holds.
+
+def _files(step_dir: str) -> list[str]:
+    """Every file under `step_dir` (relative paths, sorted), the manifest excepted."""
+    out = []
+    for root, _, names in os.walk(step_dir):
+        for name in names:
+            rel = os.path.relpath(os.path.join(root, name), step_dir)
+            if rel != MANIFEST:
+                out.append(rel)
+    return sorted(out)
+
+
+def _sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def write_manifest(step_dir: str) -> None:
+    """Seal a final checkpoint folder: {relative path: [size, sha256]} of all its files."""
+    from lm.io import atomic_write_json
+    files = {rel: [os.path.getsize(os.path.join(step_dir, rel)), _sha256(os.path.join(step_dir, rel))]
+             for rel in _files(step_dir)}
+    atomic_write_json(os.path.join(step_dir, MANIFEST), {"format": 1, "files": files})
+
+
+def verify(step_dir: str) -> str | None:
+    """None when every file the manifest lists is there with its size and checksum; else what is
+    wrong, naming the file."""
+    path = os.path.join(step_dir, MANIFEST)
+    if not os.path.isdir(step_dir):
+        return "the checkpoint folder is gone"
+    try:
+        with open(path) as f:
+            files = json.load(f)["files"]
+    except FileNotFoundError:
+        return f"{MANIFEST}: missing (the checkpoint was never sealed, or the manifest was deleted)"
+    except (ValueError, KeyError, TypeError) as e:
+        return f"{MANIFEST}: unreadable ({type(e).__name__})"
+    if not files:
+        return f"{MANIFEST}: lists no files"
+    for rel, (size, digest) in sorted(files.items()):
+        full = os.path.join(step_dir, rel)
+        if not os.path.isfile(full):
+            return f"{rel}: missing"
+        actual = os.path.getsize(full)
+        if actual != size:
+            return f"{rel}: {actual} bytes, the manifest says {size} (truncated or overwritten)"
+        if _sha256(full) != digest:
+            return f"{rel}: checksum mismatch (bytes changed since it was written)"
+    return None
+
+
+def move_aside(step_dir: str) -> str:
+    """Move a bad checkpoint folder to `<run>/corrupt_checkpoints/<step>-<time>`; returns the new path."""
+    run_dir = os.path.dirname(os.path.dirname(os.path.abspath(step_dir)))
+    dest = os.path.join(run_dir, CORRUPT_DIR, f"{os.path.basename(step_dir)}-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    os.replace(step_dir, dest)
+    return dest
+
+
+def _one_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    text = lines[0] if lines else ""
+    return f"{type(e).__name__}: {text[:200]}"
+
+
+# ---------------------------------------------------------------------------------------------
 
 class Checkpoints:
-    """The checkpoints of one run directory: `<out_dir>/checkpoints/<step>/{state,data,meta}`."""
+    """The checkpoints of one run directory: `<out_dir>/checkpoints/<step>/{state,data,meta,lm_manifest.json}`.
 
-    def __init__(self, directory: str, keep: int = 2, async_save: bool = True):
+    read_only: a reader (lm-sample, another run's init_from) that never writes, seals or moves."""
+
+    def __init__(self, directory: str, keep: int = 2, async_save: bool = True, read_only: bool = False):
         self.directory = os.path.abspath(directory)
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                               enable_async_checkpointing=async_save,
-                                               cleanup_tmp_directories=True)
+        self.read_only = read_only
+        if read_only:
+            import logging
+            logging.getLogger("absl").setLevel(logging.ERROR)   # read_only options warn about themselves
+            options = ocp.CheckpointManagerOptions(read_only=True)
+        else:
+            options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                                   enable_async_checkpointing=async_save,
+                                                   cleanup_tmp_directories=True)
         self.manager = ocp.CheckpointManager(self.directory, options=options,
                                              item_names=("state", "data", "meta"))
+        self._sealers: list[threading.Thread] = []
+
+    def step_dir(self, step: int) -> str:
+        return os.path.join(self.directory, str(step))
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
     def all_steps(self) -> list[int]:
-        return list(self.manager.all_steps())
+        return sorted(self.manager.all_steps())
 
     def save(self, step: int, state: Any, data_state: dict, meta: dict) -> None:
-        """Save (asynchronously where enabled); `data_state` and `meta` must be JSON-able."""
+        """Save (asynchronously where enabled); `data_state` and `meta` must be JSON-able. The
+        manifest is written by a helper thread as soon as orbax has renamed the step's folder."""
+        import jax
         self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
             data=ocp.args.JsonSave(data_state),
             meta=ocp.args.JsonSave(meta)), force=True)
+        if jax.process_index() == 0:
+            sealer = threading.Thread(target=self._seal_when_final, args=(step,), daemon=True)
+            sealer.start()
+            self._sealers = [t for t in self._sealers if t.is_alive()] + [sealer]
 
-    def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict, dict]:
-        """(state, data_state, meta) at `step` (default: latest). `abstract_state` holds
-        jax.ShapeDtypeStruct leaves with shardings, so arrays are restored onto the mesh."""
-        step = self.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"no checkpoint in {self.directory}; train first or check the path")
+    def _seal_when_final(self, step: int) -> None:
+        folder = self.step_dir(step)
+        while not os.path.isdir(folder):          # the rename is orbax's last act on the folder
+            if not self.manager.is_saving_in_progress() and not os.path.isdir(folder):
+                return                            # the save failed; orbax reports it
+            time.sleep(0.005)
+        write_manifest(folder)
+
+    def problem(self, step: int) -> str | None:
+        """None for a sealed, intact checkpoint; else what is wrong (see `verify`)."""
+        return verify(self.step_dir(step))
+
+    def _restore_raw(self, abstract_state: Any, step: int) -> tuple[Any, dict, dict]:
         restored = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state),
             data=ocp.args.JsonRestore(),
             meta=ocp.args.JsonRestore()))
         return restored["state"], restored["data"], restored["meta"]
+
+    def load(self, step: int, loader: Callable[[int], Any]) -> Any:
+        """`loader(step)` after the checkpoint verified; CorruptCheckpoint (the one-line report)
+        when it fails verification or loading."""
+        problem = self.problem(step)
+        if problem is None:
+            try:
+                return loader(step)
+            except Exception as e:  # noqa: BLE001 - any failure to load is a corrupt checkpoint
+                problem = f"could not be loaded ({_one_line(e)})"
+        raise CorruptCheckpoint(f"checkpoint step {step} in {self.directory} is corrupt: {problem}")
+
+    def restore_newest_good(self, loader: Callable[[int], Any],
+                            report: Callable[[str], None]) -> tuple[int, Any] | None:
+        """(step, loader(step)) for the newest checkpoint that verifies and loads; each bad one
+        on the way is reported in one line and (unless read_only) moved aside. None when none is
+        left (a checkpoint-free folder included)."""
+        import jax
+        for step in reversed(self.all_steps()):
+            try:
+                return step, self.load(step, loader)
+            except CorruptCheckpoint as e:
+                message = str(e)
+                if not self.read_only and jax.process_index() == 0:
+                    message += f"; moved aside to {move_aside(self.step_dir(step))}"
+                    self.manager.reload()
+                report(message)
+        return None
+
+    def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict, dict]:
+        """(state, data_state, meta) at `step` (default: latest), verified. `abstract_state` holds
+        jax.ShapeDtypeStruct leaves with shardings, so arrays are restored onto the mesh."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}; train first or check the path")
+        return self.load(step, lambda s: self._restore_raw(abstract_state, s))
 
     def restore_meta(self, step: int | None = None) -> dict:
         """Only the JSON metadata (config, step) of a checkpoint: no arrays are read."""
@@ -58,8 +207,9 @@ class Checkpoints:
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
+        for sealer in self._sealers:
+            sealer.join()
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
+        self.wait()
         self.manager.close()
-

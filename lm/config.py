@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
+import types
+import typing
 from typing import Any, Mapping
 
 POSITIONS = ("learned", "sinusoidal", "rope", "none")
@@ -37,6 +41,97 @@ def _check_int(**values: int) -> None:
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{name}={value!r} must be an integer; set {name} to a whole number")
+
+
+# ---------------------------------------------------------------------------------------------
+# Types: every field checked against its annotation (bool only from true/false, ints only
+# integral, floats finite, tuples element by element, sections as their dataclass).
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return f"a {tp.__name__} section"
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if typing.get_origin(tp) is tuple:
+        return f"a list whose items are each {_type_name(args[0])}"
+    return {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp)))
+
+
+def _convert(value: Any, tp: Any, strict: bool) -> Any:
+    """`value` as type `tp`, or raise TypeError. strict: no conversions (ints stay ints, tuples tuples)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        for option in sorted(args, key=lambda a: a is not type(None)):   # None first, then the rest
+            try:
+                return _convert(value, option, strict)
+            except TypeError:
+                continue
+        raise TypeError
+    if tp is type(None):
+        if value is None:
+            return None
+        raise TypeError
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not strict and isinstance(value, Mapping):
+            return from_dict(tp, value)
+        raise TypeError
+    if origin is tuple:
+        if isinstance(value, tuple) or (not strict and isinstance(value, list)):
+            item = args[0]
+            return tuple(_convert(v, item, strict) for v in value)
+        raise TypeError
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise TypeError
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if not strict and isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            return int(value)
+        raise TypeError
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise OverflowError           # NaN/Inf: a number, but never a valid setting
+            return float(value) if not strict else value
+        raise TypeError
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise TypeError
+    return value                              # an annotation this checker does not know
+
+
+def check_fields(config: Any, *, strict: bool = True, prefix: str = "") -> Any:
+    """`config` with every field checked against its annotation (recursively into sections).
+
+    strict=False (input from JSON, overrides, files) also converts: integral floats to ints
+    (1e9 -> 1000000000), lists to tuples, dicts to sections. Raises a ValueError naming the field."""
+    hints = typing.get_type_hints(type(config))
+    changes = {}
+    for f in dataclasses.fields(config):
+        value, tp = getattr(config, f.name), hints[f.name]
+        name = f"{prefix}{f.name}"
+        try:
+            new = _convert(value, tp, strict)
+        except OverflowError:
+            raise ValueError(f"{name}={value!r} is not a finite number; NaN and Inf are never valid "
+                             f"settings: give {name} a finite value") from None
+        except TypeError:
+            raise ValueError(f"{name}={value!r} ({type(value).__name__}) must be {_type_name(tp)}; "
+                             f"set {name} to {_type_name(tp)}") from None
+        if dataclasses.is_dataclass(new):
+            new = check_fields(new, strict=strict, prefix=f"{name}.")
+        if new is not value:
+            changes[f.name] = new
+    return dataclasses.replace(config, **changes) if changes else config
 
 
 def _divisors(n: int) -> list[int]:
@@ -114,6 +209,7 @@ class ModelConfig:
         return 4 * self.d_model
 
     def validate(self) -> "ModelConfig":
+        check_fields(self, prefix="model.")
         _check_positive(vocab_size=self.vocab_size, d_model=self.d_model, n_layers=self.n_layers,
                         n_heads=self.n_heads, max_seq_len=self.max_seq_len, init_std=self.init_std,
                         norm_eps=self.norm_eps, rope_theta=self.rope_theta)
@@ -174,6 +270,7 @@ class OptimConfig:
     """Micro-batches accumulated per optimizer step (the global batch is split into this many)."""
 
     def validate(self) -> "OptimConfig":
+        check_fields(self, prefix="optim.")
         _check_positive(learning_rate=self.learning_rate, eps=self.eps, grad_accum=self.grad_accum)
         for name in ("b1", "b2"):
             if not 0 <= getattr(self, name) < 1:
@@ -233,6 +330,7 @@ class DataConfig:
     """Text sources only: cap the documents read per split (None = all); for quick trials."""
 
     def validate(self) -> "DataConfig":
+        check_fields(self, prefix="data.")
         _check_positive(seq_len=self.seq_len)
         if not (self.source == "synthetic" or self.source.startswith(("tfds:", "text:"))):
             raise ValueError(f"data source {self.source!r} is not known; use 'synthetic', "
@@ -334,10 +432,12 @@ class TrainConfig:
     optimizer state's structure, so a run cannot switch it when resuming."""
 
     def __post_init__(self) -> None:
-        # JSON gives lists; keep the field a hashable, comparable tuple.
-        object.__setattr__(self, "checkpoint_steps", tuple(int(s) for s in self.checkpoint_steps))
+        # JSON gives lists; keep the field a hashable, comparable tuple (its items are checked by validate).
+        if isinstance(self.checkpoint_steps, list):
+            object.__setattr__(self, "checkpoint_steps", tuple(self.checkpoint_steps))
 
     def validate(self, n_devices: int | None = None) -> "TrainConfig":
+        check_fields(self)
         self.model.validate()
         self.data.validate()
         self.optim.validate()
@@ -356,6 +456,11 @@ class TrainConfig:
         for name in ("eval_every", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0 (0 = only at the end)")
+        if not self.out_dir.strip():
+            raise ValueError("out_dir is empty; set out_dir to the run's folder, e.g. out_dir=runs/NAME")
+        if self.peak_flops is not None and not self.peak_flops > 0:
+            raise ValueError(f"peak_flops={self.peak_flops} must be a positive FLOP/s figure (all devices "
+                             "together), or null to measure it at start-up")
         bad_steps = [s for s in self.checkpoint_steps if not 0 < s <= self.steps]
         if bad_steps:
             raise ValueError(f"checkpoint_steps {bad_steps} are outside the run's steps 1..{self.steps}; "
@@ -395,18 +500,23 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def from_dict(cls: type, values: Mapping[str, Any]) -> Any:
-    """Build `cls` from a dict, refusing unknown keys with the list of known ones."""
+def from_dict(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
+    """Build `cls` from a dict, refusing unknown keys with the list of known ones and values of the
+    wrong type (integral floats become ints, lists tuples), naming the field."""
+    if not isinstance(values, Mapping):
+        raise ValueError(f"{prefix.rstrip('.') or cls.__name__}={values!r} must be a section (an object "
+                         f"of {cls.__name__} fields), not {type(values).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; known fields: {sorted(names)}")
+        raise ValueError(f"unknown {cls.__name__} field(s) {[prefix + u for u in unknown]}; "
+                         f"known fields: {sorted(names)}")
     kwargs = {}
     for key, value in values.items():
         if cls is TrainConfig and key in _NESTED and isinstance(value, Mapping):
-            value = from_dict(_NESTED[key], value)
+            value = from_dict(_NESTED[key], value, prefix=f"{key}.")
         kwargs[key] = value
-    return cls(**kwargs)
+    return check_fields(cls(**kwargs), strict=False, prefix=prefix)
 
 
 def _parse_value(text: str) -> Any:
@@ -442,17 +552,40 @@ def save_json(config: Any, path: str) -> None:
 
 
 def load_train_config(path: str) -> TrainConfig:
-    """A TrainConfig from a JSON file or a Python file that defines `config` (or `get_config()`)."""
-    if path.endswith(".py"):
-        import runpy
-        namespace = runpy.run_path(path)
-        if "get_config" in namespace:
-            return namespace["get_config"]()
-        if "config" in namespace:
-            return namespace["config"]
-        raise ValueError(f"{path} defines neither `config` nor `get_config()`")
-    with open(path) as f:
-        return from_dict(TrainConfig, json.load(f))
+    """A TrainConfig from a JSON file or a Python file that defines `config` (or `get_config()`).
+    Every way the file can be wrong is one ValueError line naming the file."""
+    if not os.path.isfile(path):
+        raise ValueError(f"--config {path}: no such file; give the path of a .json or .py config")
+    try:
+        if path.endswith(".py"):
+            import runpy
+            namespace = runpy.run_path(path)
+            if "get_config" in namespace:
+                config = namespace["get_config"]()
+            elif "config" in namespace:
+                config = namespace["config"]
+            else:
+                raise ValueError("it defines neither `config` nor `get_config()`; define one that returns "
+                                 "a TrainConfig")
+        else:
+            with open(path) as f:
+                config = json.load(f)
+    except SyntaxError as e:
+        raise ValueError(f"--config {path}: syntax error at line {e.lineno}: {e.msg}") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--config {path}: not valid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except ValueError as e:
+        raise ValueError(f"--config {path}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - the user's file raised: one line, not its traceback
+        raise ValueError(f"--config {path}: running it raised {type(e).__name__}: {e}") from None
+    try:
+        if isinstance(config, Mapping):
+            return from_dict(TrainConfig, config)
+        if not isinstance(config, TrainConfig):
+            raise ValueError(f"its config is a {type(config).__name__}, not a TrainConfig (or a dict of fields)")
+        return check_fields(config, strict=False)
+    except ValueError as e:
+        raise ValueError(f"--config {path}: {e}") from None
 
 
 # ---------------------------------------------------------------------------------------------

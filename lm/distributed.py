@@ -25,27 +25,40 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     Must run before anything touches a device. Returns True when a distributed run was started.
     """
     coordinator = coordinator or os.environ.get(ENV_COORDINATOR)
-    if num_processes is None and os.environ.get(ENV_NUM_PROCESSES):
-        num_processes = int(os.environ[ENV_NUM_PROCESSES])
-    if process_id is None and os.environ.get(ENV_PROCESS_ID):
-        process_id = int(os.environ[ENV_PROCESS_ID])
-    if local_cpu_devices is None and os.environ.get(ENV_LOCAL_DEVICES):
-        local_cpu_devices = int(os.environ[ENV_LOCAL_DEVICES])
+    num_processes = _int_or_env(num_processes, ENV_NUM_PROCESSES, "--num-processes")
+    process_id = _int_or_env(process_id, ENV_PROCESS_ID, "--process-id")
+    local_cpu_devices = _int_or_env(local_cpu_devices, ENV_LOCAL_DEVICES, "--local-cpu-devices")
+    auto = os.environ.get(ENV_AUTO) == "auto" and coordinator is None
+    if coordinator is None and not auto:
+        if num_processes not in (None, 1) or process_id not in (None, 0):
+            raise ValueError(f"--num-processes {num_processes} / --process-id {process_id} were given without "
+                             f"a coordinator address; pass --coordinator HOST:PORT (process 0's address) or set "
+                             f"{ENV_COORDINATOR}, or {ENV_AUTO}=auto on a cluster JAX detects itself")
+    if local_cpu_devices is not None and local_cpu_devices < 1:
+        raise ValueError(f"--local-cpu-devices {local_cpu_devices} must be at least 1")
     if local_cpu_devices:
         jax.config.update("jax_num_cpu_devices", local_cpu_devices)
-    if os.environ.get(ENV_AUTO) == "auto" and coordinator is None:
+    if auto:
         jax.distributed.initialize()
         return True
     if coordinator is None:
-        if num_processes not in (None, 1) or process_id not in (None, 0):
-            raise ValueError("num_processes/process_id were given without a coordinator address; "
-                             f"pass --coordinator HOST:PORT or set {ENV_COORDINATOR}")
         return False
     if num_processes is None or process_id is None:
         raise ValueError(f"coordinator {coordinator} needs num_processes and process_id "
                          f"(flags or {ENV_NUM_PROCESSES}/{ENV_PROCESS_ID})")
-    if not 0 <= process_id < num_processes:
+    if num_processes < 1 or not 0 <= process_id < num_processes:
         raise ValueError(f"process_id={process_id} must be in [0, {num_processes})")
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
                                process_id=process_id)
     return True
+
+
+def _int_or_env(value: int | None, variable: str, flag: str) -> int | None:
+    """`value`, else the integer in environment variable `variable` (a clear error when it is not one)."""
+    if value is not None or not os.environ.get(variable):
+        return value
+    try:
+        return int(os.environ[variable])
+    except ValueError:
+        raise ValueError(f"{variable}={os.environ[variable]!r} is not an integer; set it (or {flag}) to "
+                         "a whole number") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from typing import Any
@@ -30,14 +31,40 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def strict(value: Any, nonfinite: list[str] | None = None, path: str = "") -> Any:
+    """`value` with every NaN/Inf float replaced by None (strict JSON has no NaN); numpy scalars
+    become Python numbers. The dotted paths of the replaced values are appended to `nonfinite`."""
+    if isinstance(value, dict):
+        return {k: strict(v, nonfinite, f"{path}{k}.") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict(v, nonfinite, f"{path}{i}.") for i, v in enumerate(value)]
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:      # numpy / jax scalars
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        if nonfinite is not None:
+            nonfinite.append(path.rstrip("."))
+        return None
+    return value
+
+
+def dumps_strict(value: Any, **kw: Any) -> str:
+    """Strict JSON text: NaN/Inf become null; a dict that had any gets `"nonfinite": [their keys]`
+    (the status that says why a number is missing)."""
+    bad: list[str] = []
+    clean = strict(value, bad)
+    if bad and isinstance(clean, dict):
+        clean["nonfinite"] = sorted(set(clean.get("nonfinite") or []) | set(bad))
+    return json.dumps(clean, allow_nan=False, default=str, **kw)
+
+
 def atomic_write_json(path: str | os.PathLike, value: Any) -> None:
-    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
+    atomic_write_text(path, dumps_strict(value, indent=2, sort_keys=True) + "\n")
 
 
 def append_jsonl(path: str | os.PathLike, row: dict[str, Any]) -> None:
-    """Append one JSON line and flush it (a crash can leave at most a torn last line)."""
+    """Append one strict JSON line and flush it (a crash can leave at most a torn last line)."""
     with open(path, "a") as f:
-        f.write(json.dumps(row, default=float) + "\n")
+        f.write(dumps_strict(row) + "\n")
         f.flush()
 
 
@@ -77,4 +104,4 @@ def rewind_jsonl(path: str | os.PathLike, last_step: int) -> None:
     rows = read_jsonl(path)
     kept = [r for r in rows if r.get("step", 0) <= last_step]
     if len(kept) != len(rows):
-        atomic_write_text(path, "".join(json.dumps(r, default=float) + "\n" for r in kept))
+        atomic_write_text(path, "".join(dumps_strict(r) + "\n" for r in kept))

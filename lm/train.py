@@ -21,8 +21,9 @@ import numpy as np
 
 from lm import flops as flops_lib
 from lm.checkpoint import Checkpoints
-from lm.config import TrainConfig, apply_overrides, load_train_config, to_dict
+from lm.config import TrainConfig, apply_overrides, from_dict, load_train_config, to_dict
 from lm.io import atomic_write_json
+from lm.lock import FolderLock
 from lm.metrics import MetricsWriter
 from lm.optim import learning_rate_at, make_optimizer, make_schedule
 from lm.sharding import make_mesh
@@ -68,17 +69,79 @@ def _has_checkpoint(folder: str) -> bool:
 
 
 def _branch_source(cfg: TrainConfig) -> tuple[Checkpoints, int]:
+    """The init_from run's checkpoints (read-only) and step, checked to hold a model of this shape."""
     run_dir, _, step = cfg.init_from.rpartition("@")
     folder = os.path.join(run_dir, "checkpoints")
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"init_from: {run_dir} has no checkpoints folder; train that run first")
-    source = Checkpoints(folder, async_save=False)
+    source = Checkpoints(folder, read_only=True)
     if int(step) not in source.all_steps():
         steps = source.all_steps()
         source.close()
         raise FileNotFoundError(f"init_from: {run_dir} has no checkpoint at step {step} (it has {steps}); "
                                 "save one there with checkpoint_every")
+    try:
+        _check_same_shape(cfg, _source_config(run_dir, source, int(step)), run_dir)
+    except BaseException:
+        source.close()
+        raise
     return source, int(step)
+
+
+def _source_config(run_dir: str, source: Checkpoints, step: int) -> TrainConfig:
+    path = os.path.join(run_dir, "config.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            return from_dict(TrainConfig, json.load(f))
+    return from_dict(TrainConfig, source.restore_meta(step)["config"])
+
+
+def _check_same_shape(cfg: TrainConfig, src: TrainConfig, run_dir: str) -> None:
+    """Refuse init_from a run whose parameters (or optimizer-state layout) differ from this run's,
+    naming the fields that differ."""
+    from lm.model import abstract_params
+
+    def shapes(model):
+        return jax.tree.map(lambda a: (a.shape, str(a.dtype)), abstract_params(model))
+
+    mine, theirs = to_dict(cfg.model), to_dict(src.model)
+    fields = [f"model.{k}={theirs[k]!r} here {mine[k]!r}" for k in sorted(mine) if mine[k] != theirs.get(k)]
+    same = shapes(cfg.model) == shapes(src.model)
+    if cfg.schedule_on_host != src.schedule_on_host:
+        fields.append(f"schedule_on_host={src.schedule_on_host} here {cfg.schedule_on_host}")
+        same = False
+    if not same:
+        raise ValueError(f"init_from: {run_dir} is a run of another shape ({', '.join(fields)}); its "
+                         "checkpoint cannot start this run: branch from a run with the same model")
+
+
+def _check_out_dir(path: str) -> None:
+    """out_dir must be a folder that exists or can be created and written (checked, nothing created)."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"out_dir {path} is an existing file, not a folder; pick another out_dir")
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"out_dir {path} cannot be written ({probe} is not a writable folder); "
+                         "pick an out_dir you can write to")
+
+
+def _finished(cfg: TrainConfig) -> dict[str, Any] | None:
+    """result.json of this run when it already finished (same config): a rerun changes nothing."""
+    from lm.io import truncate_torn_tail
+    path = os.path.join(cfg.out_dir, "result.json")
+    try:
+        with open(path) as f:
+            result = json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    if result.get("status") not in ("completed", "diverged") or result.get("steps") is None:
+        return None
+    if result["status"] == "completed" and result["steps"] != cfg.steps:
+        return None
+    truncate_torn_tail(os.path.join(cfg.out_dir, "metrics.jsonl"))
+    return result
 
 
 def _optimizer(cfg: TrainConfig):
@@ -112,12 +175,58 @@ def evaluate(compiled, params, eval_batches: list[jax.Array]) -> float:
     return float(total / count)
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Train (or resume) the run in cfg.out_dir; returns and writes `result.json`."""
-    from lm.data.pipeline import to_device
+def train(cfg: TrainConfig, *, restart: bool = False, lock_wait_s: float = 0.0) -> dict[str, Any]:
+    """Train (or resume) the run in cfg.out_dir; returns and writes `result.json`.
+
+    Everything about the input is checked before anything is created: the config (types, values,
+    devices), out_dir, an init_from source's shape, the memory estimate. Then the run folder is
+    locked (one writer: a second process fails at once naming the holder, or waits up to
+    `lock_wait_s`). A finished run is returned as it is. A run resumes from its newest intact
+    checkpoint; when every checkpoint it had is corrupt it stops, unless `restart` (start over)."""
+    from lm.memory import check_fits
 
     cfg.validate(jax.device_count())
+    _check_out_dir(cfg.out_dir)
+    check_fits(cfg, jax.device_count())
     _check_resumable(cfg)
+    if cfg.init_from is not None and not _has_checkpoint(os.path.join(cfg.out_dir, "checkpoints")):
+        _branch_source(cfg)[0].close()  # fail before anything is written
+    if jax.process_index() != 0:
+        return _train(cfg, restart)
+    with FolderLock(cfg.out_dir, "run folder", wait_s=lock_wait_s):
+        _check_resumable(cfg)           # another writer may have started it meanwhile
+        return _finished(cfg) or _train(cfg, restart)
+
+
+def _resume(cfg: TrainConfig, ckpts: Checkpoints, compiled, restart: bool, problems: list[str]):
+    """(state, data_state) from the newest intact checkpoint, from init_from, or None (fresh start)."""
+    def report(line: str) -> None:
+        problems.append(line)
+        print(f"lm-train: {line}", file=sys.stderr, flush=True)
+
+    had = ckpts.all_steps()
+    found = ckpts.restore_newest_good(lambda s: ckpts._restore_raw(compiled.abstract_state, s), report)
+    if found is not None:
+        state, data_state, _ = found[1]
+        return state, data_state
+    if had and not restart:
+        raise ValueError(f"no intact checkpoint is left in {ckpts.directory} (steps {had} were corrupt and "
+                         "are moved aside); rerun with --restart to train this run from scratch")
+    if had:
+        report("no intact checkpoint left; starting from scratch (--restart)")
+    if cfg.init_from is not None:
+        source, branch_step = _branch_source(cfg)
+        try:
+            state, data_state, _ = source.restore(compiled.abstract_state, branch_step)
+        finally:
+            source.close()
+        return state, data_state
+    return None
+
+
+def _train(cfg: TrainConfig, restart: bool) -> dict[str, Any]:
+    from lm.data.pipeline import to_device
+
     train_ds, eval_ds, stream, eval_stream = _build_data(cfg)
     lead = jax.process_index() == 0
     t_start = time.time()
@@ -125,24 +234,21 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     mesh = make_mesh(cfg.mesh)
     tx, lr_table = _optimizer(cfg)
     compiled = compile_steps(cfg.model, tx, mesh, grad_accum=cfg.optim.grad_accum)
-    if cfg.init_from is not None and not _has_checkpoint(os.path.join(cfg.out_dir, "checkpoints")):
-        _branch_source(cfg)[0].close()  # fail before anything is written
     ckpts = Checkpoints(os.path.join(cfg.out_dir, "checkpoints"), keep=cfg.keep_checkpoints)
-    if lead:
-        os.makedirs(cfg.out_dir, exist_ok=True)
-        atomic_write_json(os.path.join(cfg.out_dir, "config.json"), to_dict(cfg))
-
-    if ckpts.latest_step() is not None:
-        state, data_state, _ = ckpts.restore(compiled.abstract_state)
-        stream.restore(data_state)
-    elif cfg.init_from is not None:
-        source, branch_step = _branch_source(cfg)
-        state, data_state, _ = source.restore(compiled.abstract_state, branch_step)
-        source.close()
+    problems: list[str] = []
+    try:
+        resumed = _resume(cfg, ckpts, compiled, restart, problems)
+    except BaseException:
+        ckpts.close()
+        raise
+    if resumed is not None:
+        state, data_state = resumed
         stream.restore(data_state)
     else:
         state = compiled.init(jax.random.PRNGKey(cfg.seed))
     start = int(state.step)
+    if lead:                           # only now: every restore check has passed
+        atomic_write_json(os.path.join(cfg.out_dir, "config.json"), to_dict(cfg))
 
     host_eval = [eval_stream.batch(i) for i in range(cfg.eval_batches)]
     eval_batches = [to_device(b, compiled.batch_sharding) for b in host_eval]
@@ -184,17 +290,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         writer.advance()
 
         if pending is not None:        # the previous step's metrics: ready without waiting
-            p_step, p_metrics = pending
+            last_log = _log_row(writer, cfg, pending, last_log, conventions["6n_attn"], peak)
             pending = None
-            now = time.time()
-            n_steps = p_step - last_log[0]
-            dt = max(now - last_log[1], 1e-9)
-            row = {k: float(v) for k, v in jax.device_get(p_metrics).items()}
-            row.update(lr=learning_rate_at(cfg.optim, cfg.steps, p_step - 1),
-                       tokens=p_step * tokens_per_step, tokens_per_s=n_steps * tokens_per_step / dt,
-                       mfu=flops_lib.mfu(conventions["6n_attn"] * tokens_per_step, dt / max(n_steps, 1), peak))
-            last_log = (p_step, now)
-            writer.write(p_step, row)
         is_eval = done == cfg.steps or (cfg.eval_every and done % cfg.eval_every == 0)
         is_ckpt = (done == cfg.steps or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
                    or done in cfg.checkpoint_steps)
@@ -218,6 +315,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 writer.message(message)
                 break
         if is_ckpt:
+            if pending is not None:    # the row of a checkpointed step is on disk before its checkpoint
+                last_log = _log_row(writer, cfg, pending, last_log, conventions["6n_attn"], peak)
+                pending = None
             tc = time.time()
             ckpts.save(done, state, stream.state(), {"config": to_dict(cfg), "step": done})
             timers["checkpoint_s"] += time.time() - tc
@@ -254,11 +354,28 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         **timers,
         "tokens_per_s": steps_run * tokens_per_step / max(train_s, 1e-9),
         "mfu": flops_lib.mfu(conventions["6n_attn"] * tokens_per_step, train_s / steps_run, peak),
-        "peak_flops": peak,
+        "peak_flops": peak, "checkpoint_problems": problems,
     }
     if lead:
         atomic_write_json(os.path.join(cfg.out_dir, "result.json"), result)
     return result
+
+
+def _log_row(writer: MetricsWriter, cfg: TrainConfig, pending: tuple[int, Any], last_log: tuple[int, float],
+             flops_per_token: float, peak: float) -> tuple[int, float]:
+    """Write the training row of step `pending[0]` (its device metrics fetched now); returns the
+    new (step, time) of the last logged row, from which throughput is measured."""
+    p_step, p_metrics = pending
+    now = time.time()
+    n_steps = p_step - last_log[0]
+    dt = max(now - last_log[1], 1e-9)
+    tokens_per_step = cfg.batch_size * cfg.data.seq_len
+    row = {k: float(v) for k, v in jax.device_get(p_metrics).items()}
+    row.update(lr=learning_rate_at(cfg.optim, cfg.steps, p_step - 1), tokens=p_step * tokens_per_step,
+               tokens_per_s=n_steps * tokens_per_step / dt,
+               mfu=flops_lib.mfu(flops_per_token * tokens_per_step, dt / max(n_steps, 1), peak))
+    writer.write(p_step, row)
+    return p_step, now
 
 
 def _eval_curve(path: str, tokens_per_step: int) -> list[dict[str, float]]:
@@ -294,16 +411,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--local-cpu-devices", type=int, help="simulated CPU devices in this process")
     parser.add_argument("--compile-cache", default=os.environ.get("LM_COMPILE_CACHE"),
                         help="persistent XLA compilation cache folder")
+    parser.add_argument("--restart", action="store_true",
+                        help="when every checkpoint of the run is corrupt, train it again from scratch")
     args = parser.parse_args(argv)
     from lm.distributed import initialize
-    initialize(args.coordinator, args.num_processes, args.process_id, args.local_cpu_devices)
-    if args.compile_cache:
-        jax.config.update("jax_compilation_cache_dir", args.compile_cache)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    cfg = load_train_config(args.config) if args.config else default_config()
     try:
+        cfg = load_train_config(args.config) if args.config else default_config()
         cfg = apply_overrides(cfg, args.overrides)
-        result = train(cfg)
+        initialize(args.coordinator, args.num_processes, args.process_id, args.local_cpu_devices)
+        if args.compile_cache:
+            jax.config.update("jax_compilation_cache_dir", args.compile_cache)
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+        result = train(cfg, restart=args.restart)
     except (ValueError, FileNotFoundError) as e:
         print(f"lm-train: error: {e}", file=sys.stderr)
         return 2

@@ -70,7 +70,7 @@ def test_resume_after_kill_is_bit_identical(tmp_path):
     save_json(cfg_b, str(tmp_path / "b.json"))
     cmd = [sys.executable, "-m", "lm.train", "--config", str(tmp_path / "b.json")]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    ckpt_10 = tmp_path / "b" / "checkpoints" / "10"
+    ckpt_10 = tmp_path / "b" / "checkpoints" / "10" / "lm_manifest.json"   # sealed
     deadline = time.time() + 240
     while not ckpt_10.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
