@@ -243,15 +243,6 @@ def _locate(path: str) -> tuple[str, str, int | None]:
                      f"runner (it has checkpoints/<step>/), its checkpoints/ folder or one checkpoints/<step>/{hint}")
 
 
-def _manager(ckpt_dir: str):
-    import logging
-
-    import orbax.checkpoint as ocp
-    logging.getLogger("absl").setLevel(logging.ERROR)   # read_only options warn about themselves
-    return ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(read_only=True),
-                                 item_names=("state", "meta"))
-
-
 def _tokenizer(cfg: TrainConfig, run_dir: str, override: str | None):
     from lm.data import tokenizer as tok
     if override:
@@ -271,49 +262,70 @@ def _tokenizer(cfg: TrainConfig, run_dir: str, override: str | None):
                      f"{candidates}; pass --tokenizer PATH (the sentencepiece .model it trained with)")
 
 
-def load_run(path: str, step: int | None = None, tokenizer: str | None = None) -> Run:
-    """The parameters (only: no optimizer state is read) of a run's latest checkpoint (or `step`),
-    its TrainConfig (config.json, else the checkpoint's own metadata) and its tokenizer, if any.
-    Parameters land on the first device."""
+def load_run(path: str, step: int | None = None, tokenizer: str | None = None,
+             report=None) -> Run:
+    """The parameters (only: no optimizer state is read) of a run's newest intact checkpoint (or
+    `step`), its TrainConfig (config.json, else the checkpoint's own metadata) and its tokenizer, if
+    any. Checkpoints are verified against their manifests (lm.checkpoint); a corrupt one is
+    reported through `report` in one line and the next older one is used (never moved: a reader
+    does not change the run). Parameters land on the first device."""
     import orbax.checkpoint as ocp
+
+    from lm.checkpoint import Checkpoints
     run_dir, ckpt_dir, located = _locate(path)
     step = located if step is None else step
-    manager = _manager(ckpt_dir)
-    steps = sorted(manager.all_steps())
+    ckpts = Checkpoints(ckpt_dir, read_only=True)
+    steps = ckpts.all_steps()
     if not steps:
         raise ValueError(f"no finished checkpoint in {ckpt_dir}; train the run first (lm-train writes one "
                          "at the end, and every checkpoint_every steps)")
-    if step is None:
-        step = steps[-1]
-    elif step not in steps:
+    if step is not None and step not in steps:
         raise ValueError(f"{ckpt_dir} has no checkpoint at step {step}; it has steps {steps}")
     config_path = os.path.join(run_dir, "config.json")
     if os.path.isfile(config_path):
         with open(config_path) as f:
             raw = json.load(f)
     else:
-        raw = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]["config"]
+        raw = ckpts.load(step or steps[-1], lambda s: ckpts.restore_meta(s))["config"]
     cfg = from_dict(TrainConfig, raw)
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     abstract = {"params": jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
                                        model_lib.abstract_params(cfg.model))}
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract), partial_restore=True)))
-    manager.close()
-    return Run(run_dir, step, cfg, restored["state"]["params"], _tokenizer(cfg, run_dir, tokenizer))
+
+    def params_at(s: int):
+        return ckpts.manager.restore(s, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+            abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+            partial_restore=True)))["state"]["params"]
+
+    try:
+        if step is not None:
+            found = (step, ckpts.load(step, params_at))
+        else:
+            found = ckpts.restore_newest_good(params_at, report or (lambda line: print(
+                f"lm-sample: {line}; trying the next older one", file=sys.stderr, flush=True)))
+            if found is None:
+                raise ValueError(f"no intact checkpoint in {ckpt_dir} (steps {steps} are all corrupt); "
+                                 "train the run again (lm-train --restart)")
+    finally:
+        ckpts.manager.close()
+    return Run(run_dir, found[0], cfg, found[1], _tokenizer(cfg, run_dir, tokenizer))
 
 
 # ---------------------------------------------------------------------------------------------
 # lm-sample.
 
-def _parse_ids(text: str, vocab: int) -> list[int]:
+def _parse_ids(text: str, vocab: int, what: str = "--prompt") -> list[int]:
     try:
         ids = [int(t) for t in text.replace(",", " ").split()]
     except ValueError:
-        raise ValueError(f"prompt {text!r}: this run trained on synthetic tokens (no tokenizer), so give "
-                         "prompts as token ids, e.g. --prompt '3 14 15'") from None
-    if any(not 0 <= i < vocab for i in ids):
-        raise ValueError(f"prompt {text!r} holds ids outside the vocabulary [0, {vocab})")
+        raise ValueError(f"{what} {text!r}: this run trained on synthetic tokens (no tokenizer), so give "
+                         f"token ids, e.g. {what} '3 14 15'") from None
+    if not ids:
+        raise ValueError(f"{what} {text!r} holds no token id; give at least one, e.g. {what} '3'")
+    bad = [i for i in ids if not 0 <= i < vocab]
+    if bad:
+        raise ValueError(f"{what} {text!r} holds ids {bad} outside the vocabulary [0, {vocab}); "
+                         f"give {what} ids below {vocab}")
     return ids
 
 
@@ -331,7 +343,7 @@ def sample_run(run: Run, prompts: Sequence[str], sampling: SamplingConfig, *, nu
     if tok is None:
         if chat:
             raise ValueError("--chat needs a text model; this run trained on synthetic tokens (no tokenizer)")
-        stop_tokens += [_parse_ids(s, vocab)[0] for s in stop]
+        stop_tokens += [_parse_ids(s, vocab, "--stop")[0] for s in stop]
         stop_strings = []
         encoded = [_parse_ids(p, vocab) for p in prompts]
     else:

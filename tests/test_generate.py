@@ -4,6 +4,7 @@ batches of ragged prompts, stop tokens, chat templates, and lm-sample on runs tr
 import dataclasses
 import functools
 import json
+import os
 import random
 
 import jax
@@ -258,10 +259,28 @@ def test_lm_sample_on_a_synthetic_run(synthetic_run, capsys):
     (["--prompt", "1", "--top-p", "2"], "top_p"),
     (["--prompt", " ".join(["1"] * 64)], "shorten it"),
     (["--prompt", "1", "--step", "7"], "no checkpoint at step 7"),
+    (["--prompt", "1", "--stop", "999"], "--stop '999' holds ids [999] outside the vocabulary"),
 ])
 def test_lm_sample_errors_name_the_fix(synthetic_run, capsys, args, match):
     assert main([synthetic_run.out_dir, *args]) == 2
     assert match in capsys.readouterr().err
+
+
+def test_lm_sample_reports_a_corrupt_checkpoint_in_one_line(synthetic_run, tmp_path, capsys):
+    import shutil
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(synthetic_run.out_dir, run_dir)
+    meta = os.path.join(run_dir, "checkpoints", "20", "meta", "metadata")
+    open(meta, "a").write(" ")                         # one byte more than was sealed
+    assert main([run_dir, "--prompt", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "Traceback" not in "".join(err)
+    assert "checkpoint step 20" in err[0] and "meta/metadata" in err[0] and "truncated or overwritten" in err[0]
+    assert "no intact checkpoint" in err[1]
+    assert main([run_dir, "--prompt", "1", "--step", "20"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "checkpoint step 20" in line and "meta/metadata" in line
+    assert os.path.isdir(os.path.join(run_dir, "checkpoints", "20"))     # a reader moves nothing
 
 
 def test_lm_sample_without_a_checkpoint(tmp_path, capsys):
