@@ -69,7 +69,7 @@ def check_sweep_dir(cfg: "SweepConfig") -> None:
                              f"differ{'...' if len(diff) > 8 else ''}); results of different sweeps are never "
                              f"mixed. Start a new sweep with another name or out_dir (lm-sweep run CONFIG --out "
                              f"sweeps/NEW), or delete {folder} to start this one over")
-    elif os.path.isdir(folder) and set(os.listdir(folder)) - {".jax_cache"}:
+    elif os.path.isdir(folder) and set(os.listdir(folder)) - {".jax_cache", ".lock"}:
         raise ValueError(f"{folder} exists and is not a sweep folder (no {SWEEP_FILE}); nothing was written. "
                          "Pick an empty or new folder with --out")
 

@@ -18,7 +18,6 @@ so a killed-and-restarted sweep never has two processes training the same run.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import json
 import os
 import selectors
@@ -34,6 +33,8 @@ from experiments.configs import ExecConfig, SweepConfig
 from experiments.plan import Plan, RunSpec, make_plan
 
 ATTEMPTS_FILE = "attempts.json"
+RUN_LOCK_WAIT_S = 60.0
+"""How long a worker waits for a run folder whose previous holder (a killed worker) is exiting."""
 _IGNORED_TRAIN_FIELDS = ("peak_flops", "progress", "tensorboard", "out_dir", "init_from")
 """Run-config fields that may differ from the plan in a finished run (measured, cosmetic, or paths)."""
 
@@ -136,8 +137,6 @@ def train_run(config: dict[str, Any], peak_flops: float | None = None, log_to_fi
         os.makedirs(cfg.out_dir, exist_ok=True)
     except Exception as e:  # noqa: BLE001 - a bad run must not stop the sweep
         return {"ok": False, "error": f"{type(e).__name__}: {e}"}
-    lock = open(os.path.join(cfg.out_dir, ".lock"), "w")
-    fcntl.flock(lock, fcntl.LOCK_EX)       # waits for a previous holder (already dying) to exit
     saved = None
     if log_to_file:                        # the run's stdout/stderr go to its train.log
         sys.stdout.flush()
@@ -148,7 +147,9 @@ def train_run(config: dict[str, Any], peak_flops: float | None = None, log_to_fi
         os.dup2(log, 2)
         os.close(log)
     try:
-        result = train(cfg)
+        # lm.train locks the run folder; a killed predecessor may still be exiting: wait for it.
+        # A run whose checkpoints are all corrupt starts over (deterministic: same result).
+        result = train(cfg, restart=True, lock_wait_s=RUN_LOCK_WAIT_S)
         return {"ok": True, "status": result["status"]}
     except Exception as e:  # noqa: BLE001
         traceback.print_exc()
@@ -161,8 +162,6 @@ def train_run(config: dict[str, Any], peak_flops: float | None = None, log_to_fi
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
-        fcntl.flock(lock, fcntl.LOCK_UN)
-        lock.close()
 
 
 def run_job(config: dict[str, Any], threads: int, cache_dir: str | None) -> dict[str, Any]:
@@ -451,10 +450,19 @@ class SweepOutcome:
 
 def run_sweep(cfg: SweepConfig, plan: Plan | None = None, *, observer: Observer | None = None,
               retry_failed: bool = False, log=None) -> SweepOutcome:
-    """Run every unfinished run of the plan with cfg.exec's back-end; see the module docstring."""
+    """Run every unfinished run of the plan with cfg.exec's back-end; see the module docstring.
+
+    Holds the sweep folder's lock throughout: a second `lm-sweep run` on the folder fails at once
+    naming the holder (a killed holder's lock is taken over)."""
+    from lm.lock import FolderLock
+    plan = plan or prepare(cfg)
+    with FolderLock(cfg.directory, "sweep folder"):
+        return _run_sweep(cfg, plan, observer, retry_failed, log)
+
+
+def _run_sweep(cfg: SweepConfig, plan: Plan, observer: Observer | None, retry_failed: bool, log) -> SweepOutcome:
     t0 = time.time()
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    plan = plan or prepare(cfg)
     folder = cfg.directory
     results_lib.repair(folder)
     rows = {row["run_id"]: row for row in results_lib.read_rows(folder)}
