@@ -27,7 +27,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from lm import flops as flops_lib
-from lm.io import truncate_torn_tail
+from lm.io import atomic_write_text, dumps_strict, truncate_torn_tail
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from experiments.plan import Plan, RunSpec
 
 RESULTS_FILE = "results.jsonl"
+REJECTED_FILE = "results.rejected.jsonl"
+"""Lines `lm-sweep repair` took out of the table (kept, never deleted)."""
 SWEEP_FILE = "sweep.json"
 PLAN_FILE = "plan.json"
 FINISHED = ("completed", "diverged")
@@ -118,7 +120,8 @@ def read_curve(run_dir: str) -> list[dict[str, float]]:
                 except json.JSONDecodeError:
                     continue
                 if isinstance(row, dict) and "eval_loss" in row:
-                    evals[int(row["step"])] = float(row["eval_loss"])
+                    value = row["eval_loss"]       # null: a NaN/Inf evaluation (strict JSON)
+                    evals[int(row["step"])] = float("nan") if value is None else float(value)
     return [{"step": s, "eval_loss": v} for s, v in sorted(evals.items())]
 
 
@@ -166,8 +169,9 @@ def repair(sweep_dir: str) -> None:
 
 
 def append_row(sweep_dir: str, row: dict[str, Any]) -> None:
-    """Append one complete row: a single write of one line, then fsync."""
-    line = (json.dumps(row, default=float, sort_keys=True) + "\n").encode()
+    """Append one complete row (strict JSON: NaN/Inf become null, listed under "nonfinite"): a
+    single write of one line, then fsync."""
+    line = (dumps_strict(row, sort_keys=True) + "\n").encode()
     fd = os.open(results_path(sweep_dir), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line)
@@ -176,8 +180,22 @@ def append_row(sweep_dir: str, row: dict[str, Any]) -> None:
         os.close(fd)
 
 
+def _bad_line(line: bytes) -> str | None:
+    """Why one line of the table is not a row (None when it is one)."""
+    try:
+        row = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return "is not JSON"
+    if not isinstance(row, dict):
+        return "is not a JSON object"
+    if not isinstance(row.get("run_id"), str):
+        return "has no run_id"
+    return None
+
+
 def read_rows(sweep_dir: str) -> list[dict[str, Any]]:
-    """The rows of the table in file order, first row per run_id, a torn last line ignored."""
+    """The rows of the table in file order, first row per run_id, a torn last line ignored. Any
+    other bad line is an error naming the line and the fix."""
     path = results_path(sweep_dir)
     if not os.path.exists(path):
         return []
@@ -187,16 +205,49 @@ def read_rows(sweep_dir: str) -> list[dict[str, Any]]:
     for i, line in enumerate(lines):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:        # torn last line (no newline after it)
-                continue
-            raise ValueError(f"{path}: line {i + 1} is not JSON; only a torn last line is tolerated")
+        problem = _bad_line(line)
+        if problem == "is not JSON" and i == len(lines) - 1:
+            continue                       # torn last line (no newline after it)
+        if problem:
+            raise ValueError(f"{path}: line {i + 1} {problem}; run `lm-sweep repair {sweep_dir}` (it moves bad "
+                             f"lines to {REJECTED_FILE}), or delete line {i + 1} by hand")
+        row = json.loads(line)
         if row["run_id"] not in seen:
             seen.add(row["run_id"])
             rows.append(row)
     return rows
+
+
+def repair_table(sweep_dir: str) -> list[tuple[int, str]]:
+    """Move every line that is not a row (and duplicate rows of a run) out of the table into
+    REJECTED_FILE; returns [(line number, why)]. The runs of rejected lines train or are
+    recorded again on the next `lm-sweep run`."""
+    path = results_path(sweep_dir)
+    if not os.path.exists(path):
+        return []
+    with open(path, "rb") as f:
+        lines = [line for line in f.read().split(b"\n")]
+    kept, rejected, seen = [], [], set()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        problem = _bad_line(line)
+        if problem is None:
+            run_id = json.loads(line)["run_id"]
+            problem = "repeats run " + run_id if run_id in seen else None
+            seen.add(run_id)
+        if problem:
+            rejected.append((i + 1, problem, line))
+        else:
+            kept.append(line)
+    if rejected:
+        with open(os.path.join(sweep_dir, REJECTED_FILE), "ab") as f:
+            for _, _, line in rejected:
+                f.write(line + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        atomic_write_text(path, "".join(line.decode() + "\n" for line in kept))
+    return [(n, why) for n, why, _ in rejected]
 
 
 def load_results(sweep_dir: str, *, fit_only: bool = False) -> "pd.DataFrame":

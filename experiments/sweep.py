@@ -4,6 +4,7 @@
     lm-sweep plan default             # the table of runs, with a wall-time estimate from a probe
     lm-sweep status sweeps/default    # which runs are done, running, failed, pending
     lm-sweep fit sweeps/default       # fits, report and plots from the results table
+    lm-sweep repair sweeps/default    # move bad lines of the results table aside (kept)
 
 CONFIG is a name in experiments/configs/ or a path to a Python file defining get_config().
 Re-running `run` on the same folder resumes: finished runs are skipped, interrupted ones resume
@@ -138,6 +139,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_repair(args: argparse.Namespace) -> int:
+    """Move the results table's bad lines (not JSON, no run_id, repeated runs) aside."""
+    results_lib.load_sweep_config(args.dir)                     # refuse a folder that is not a sweep
+    from lm.lock import FolderLock
+    with FolderLock(args.dir, "sweep folder"):
+        results_lib.repair(args.dir)                            # a torn last line
+        moved = results_lib.repair_table(args.dir)
+    for line, why in moved:
+        print(f"line {line} {why}: moved to {os.path.join(args.dir, results_lib.REJECTED_FILE)}")
+    print(f"{results_lib.results_path(args.dir)}: {len(moved)} bad line(s) moved aside; "
+          f"{len(results_lib.read_rows(args.dir))} row(s) kept" +
+          ("; their runs are recorded again by the next `lm-sweep run`" if moved else ""))
+    return 0
+
+
 def cmd_fit(args: argparse.Namespace) -> int:
     report(args.dir, n_bootstrap=args.bootstrap)
     return 0
@@ -263,6 +279,20 @@ def wsd_comparison(frame):
     return pd.DataFrame(rows)
 
 
+def _check_fittable(folder: str, frame, table) -> None:
+    """Refuse to fit nothing, saying why (every run diverged, or no completed cosine run yet)."""
+    if len(table):
+        return
+    diverged = frame[frame["status"] == "diverged"]
+    if len(diverged) == len(frame):
+        first = diverged.iloc[0]
+        raise ValueError(f"every one of the {len(frame)} finished runs in {folder} diverged (e.g. {first['run_id']}: "
+                         f"{first.get('message', '')}); nothing to fit. Lower optim.learning_rate (or clip "
+                         "harder) and run the sweep again in a new folder")
+    raise ValueError(f"{folder} has no completed cosine run to fit yet ({len(frame)} finished: "
+                     f"{frame['status'].value_counts().to_dict()}); run the sweep further first")
+
+
 def report(folder: str, n_bootstrap: int = 1000) -> dict[str, Any]:
     """Fit Approaches 1-3 (bootstrap intervals), print the report, write report.json, report.txt
     and the plots (IsoFLOP parabolas, N_opt(C) and D_opt(C), ...) into the sweep folder."""
@@ -277,6 +307,7 @@ def report(folder: str, n_bootstrap: int = 1000) -> dict[str, Any]:
     if frame.empty:
         raise ValueError(f"{folder} has no finished runs yet; run the sweep first")
     table, fpt = fit_table(frame, cfg.convention)
+    _check_fittable(folder, frame, table)
     lines = [f"== Sweep {cfg.name!r} in {folder}: {len(frame)} finished runs "
              f"({int((frame['status'] == 'diverged').sum())} diverged, left out of fits); "
              f"{len(table)} cosine runs fitted; C in {cfg.convention!r} FLOPs, N = "
@@ -360,11 +391,14 @@ def main(argv: list[str] | None = None) -> int:
     p_plan.add_argument("--probe", type=int, default=3, help="shapes to time for the estimate (0: none)")
     p_status = sub.add_parser("status", help="state of each run of a sweep folder")
     p_status.add_argument("dir")
+    p_repair = sub.add_parser("repair", help="move bad lines of the results table aside (kept in "
+                              f"{results_lib.REJECTED_FILE})")
+    p_repair.add_argument("dir")
     p_fit = sub.add_parser("fit", help="fit and report from a sweep folder's results")
     p_fit.add_argument("dir")
     p_fit.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals")
     args = parser.parse_args(argv)
-    handlers = {"run": cmd_run, "plan": cmd_plan, "status": cmd_status, "fit": cmd_fit}
+    handlers = {"run": cmd_run, "plan": cmd_plan, "status": cmd_status, "fit": cmd_fit, "repair": cmd_repair}
     try:
         return handlers[args.command](args)
     except ValueError as e:

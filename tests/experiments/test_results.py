@@ -47,3 +47,26 @@ def test_curve_from_metrics_tolerates_resume_duplicates(tmp_path):
         '{"step": 10, "eval_loss": 3.0}\n{"step": 10, "loss": 3.1}\n{"step": 20, "eval_loss": 2.5}\n'
         '{"step": 20, "eval_loss": 2.5}\n{"step": 30, "eval')
     assert results.read_curve(str(tmp_path)) == [{"step": 10, "eval_loss": 3.0}, {"step": 20, "eval_loss": 2.5}]
+
+
+@pytest.mark.parametrize("bad, why", [(b'{"loss": 1.0}', "has no run_id"), (b'{"run_id"', "is not JSON"),
+                                      (b'[1, 2]', "is not a JSON object")])
+def test_a_bad_line_names_the_line_and_the_fix_and_repair_moves_it_aside(tmp_path, bad, why):
+    results.append_row(str(tmp_path), _row("a"))
+    with open(tmp_path / results.RESULTS_FILE, "ab") as f:
+        f.write(bad + b"\n")
+    results.append_row(str(tmp_path), _row("b"))
+    with pytest.raises(ValueError, match=f"line 2 {why}; run `lm-sweep repair {tmp_path}`.* or delete line 2"):
+        results.read_rows(str(tmp_path))
+    assert results.repair_table(str(tmp_path)) == [(2, why)]
+    assert [r["run_id"] for r in results.read_rows(str(tmp_path))] == ["a", "b"]
+    assert (tmp_path / results.REJECTED_FILE).read_bytes() == bad + b"\n"      # kept, never deleted
+
+
+def test_rows_are_strict_json(tmp_path):
+    results.append_row(str(tmp_path), {"run_id": "a", "loss": float("nan"), "train_loss": float("inf"),
+                                       "status": "diverged"})
+    text = (tmp_path / results.RESULTS_FILE).read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    row = json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c}"))
+    assert row["loss"] is None and row["nonfinite"] == ["loss", "train_loss"]

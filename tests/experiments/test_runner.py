@@ -93,6 +93,37 @@ def test_diverged_runs_are_recorded_and_left_out_of_fits(tiny):
     assert list(frame["status"]) == ["diverged"] and frame["loss"].isna().all()
     assert load_results(cfg.directory, fit_only=True).empty
     assert runner.run_sweep(cfg).trained == []          # not retried
+    from experiments.sweep import report
+    with pytest.raises(ValueError, match="every one of the 1 finished runs .* diverged .*NaN/Inf"):
+        report(cfg.directory, n_bootstrap=10)
+
+
+def test_a_run_with_a_corrupt_checkpoint_resumes_from_the_older_one_not_diverged(tiny, tmp_path):
+    """Flipped bytes in a run's newest checkpoint once made it 'diverge' (Adam's nu at -2e35), which
+    the sweep recorded for good; now the run falls back to the older checkpoint and ends as before."""
+    import glob
+    import shutil
+    cfg = tiny(budgets=(4e8,), targets=(5e3,), checkpoints=3)
+    runner.run_sweep(cfg)
+    [reference] = load_results(cfg.directory).to_dict("records")
+    copy = replace(cfg, out_dir=str(tmp_path / "copy"))
+    shutil.copytree(cfg.directory, copy.directory)
+    os.remove(results_path(copy.directory))
+    run_dir = os.path.join(copy.directory, "runs", reference["run_id"])
+    os.remove(os.path.join(run_dir, "result.json"))
+    steps = sorted(int(s) for s in os.listdir(os.path.join(run_dir, "checkpoints")) if s.isdigit())
+    assert len(steps) >= 2                  # killed before result.json, its last checkpoint rotted:
+    state = max(glob.glob(os.path.join(run_dir, "checkpoints", str(steps[-1]), "state", "**", "*"),
+                          recursive=True), key=lambda p: os.path.getsize(p) if os.path.isfile(p) else -1)
+    data = bytearray(open(state, "rb").read())
+    data[len(data) // 2: len(data) // 2 + 300] = bytes(b ^ 0xFF for b in data[len(data) // 2: len(data) // 2 + 300])
+    open(state, "wb").write(bytes(data))
+    outcome = runner.run_sweep(copy)
+    assert outcome.trained == [reference["run_id"]] and not outcome.failed
+    [row] = load_results(copy.directory).to_dict("records")
+    assert row["status"] == "completed" and row["loss"] == reference["loss"]
+    result = json.load(open(os.path.join(run_dir, "result.json")))
+    assert result["resumed_from"] == steps[-2] and f"checkpoint step {steps[-1]}" in result["checkpoint_problems"][0]
 
 
 def test_refuses_a_different_sweep_in_the_same_folder(tiny, tmp_path):
