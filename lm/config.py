@@ -83,8 +83,9 @@ def _convert(value: Any, tp: Any, strict: bool) -> Any:
         raise TypeError
     if origin is tuple:
         if isinstance(value, tuple) or (not strict and isinstance(value, list)):
-            item = args[0]
-            return tuple(_convert(v, item, strict) for v in value)
+            items = tuple(_convert(v, args[0], strict) for v in value)
+            same = isinstance(value, tuple) and all(a is b for a, b in zip(items, value))
+            return value if same else items
         raise TypeError
     if tp is bool:
         if isinstance(value, bool):

@@ -88,6 +88,16 @@ def test_resume_after_kill_is_bit_identical(tmp_path):
     assert data_a["step"] == data_b["step"] == 20
     for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert _rows(tmp_path / "b") == _rows(tmp_path / "a")       # row for row, timing aside
+
+
+def _rows(run_dir):
+    return [{k: v for k, v in r.items() if k not in ("tokens_per_s", "mfu")}
+            for r in read_jsonl(os.path.join(run_dir, "metrics.jsonl"))]
+
+
+def _strict_load(text):
+    return json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in JSON"))
 
 
 def test_divergence_stops_with_status_and_step(tmp_path):
@@ -95,7 +105,11 @@ def test_divergence_stops_with_status_and_step(tmp_path):
     result = train(cfg)
     assert result["status"] == "diverged"
     assert "step" in result["message"] and "NaN/Inf" in result["message"]
-    assert json.load(open(tmp_path / "run" / "result.json"))["status"] == "diverged"
+    saved = _strict_load(open(tmp_path / "run" / "result.json").read())     # strict JSON: null, not NaN
+    assert saved["status"] == "diverged"
+    rows = [_strict_load(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    nan_rows = [r for r in rows if r.get("nonfinite")]
+    assert nan_rows and all(r[k] is None for r in nan_rows for k in r["nonfinite"])
 
 
 @pytest.mark.parametrize("change,match", [
@@ -166,7 +180,9 @@ def test_rerun_of_a_finished_run_keeps_its_result_and_a_torn_metrics_line_is_cut
     first = train(cfg)
     with open(tmp_path / "run" / "metrics.jsonl", "a") as f:
         f.write('{"step": 11, "lo')                           # what a kill mid-append leaves
+    before = open(tmp_path / "run" / "result.json", "rb").read()
     again = train(cfg)
+    assert open(tmp_path / "run" / "result.json", "rb").read() == before     # not re-evaluated, not re-timed
     assert again["eval_loss"] == first["eval_loss"]
     assert [e["step"] for e in again["eval_curve"]] == [5, 10]
     rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
