@@ -548,8 +548,8 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
 
 
 def save_json(config: Any, path: str) -> None:
-    from lm.io import atomic_write_text
-    atomic_write_text(path, json.dumps(to_dict(config), indent=2, sort_keys=True))
+    from lm.io import atomic_write_text, dumps_strict
+    atomic_write_text(path, dumps_strict(to_dict(config), indent=2, sort_keys=True))
 
 
 def load_train_config(path: str) -> TrainConfig:

@@ -429,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     if jax.process_index() == 0:
         summary = {k: result[k] for k in ("status", "steps", "tokens", "train_loss", "eval_loss",
                                           "entropy_floor", "tokens_per_s", "mfu", "wall_s", "compile_s")}
-        print(json.dumps(summary, indent=2))
+        from lm.io import dumps_strict
+        print(dumps_strict(summary, indent=2))
     return 0 if result["status"] == "completed" else 3
 
 

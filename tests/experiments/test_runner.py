@@ -164,3 +164,18 @@ def test_submitit_local_executor(tiny):
     frame = load_results(cfg.directory)
     assert len(frame) == 1 and set(frame["status"]) == {"completed"}
     assert os.path.isdir(os.path.join(cfg.directory, "submitit"))
+
+
+def test_status_names_a_bad_results_line_and_repair_moves_it_aside(tiny, capsys):
+    from experiments import sweep
+    cfg = tiny()
+    runner.prepare(cfg)
+    with open(results_path(cfg.directory), "w") as f:
+        f.write('{"loss": 1.0, "status": "completed"}\n{"run_id": "x", "status": "completed"}\n')
+    assert sweep.main(["status", cfg.directory]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert f"line 1 has no run_id; run `lm-sweep repair {cfg.directory}`" in line and "delete line 1" in line
+    assert sweep.main(["repair", cfg.directory]) == 0
+    assert "line 1 has no run_id: moved to" in capsys.readouterr().out
+    assert [r["run_id"] for r in read_rows(cfg.directory)] == ["x"]
+    assert sweep.main(["status", cfg.directory]) == 0
