@@ -140,7 +140,8 @@ def _finished(cfg: TrainConfig) -> dict[str, Any] | None:
         return None
     if result["status"] == "completed" and result["steps"] != cfg.steps:
         return None
-    truncate_torn_tail(os.path.join(cfg.out_dir, "metrics.jsonl"))
+    if jax.process_index() == 0:
+        truncate_torn_tail(os.path.join(cfg.out_dir, "metrics.jsonl"))
     return result
 
 
@@ -191,8 +192,8 @@ def train(cfg: TrainConfig, *, restart: bool = False, lock_wait_s: float = 0.0) 
     _check_resumable(cfg)
     if cfg.init_from is not None and not _has_checkpoint(os.path.join(cfg.out_dir, "checkpoints")):
         _branch_source(cfg)[0].close()  # fail before anything is written
-    if jax.process_index() != 0:
-        return _train(cfg, restart)
+    if jax.process_index() != 0:       # process 0 holds the lock; all see the same finished result
+        return _finished(cfg) or _train(cfg, restart)
     with FolderLock(cfg.out_dir, "run folder", wait_s=lock_wait_s):
         _check_resumable(cfg)           # another writer may have started it meanwhile
         return _finished(cfg) or _train(cfg, restart)
