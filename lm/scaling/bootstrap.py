@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lm.scaling.fit import (DELTA, FitResult, check_points, fit_chinchilla, fit_power_law,
-                            jax_chinchilla_objective)
+from lm.scaling.fit import (DELTA, FitResult, check_points, chinchilla_objective_for, fit_chinchilla,
+                            fit_power_law)
 from lm.scaling.laws import ChinchillaLaw, FlopsPerToken, PowerLaw, optimal_allocation
 from lm.scaling.optimize import LBFGSOptions, minimize_batch
 
@@ -106,29 +106,29 @@ class ChinchillaBootstrap:
 def bootstrap_chinchilla(
     N, D, loss, fit: FitResult | None = None, *, n_resamples: int = 1000, seed: int = 0,
     n_starts: int = 8, budgets=(5.76e23,), flops_per_token: FlopsPerToken | None = None,
-    level: float = 0.95, delta: float = DELTA, opts: LBFGSOptions = LBFGSOptions(),
+    level: float = 0.95, delta: float = DELTA, opts: LBFGSOptions = LBFGSOptions(), constraints=None,
 ) -> ChinchillaBootstrap:
     """Resample points with replacement, refit Approach 3, summarise every parameter.
 
     N, D, loss: [n] as for fit.fit_chinchilla; fit: the full-data fit (computed if None).
     Each resample is refitted from the full-data optimum and fit.basin_starts[:n_starts - 1]
-    and keeps its best objective.
+    and keeps its best objective. constraints: as for fit.fit_chinchilla.
     """
-    cols = check_points(5, N=N, D=D, loss=loss)
+    objective, data_of, apply = chinchilla_objective_for(constraints, delta)
+    cols = check_points(5 if constraints is None else constraints.n_free(), N=N, D=D, loss=loss)
     if n_resamples < 2:
         raise ValueError(f"n_resamples={n_resamples}; use at least 2 (1000 for published intervals)")
     if fit is None:
-        fit = fit_chinchilla(cols["N"], cols["D"], cols["loss"], delta=delta, opts=opts)
+        fit = fit_chinchilla(cols["N"], cols["D"], cols["loss"], delta=delta, opts=opts, constraints=constraints)
     n = len(cols["N"])
     weights = resample_weights(n, n_resamples, np.random.default_rng(seed))
     starts = np.concatenate([fit.theta[None], fit.basin_starts[: max(n_starts - 1, 0)]])
     K = len(starts)
-    res = minimize_batch(
-        jax_chinchilla_objective, np.tile(starts, (n_resamples, 1)), np.repeat(weights, K, axis=0),
-        (np.log(cols["N"]), np.log(cols["D"]), np.log(cols["loss"]), np.float64(delta)), opts)
+    res = minimize_batch(objective, np.tile(starts, (n_resamples, 1)), np.repeat(weights, K, axis=0),
+                         data_of(cols["N"], cols["D"], cols["loss"]), opts)
     values = res.value.reshape(n_resamples, K)
     best = np.argmin(np.where(np.isfinite(values), values, np.inf), axis=1)
-    theta = res.theta.reshape(n_resamples, K, 5)[np.arange(n_resamples), best]
+    theta = apply(res.theta.reshape(n_resamples, K, 5)[np.arange(n_resamples), best])
     a, b, e, alpha, beta = theta.T
     E, A, B = np.exp(e), np.exp(a), np.exp(b)
     budgets = tuple(float(c) for c in np.atleast_1d(budgets))

@@ -101,7 +101,8 @@ def jax_offset_objective(theta, w, lC, lL, delta):
 def check_points(n_params: int, **columns) -> dict[str, np.ndarray]:
     """Validate equal-length 1-D columns (e.g. N=..., D=..., loss=...) where input enters.
 
-    Every value must be finite and > 0, and there must be more points than parameters.
+    Every value must be finite and > 0, and there must be more distinct points than parameters
+    (the last column is the response: points repeating every other column count once).
     Returns the columns as float64 arrays; raises ValueError naming the column and rows.
     """
     out = {name: np.asarray(v, dtype=np.float64).reshape(-1) for name, v in columns.items()}
@@ -115,10 +116,12 @@ def check_points(n_params: int, **columns) -> dict[str, np.ndarray]:
                 f"column {name!r} must be finite and > 0; bad rows {bad[:10].tolist()}"
                 f"{' ...' if len(bad) > 10 else ''} (values {v[bad[:5]].tolist()}); "
                 "drop or fix those rows before fitting")
-    n = next(iter(lengths.values()))
+    keys = list(out.values())[:-1] if len(out) > 1 else list(out.values())
+    n = len(np.unique(np.stack(keys, axis=1), axis=0))
     if n <= n_params:
-        raise ValueError(f"{n} points cannot determine {n_params} parameters; "
-                         f"need at least {n_params + 1} runs")
+        total = next(iter(lengths.values()))
+        raise ValueError(f"{n} distinct points{f' (of {total} rows)' if total != n else ''} cannot determine "
+                         f"{n_params} parameters; need at least {n_params + 1} distinct runs")
     return out
 
 
@@ -209,21 +212,38 @@ def _best(res: BatchResult, starts: np.ndarray, law, predict, n_points: int) -> 
 
 
 def fit_chinchilla(N, D, loss, *, delta: float = DELTA, starts: np.ndarray | None = None,
-                   weights=None, opts: LBFGSOptions = LBFGSOptions()) -> FitResult:
+                   weights=None, opts: LBFGSOptions = LBFGSOptions(), constraints=None) -> FitResult:
     """Approach 3: fit L = E + A/N^alpha + B/D^beta from every start (default: the 4,500 grid).
 
     N: [n] parameters; D: [n] tokens; loss: [n] nats/token; weights: optional [n].
+    constraints: a `constraints.FitConstraints` (fixed E, alpha = beta, loss space; its delta
+    replaces `delta`), or None for the published objective.
     """
-    cols = check_points(5, N=N, D=D, loss=loss)
-    data = (np.log(cols["N"]), np.log(cols["D"]), np.log(cols["loss"]), np.float64(delta))
+    objective, data_of, apply = chinchilla_objective_for(constraints, delta)
+    cons = constraints
+    cols = check_points(5 if cons is None else cons.n_free(), N=N, D=D, loss=loss)
+    data = data_of(cols["N"], cols["D"], cols["loss"])
     starts = chinchilla_grid() if starts is None else np.asarray(starts, float).reshape(-1, 5)
+    starts = np.unique(apply(starts), axis=0) if cons is not None else starts
     w = np.ones(len(cols["N"])) if weights is None else np.asarray(weights, float)
     if w.shape != cols["N"].shape or not np.all(np.isfinite(w) & (w >= 0)) or w.sum() <= 0:
         raise ValueError(f"weights must be {len(cols['N'])} finite values >= 0, not all zero; "
                          f"got shape {w.shape}")
-    res = minimize_batch(jax_chinchilla_objective, starts, w, data, opts)
-    law = lambda t: ChinchillaLaw.from_log(*t)
+    res = minimize_batch(objective, starts, w, data, opts)
+    law = lambda t: ChinchillaLaw.from_log(*apply(t))
     return _best(res, starts, law, lambda t: np.log(law(t).loss(cols["N"], cols["D"])), len(cols["N"]))
+
+
+def chinchilla_objective_for(constraints, delta: float = DELTA):
+    """(objective, data(N, D, loss) -> tuple, apply(theta)) for minimize_batch under constraints
+    (None or the default constraints: the published objective, unchanged)."""
+    if constraints is None or constraints.default and delta == constraints.delta:
+        return (jax_chinchilla_objective,
+                lambda N, D, L: (np.log(N), np.log(D), np.log(L), np.float64(delta)), lambda t: np.asarray(t))
+    from lm.scaling.constraints import jax_constrained_objective
+    return (jax_constrained_objective,
+            lambda N, D, L: (np.log(N), np.log(D), np.log(L), np.float64(constraints.delta), *constraints.flags()),
+            constraints.apply)
 
 
 def fit_kaplan(N, D, loss, *, delta: float = DELTA, starts: np.ndarray | None = None,

@@ -1,10 +1,23 @@
 """Chinchilla Approach 2: IsoFLOP parabolas -> minima -> N_opt(C), D_opt(C).
 
-Per budget, loss is fitted by a parabola in ln N; its vertex is N_opt and D_opt = C / f(N_opt)
-(Hoffmann et al. 2022, sec. 3.2). Power laws across budgets by least squares in log-log. The
-bootstrap resamples points within each budget (weighted parabolas, all resamples at once).
-A vertex outside the sizes sampled warns: an off-centre IsoFLOP extrapolates the parabola
-and biases N_opt.
+Per budget, loss is fitted by a parabola in ln N near the budget's minimum; its vertex is N_opt
+(Hoffmann et al. 2022, sec. 3.2). Power laws across budgets by least squares in log-log.
+
+Near the minimum: far from it the loss is not a parabola in ln N (the A/N^alpha and B/D^beta
+terms are exponentials in ln N), so a parabola through every point of a wide IsoFLOP grid moves
+its vertex and biases the exponent. By default each budget's parabola uses the `window = 5`
+sizes nearest (in ln N) the lowest observed loss; `window = 4.0` (a float > 1) uses the sizes
+within a factor 4 of it; `window = None` uses every point (the classic fit). Each budget reports
+the sizes used and whether the vertex lies inside them.
+
+D_opt: when the table has its own D column, D_opt is read from the data at N_opt (a line of
+ln D on ln N through the budget's points used, evaluated at the vertex), so b is estimated, not
+forced to 1 - a; only without a D column is D_opt = C / f(N_opt).
+
+Bootstrap: each budget's points are resampled and each resample is windowed the way the full
+fit was (around its own lowest loss), all resamples at once as weighted parabolas. A resample whose parabola at some budget is not convex or whose vertex falls outside
+the sizes it sampled is rejected (counted, left out); intervals come from the rest, and a fit
+with more than 20 % rejected is flagged unreliable.
 """
 
 from __future__ import annotations
@@ -20,24 +33,62 @@ from lm.scaling.envelope import CHINCHILLA_TABLE3_BUDGETS
 from lm.scaling.laws import FlopsPerToken
 from lm.scaling.results import _flops_per_token, budgets_of, prepare_results
 
+UNRELIABLE_REJECTED = 0.2
+"""Fraction of rejected bootstrap resamples above which Approach 2 is flagged unreliable."""
+
 
 @dataclass(frozen=True)
 class Approach2:
     """IsoFLOP parabolas -> minima -> N_opt(C), D_opt(C)."""
 
     isoflops: pd.DataFrame = field(repr=False)
-    """One row per budget: budget, n_points, p0, p1, p2 (loss = p0 + p1 u + p2 u^2 with
-    u = ln N - x0), x0, N_opt, D_opt, loss_opt, N_min, N_max, inside (minimum within sizes)."""
+    """One row per budget: budget, n_points (all), n_used (in the window), p0, p1, p2
+    (loss = p0 + p1 u + p2 u^2 with u = ln N - x0), x0, N_opt, D_opt, loss_opt, N_min, N_max
+    (sizes used), inside (vertex within them), N_used (the sizes used), rejected (bootstrap
+    resamples rejected at this budget)."""
     points: pd.DataFrame = field(repr=False)
-    """The runs used, with their budget label."""
+    """The runs, with their budget label and `used` (inside their budget's window)."""
     fits: PowerLawFits
     skipped: tuple[str, ...]
     """Budgets left out, with the reason."""
+    window: int | float | None = 5
+    """The window asked for (k nearest sizes, a factor, or None = all points)."""
+    d_source: str = "C / f(N_opt)"
+    """Where D_opt came from: "data (ln D vs ln N at N_opt)" or "C / f(N_opt)"."""
+    n_rejected: int = 0
+    """Bootstrap resamples rejected (non-convex or vertex outside sampled sizes at any budget)."""
+    n_resamples: int = 0
+    boot_loss: np.ndarray | None = field(default=None, repr=False)
+    """[R, budgets] each accepted resample's vertex loss (nan for rejected resamples)."""
+
+    @property
+    def rejected_fraction(self) -> float:
+        return self.n_rejected / self.n_resamples if self.n_resamples else 0.0
+
+    @property
+    def unreliable(self) -> bool:
+        """More than 20 % of the bootstrap resamples were rejected."""
+        return self.rejected_fraction > UNRELIABLE_REJECTED
 
     def summary(self) -> str:
         off = int((~self.isoflops["inside"]).sum())
-        return (f"Approach 2 ({len(self.isoflops)} budgets, {off} minima outside sampled sizes, "
-                f"{len(self.skipped)} skipped): {self.fits.summary()}")
+        win = "all points" if self.window is None else (
+            f"{self.window} nearest sizes" if isinstance(self.window, (int, np.integer)) else f"sizes within x{self.window:g}")
+        flag = " UNRELIABLE (over 20 % rejected)" if self.unreliable else ""
+        return (f"Approach 2 ({len(self.isoflops)} budgets, parabolas through {win} of the minimum, "
+                f"{off} minima outside the sizes used, {len(self.skipped)} skipped; D_opt from {self.d_source}; "
+                f"bootstrap {self.n_rejected}/{self.n_resamples} resamples rejected{flag}): {self.fits.summary()}")
+
+
+def _wls(X, y, w):
+    """Weighted least squares y ~ X p. X: [n, k]; y: [n]; w: [..., n] -> p [..., k] (nan if singular)."""
+    XtW = X.T * np.asarray(w, float)[..., None, :]  # [..., k, n]
+    A, rhs = XtW @ X, XtW @ y  # [..., k, k], [..., k]
+    k = X.shape[1]
+    scale = np.abs(A).max(axis=(-1, -2))
+    ok = np.abs(np.linalg.det(A)) > 1e-10 * scale ** k
+    p = np.linalg.solve(np.where(ok[..., None, None], A, np.eye(k)), rhs[..., None])[..., 0]
+    return np.where(ok[..., None], p, np.nan)
 
 
 def fit_parabola(u, y, w):
@@ -45,13 +96,7 @@ def fit_parabola(u, y, w):
 
     Rows whose normal equations are singular (fewer than 3 distinct sizes weighted) get nan.
     """
-    X = np.stack([np.ones_like(u), u, u * u], axis=1)  # [n, 3]
-    XtW = X.T * np.asarray(w, float)[..., None, :]  # [..., 3, n]
-    A, rhs = XtW @ X, XtW @ y  # [..., 3, 3], [..., 3]
-    scale = np.abs(A).max(axis=(-1, -2))
-    ok = np.abs(np.linalg.det(A)) > 1e-10 * scale ** 3
-    p = np.linalg.solve(np.where(ok[..., None, None], A, np.eye(3)), rhs[..., None])[..., 0]
-    return np.where(ok[..., None], p, np.nan)
+    return _wls(np.stack([np.ones_like(u), u, u * u], axis=1), y, w)
 
 
 def parabola_vertex(p, x0):
@@ -62,53 +107,145 @@ def parabola_vertex(p, x0):
     return x0 + u, p0 + p1 * u + p2 * u * u
 
 
+def check_window(window) -> None:
+    """window: None, an int k >= 3 (nearest sizes) or a float factor > 1."""
+    if window is None:
+        return
+    if isinstance(window, (bool, np.bool_)) or not isinstance(window, (int, float, np.integer, np.floating)):
+        raise ValueError(f"window={window!r}: use an int k >= 3 (the k sizes nearest the minimum), a float "
+                         "factor > 1 (sizes within that factor of it) or None (all points)")
+    if isinstance(window, (int, np.integer)) and window < 3:
+        raise ValueError(f"window={window}: a parabola needs at least 3 sizes; use window >= 3 or None")
+    if isinstance(window, (float, np.floating)) and not (np.isfinite(window) and window > 1):
+        raise ValueError(f"window={window}: a factor window must be > 1 (e.g. 4.0), or pass an int k or None")
+
+
+def window_mask(x, y, window, min_points: int = 3) -> np.ndarray:
+    """[n] bool: the points of one budget the parabola uses. x = ln N, y = loss.
+
+    Sizes are ranked by |ln N - ln N_best| (N_best: the size with the lowest loss); the window
+    keeps the `window` nearest distinct sizes (int) or those within a factor (float), at least
+    `min_points` sizes, and every point at a kept size.
+    """
+    sizes = np.unique(x)
+    if window is None or len(sizes) <= min_points:
+        return np.ones(len(x), bool)
+    dist = np.abs(sizes - x[np.argmin(y)])
+    order = np.argsort(dist, kind="stable")
+    if isinstance(window, (int, np.integer)):
+        keep = max(int(window), min_points)
+    else:
+        keep = max(int(np.sum(dist <= np.log(window) + 1e-12)), min_points)
+    return np.isin(x, sizes[order[:keep]])
+
+
+def _fit_budget(budget: float, g: pd.DataFrame, window, min_points: int, d_from_data: bool,
+                flops_per_token) -> tuple[dict | None, str, np.ndarray]:
+    """One budget's windowed parabola -> (row or None, reason if skipped, used mask [n])."""
+    x, y = np.log(g["N"].to_numpy()), g["loss"].to_numpy()
+    used = window_mask(x, y, window, min_points)
+    if len(np.unique(x)) < min_points:
+        return None, f"{budget:.3g}: {len(np.unique(x))} distinct sizes < {min_points}", used
+    xu, yu = x[used], y[used]
+    x0 = float(xu.mean())
+    p = fit_parabola(xu - x0, yu, np.ones_like(yu))
+    xs, ls = parabola_vertex(p, x0)
+    if not np.isfinite(xs):
+        return None, f"{budget:.3g}: loss is not convex in log N (p2 = {p[2]:.3g} <= 0)", used
+    n_opt = float(np.exp(xs))
+    if d_from_data:
+        q = _wls(np.stack([np.ones_like(xu), xu - x0], axis=1), np.log(g["D"].to_numpy()[used]), np.ones_like(xu))
+        d_opt = float(np.exp(q[0] + q[1] * (xs - x0)))
+    else:
+        d_opt = float(budget / _flops_per_token(flops_per_token, np.array([n_opt]))[0])
+    row = dict(budget=budget, n_points=len(g), n_used=int(used.sum()), p0=p[0], p1=p[1], p2=p[2], x0=x0,
+               N_opt=n_opt, D_opt=d_opt, loss_opt=float(ls), N_min=float(np.exp(xu.min())),
+               N_max=float(np.exp(xu.max())), inside=bool(xu.min() <= xs <= xu.max()),
+               N_used=tuple(float(v) for v in np.unique(np.exp(xu))))
+    return row, "", used
+
+
+def _boot_windows(x, y, w, window, min_points: int) -> np.ndarray:
+    """Each resample's own window: x, y [n]; w [R, n] multiplicities -> [R, n] weights inside it."""
+    sizes, idx = np.unique(x, return_inverse=True)  # [S], [n]
+    if window is None:
+        return w
+    present = np.zeros((len(w), len(sizes)), bool)
+    np.logical_or.at(present.T, idx, (w > 0).T)
+    best = np.argmin(np.where(w > 0, y[None], np.inf), axis=1)  # [R]
+    dist = np.where(present, np.abs(sizes[None] - x[best][:, None]), np.inf)  # [R, S]
+    rank = np.argsort(np.argsort(dist, axis=1, kind="stable"), axis=1)
+    if isinstance(window, (int, np.integer)):
+        keep = rank < max(int(window), min_points)
+    else:
+        keep = (dist <= np.log(window) + 1e-12) | (rank < min_points)
+    return w * (keep & present)[:, idx]
+
+
+def _boot_budget(row: dict, g: pd.DataFrame, window, min_points: int, d_from_data: bool, n_bootstrap: int,
+                 rng: np.random.Generator):
+    """Resample one budget's points, window each resample as the full fit was, refit the parabola
+    -> vertex ln N, loss, ln D [R] and rejected [R] (not convex, or vertex outside the sizes used)."""
+    x, y = np.log(g["N"].to_numpy()), g["loss"].to_numpy()
+    x0 = row["x0"]
+    w = _boot_windows(x, y, rng.multinomial(len(x), np.full(len(x), 1 / len(x)), size=n_bootstrap).astype(float),
+                      window, min_points)  # [R, n]
+    xs, ls = parabola_vertex(fit_parabola(x - x0, y, w), x0)
+    lo = np.where(w > 0, x[None], np.inf).min(axis=1)
+    hi = np.where(w > 0, x[None], -np.inf).max(axis=1)
+    rejected = ~(np.isfinite(xs) & (xs >= lo) & (xs <= hi))
+    if d_from_data:
+        q = _wls(np.stack([np.ones_like(x), x - x0], axis=1), np.log(g["D"].to_numpy()), w)
+        ld = q[:, 0] + q[:, 1] * (xs - x0)
+    else:
+        ld = np.full(n_bootstrap, np.nan)
+    return xs, ls, ld, rejected
+
+
 def approach2(results: pd.DataFrame, *, flops_per_token: FlopsPerToken | None = None,
               budget_tol_dex: float = 0.05, min_points: int = 3, drop_off_centre: bool = False,
               n_bootstrap: int = 1000, seed: int = 0, budgets=CHINCHILLA_TABLE3_BUDGETS,
-              level: float = 0.95) -> Approach2:
-    """Chinchilla Approach 2; budgets from the `budget` column or by clustering log10 C."""
+              level: float = 0.95, window: int | float | None = 5) -> Approach2:
+    """Chinchilla Approach 2; budgets from the `budget` column or by clustering log10 C.
+
+    window: 5 (the 5 sizes nearest each budget's lowest loss; default), any int k >= 3, a
+    float factor > 1, or None (every point, the classic all-points parabola)."""
+    check_window(window)
+    d_from_data = isinstance(results, pd.DataFrame) and "D" in results.columns
     df = prepare_results(results, flops_per_token).assign(budget=lambda d: budgets_of(d, budget_tol_dex))
+    df["used"] = False
     rng = np.random.default_rng(seed)
-    rows, skipped, boot_x = [], [], []
+    rows, skipped, boot = [], [], []
     for budget, g in df.groupby("budget", sort=True):
-        x = np.log(g["N"].to_numpy())
-        y = g["loss"].to_numpy()
-        if len(np.unique(x)) < min_points:
-            skipped.append(f"{budget:.3g}: {len(np.unique(x))} distinct sizes < {min_points}")
+        row, why, used = _fit_budget(budget, g, window, min_points, d_from_data, flops_per_token)
+        if row is None:
+            skipped.append(why)
             continue
-        x0 = x.mean()
-        p = fit_parabola(x - x0, y, np.ones_like(y))
-        xs, ls = parabola_vertex(p, x0)
-        if not np.isfinite(xs):
-            skipped.append(f"{budget:.3g}: loss is not convex in log N (p2 = {p[2]:.3g} <= 0)")
-            continue
-        inside = bool(x.min() <= xs <= x.max())
-        if not inside:
-            warnings.warn(f"IsoFLOP budget {budget:.3g}: the parabola's minimum N = {np.exp(xs):.3g} lies "
-                          f"outside the sizes sampled [{np.exp(x.min()):.3g}, {np.exp(x.max()):.3g}]; "
+        if not row["inside"]:
+            warnings.warn(f"IsoFLOP budget {budget:.3g}: the parabola's minimum N = {row['N_opt']:.3g} lies "
+                          f"outside the sizes sampled [{row['N_min']:.3g}, {row['N_max']:.3g}]; "
                           "an off-centre IsoFLOP biases Approach 2 - sample sizes around the minimum",
                           stacklevel=2)
             if drop_off_centre:
                 skipped.append(f"{budget:.3g}: minimum outside sampled sizes (drop_off_centre)")
                 continue
-        n_opt = float(np.exp(xs))
-        rows.append(dict(budget=budget, n_points=len(g), p0=p[0], p1=p[1], p2=p[2], x0=x0, N_opt=n_opt,
-                         D_opt=budget / _flops_per_token(flops_per_token, np.array([n_opt]))[0],
-                         loss_opt=float(ls), N_min=float(np.exp(x.min())),
-                         N_max=float(np.exp(x.max())), inside=inside))
-        w = rng.multinomial(len(x), np.full(len(x), 1 / len(x)), size=n_bootstrap).astype(float)
-        boot_x.append(parabola_vertex(fit_parabola(x - x0, y, w), x0)[0])  # [R]
+        df.loc[g.index[used], "used"] = True
+        boot.append(_boot_budget(row, g, window, min_points, d_from_data, max(n_bootstrap, 0), rng))
+        row["rejected"] = int(boot[-1][3].sum())
+        rows.append(row)
     if len(rows) < 2:
         raise ValueError(f"Approach 2 needs at least 2 IsoFLOP budgets with >= {min_points} sizes and a "
                          f"convex parabola; got {len(rows)} (skipped: {skipped or 'none'}). Add a "
                          "'budget' column or runs at more budgets")
     iso = pd.DataFrame(rows)
     C = iso["budget"].to_numpy()
-    X = np.stack(boot_x, axis=1)  # [R, budgets]
+    X, Lb, LD, rej = (np.stack([b[k] for b in boot], axis=1) for k in range(4))  # [R, budgets]
+    bad = rej.any(axis=1)
     samples = []
-    for xr in X:
-        ok = np.isfinite(xr)
-        Nr = np.exp(xr[ok])
-        samples.append((C[ok], Nr, C[ok] / _flops_per_token(flops_per_token, Nr)))
+    for xr, ldr in zip(X[~bad], LD[~bad]):
+        Nr = np.exp(xr)
+        samples.append((C, Nr, np.exp(ldr) if d_from_data else C / _flops_per_token(flops_per_token, Nr)))
     fits = power_law_fits(C, iso["N_opt"].to_numpy(), iso["D_opt"].to_numpy(), samples, budgets, level)
-    return Approach2(isoflops=iso, points=df, fits=fits, skipped=tuple(skipped))
+    return Approach2(isoflops=iso, points=df, fits=fits, skipped=tuple(skipped), window=window,
+                     d_source="data (ln D vs ln N at N_opt)" if d_from_data else "C / f(N_opt) (no D column)",
+                     n_rejected=int(bad.sum()), n_resamples=len(X), boot_loss=np.where(bad[:, None], np.nan, Lb))
