@@ -22,12 +22,14 @@ import numpy as np
 import pandas as pd
 
 from lm.scaling.bootstrap import ChinchillaBootstrap, Estimate, bootstrap_chinchilla
+from lm.scaling.constraints import FitConstraints
 from lm.scaling.envelope import CHINCHILLA_TABLE3_BUDGETS, Approach1, approach1
 from lm.scaling.fit import DELTA, FitResult, fit_chinchilla
-from lm.scaling.isoflop import Approach2, approach2, fit_parabola, parabola_vertex
+from lm.scaling.isoflop import Approach2, approach2, check_window, fit_parabola, parabola_vertex
 from lm.scaling.laws import ChinchillaLaw, FlopsPerToken
 from lm.scaling.optimize import LBFGSOptions
-from lm.scaling.results import budgets_of, prepare_results
+from lm.scaling.results import budgets_of, check_table, prepare_results
+from lm.scaling.vpnls import fit_vpnls
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,9 @@ class Approach3:
     bootstrap: ChinchillaBootstrap | None
     estimates: dict[str, Estimate]
     """E, A, B, alpha, beta, a, b, G, and N_opt@C, D_opt@C, D/N@C per budget."""
+    method: str = "grid"
+    """"grid" (L-BFGS from Chinchilla's 4,500 starts) or "vpnls" (variable projection)."""
+    constraints: FitConstraints = FitConstraints()
 
     @property
     def law(self) -> ChinchillaLaw:
@@ -49,9 +54,13 @@ class Approach3:
                 + "\n  ".join(f"{k} = {e[k]}" for k in ("E", "A", "B", "alpha", "beta", "a", "b")))
 
 
+METHODS = ("grid", "vpnls")
+
+
 def approach3(results: pd.DataFrame, *, flops_per_token: FlopsPerToken | None = None,
               n_bootstrap: int = 1000, seed: int = 0, budgets=CHINCHILLA_TABLE3_BUDGETS,
-              level: float = 0.95, delta: float = DELTA,
+              level: float = 0.95, delta: float = DELTA, method: str = "grid",
+              constraints: FitConstraints | None = None,
               opts: LBFGSOptions = LBFGSOptions()) -> Approach3:
     """Chinchilla Approach 3 on the runs' final (N, D, loss); bootstrap resamples runs.
 
@@ -60,10 +69,18 @@ def approach3(results: pd.DataFrame, *, flops_per_token: FlopsPerToken | None = 
     alpha/(alpha+beta): exact under 6N; under another convention N_opt(C) is not a pure power
     law and the allocations, not a and b, carry the difference.
     n_bootstrap < 2 skips the bootstrap (estimates then carry nan intervals).
+    method: "grid" (Chinchilla's 4,500 L-BFGS starts) or "vpnls" (variable projection, vpnls.py);
+    constraints: fixed E, alpha = beta, Huber delta, loss space (constraints.py; its delta wins).
     """
+    if method not in METHODS:
+        raise ValueError(f"method={method!r}: use one of {METHODS}")
+    cons = constraints if constraints is not None else FitConstraints(delta=delta)
     df = prepare_results(results, flops_per_token)
     N, D, L = (df[c].to_numpy() for c in ("N", "D", "loss"))
-    fit = fit_chinchilla(N, D, L, delta=delta, opts=opts)
+    if method == "vpnls":
+        fit = fit_vpnls(N, D, L, constraints=cons, opts=opts)
+    else:
+        fit = fit_chinchilla(N, D, L, delta=cons.delta, opts=opts, constraints=None if cons.default else cons)
     if n_bootstrap < 2:
         law = fit.law
         est = {k: Estimate(float(getattr(law, k)), np.nan, np.nan, np.nan, level)
@@ -72,10 +89,11 @@ def approach3(results: pd.DataFrame, *, flops_per_token: FlopsPerToken | None = 
             n, d = law.optimal(c, flops_per_token)
             est[f"N_opt@{c:.3g}"] = Estimate(float(n), np.nan, np.nan, np.nan, level)
             est[f"D_opt@{c:.3g}"] = Estimate(float(d), np.nan, np.nan, np.nan, level)
-        return Approach3(fit=fit, bootstrap=None, estimates=est)
+        return Approach3(fit=fit, bootstrap=None, estimates=est, method=method, constraints=cons)
     boot = bootstrap_chinchilla(N, D, L, fit, n_resamples=n_bootstrap, seed=seed, budgets=budgets,
-                                flops_per_token=flops_per_token, level=level, delta=delta, opts=opts)
-    return Approach3(fit=fit, bootstrap=boot, estimates=boot.estimates)
+                                flops_per_token=flops_per_token, level=level, delta=cons.delta, opts=opts,
+                                constraints=None if cons.default else cons)
+    return Approach3(fit=fit, bootstrap=boot, estimates=boot.estimates, method=method, constraints=cons)
 
 
 @dataclass(frozen=True)
@@ -88,6 +106,18 @@ class Approaches:
     budgets: tuple[float, ...]
     notes: tuple[str, ...]
     """Why an approach is missing, and other caveats."""
+    approach3_vpnls: Approach3 | None = None
+    """Approach 3 by variable projection, beside the grid fit (vpnls=True)."""
+    failed: tuple[tuple[str, str], ...] = ()
+    """(approach, reason) for each approach that was asked for and could not run."""
+
+    def approach3_fits(self) -> dict[str, Approach3]:
+        """{"Approach 3": ..., "Approach 3 (VPNLS)": ...} for the parametric fits that ran."""
+        out = {}
+        for a3 in (self.approach3, self.approach3_vpnls):
+            if a3 is not None:
+                out["Approach 3 (VPNLS)" if a3.method == "vpnls" else "Approach 3"] = a3
+        return out
 
     def estimates(self) -> dict[str, dict[str, Estimate]]:
         """{"Approach 1": {...}, ...} for the approaches that ran."""
@@ -96,8 +126,8 @@ class Approaches:
             out["Approach 1"] = self.approach1.fits.estimates
         if self.approach2 is not None:
             out["Approach 2"] = self.approach2.fits.estimates
-        if self.approach3 is not None:
-            out["Approach 3"] = self.approach3.estimates
+        for name, a3 in self.approach3_fits().items():
+            out[name] = a3.estimates
         return out
 
     def exponents_table(self) -> pd.DataFrame:
@@ -121,12 +151,14 @@ class Approaches:
     def summary(self) -> str:
         """Readable report: parameters, exponents and allocations with intervals."""
         lines = []
-        if self.approach3 is not None:
-            fit = self.approach3.fit
-            lines.append(f"Approach 3: L(N, D) = E + A/N^alpha + B/D^beta; Huber objective "
-                         f"{fit.objective:.6e} over {fit.n_points} runs, best of {fit.n_starts} starts")
+        for name, a3 in self.approach3_fits().items():
+            fit = a3.fit
+            lines.append(f"{name}: L(N, D) = E + A/N^alpha + B/D^beta; {a3.constraints.describe()}; "
+                         f"objective {fit.objective:.6e} over {fit.n_points} runs, best of {fit.n_starts} starts")
             for k in ("E", "A", "B", "alpha", "beta", "G"):
-                lines.append(f"  {k:>6} = {self.approach3.estimates[k]}")
+                lines.append(f"  {k:>6} = {a3.estimates[k]}")
+        if self.approach2 is not None:
+            lines.append(self.approach2.summary())
         lines.append("Exponents (N_opt ∝ C^a, D_opt ∝ C^b), estimate ± SE [interval]:")
         for name, est in self.estimates().items():
             lines.append(f"  {name}: a = {est['a']}   b = {est['b']}")
@@ -144,45 +176,74 @@ class Approaches:
         return "\n".join(lines)
 
 
+APPROACH_NAMES = {1: "Approach 1", 2: "Approach 2", 3: "Approach 3", "vpnls": "Approach 3 (VPNLS)"}
+
+
 def fit_approaches(results: pd.DataFrame, curves: pd.DataFrame | None = None, *,
                    flops_per_token: FlopsPerToken | None = None, budgets=CHINCHILLA_TABLE3_BUDGETS,
                    n_bootstrap: int = 1000, seed: int = 0, level: float = 0.95,
                    approaches=(1, 2, 3), budget_tol_dex: float = 0.05, strict: bool = False,
-                   final_points: bool = False,
+                   final_points: bool = False, window: int | float | None = 5, method: str = "grid",
+                   vpnls: bool = False, constraints: FitConstraints | None = None,
                    opts: LBFGSOptions = LBFGSOptions()) -> Approaches:
     """Run Chinchilla's Approaches 1, 2 and 3 on one results table (see results.py for columns).
 
     curves: optional long frame (run, tokens, loss) for Approach 1 (or a `curve` column in
     results); final_points=True lets Approach 1 use the frontier of final losses instead.
     flops_per_token: N -> FLOPs per token (default 6N). budgets: FLOPs at which to report
-    allocations. An approach the data cannot support (e.g. one IsoFLOP budget for
-    Approach 2) is left as None with the reason in `notes`, unless strict=True, which raises.
-    Invalid tables (missing columns, non-positive values) always raise ValueError.
+    allocations. window: Approach 2's parabola window (isoflop.py). method, constraints:
+    Approach 3's fitter and objective; vpnls=True also fits Approach 3 by VPNLS beside a grid fit.
+    An approach that fails (e.g. one IsoFLOP budget for Approach 2) is left as None with the
+    reason in `notes` and `failed`, unless strict=True, which raises. Invalid tables (missing
+    columns, non-positive values) always raise ValueError. Duplicated (N, D) points and losses
+    in implausible units warn (results.check_table).
     """
-    prepare_results(results, flops_per_token)  # fail early, naming columns/rows
+    check_table(prepare_results(results, flops_per_token))  # fail early, naming columns/rows
+    if method not in METHODS:
+        raise ValueError(f"method={method!r}: use one of {METHODS}")
+    bad = [k for k in approaches if k not in (1, 2, 3)]
+    if bad:
+        raise ValueError(f"unknown approaches {bad}: choose from 1, 2, 3")
+    check_window(window)
     budgets = tuple(float(c) for c in np.atleast_1d(budgets))
     kw = dict(flops_per_token=flops_per_token, n_bootstrap=n_bootstrap, seed=seed, budgets=budgets, level=level)
-    out: dict[int, object] = {1: None, 2: None, 3: None}
-    notes = []
+    out: dict[object, object] = {1: None, 2: None, 3: None, "vpnls": None}
+    a3 = dict(opts=opts, constraints=constraints, **kw)
     calls = {1: lambda: approach1(results, curves, final_points=final_points, **kw),
-             2: lambda: approach2(results, budget_tol_dex=budget_tol_dex, **kw),
-             3: lambda: approach3(results, opts=opts, **kw)}
-    for k in approaches:
+             2: lambda: approach2(results, budget_tol_dex=budget_tol_dex, window=window, **kw),
+             3: lambda: approach3(results, method=method, **a3),
+             "vpnls": lambda: approach3(results, method="vpnls", **a3)}
+    wanted = list(approaches) + (["vpnls"] if vpnls and 3 in approaches and method != "vpnls" else [])
+    notes, failed = [], []
+    for k in wanted:
         try:
             out[k] = calls[k]()
-        except ValueError as err:
+        except Exception as err:  # noqa: BLE001 - one approach failing never hides the others
             if strict:
                 raise
-            notes.append(f"Approach {k} skipped: {err}")
-    if out[1] is not None and out[1].source != "curves":
-        notes.append(f"Approach 1 used {out[1].source}")
-    if out[2] is not None:
-        notes += [f"Approach 2 left out budget {s}" for s in out[2].skipped]
-        off = out[2].isoflops.loc[~out[2].isoflops["inside"], "budget"].tolist()
+            why = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
+            failed.append((APPROACH_NAMES[k], why))
+            notes.append(f"{APPROACH_NAMES[k]} skipped: {why}")
+    return Approaches(out[1], out[2], out[3], budgets, tuple(notes + _notes(out[1], out[2])),
+                      approach3_vpnls=out["vpnls"], failed=tuple(failed))
+
+
+def _notes(a1, a2) -> list[str]:
+    notes = []
+    if a1 is not None and a1.source != "curves":
+        notes.append(f"Approach 1 used {a1.source}")
+    if a2 is not None:
+        notes += [f"Approach 2 left out budget {s}" for s in a2.skipped]
+        off = a2.isoflops.loc[~a2.isoflops["inside"], "budget"].tolist()
         if off:
-            notes.append("Approach 2 minima outside the sampled sizes at budgets "
-                         + ", ".join(f"{c:.3g}" for c in off))
-    return Approaches(out[1], out[2], out[3], budgets, tuple(notes))
+            notes.append("Approach 2 minima outside the sizes used at budgets " + ", ".join(f"{c:.3g}" for c in off))
+        if a2.unreliable:
+            notes.append(f"Approach 2 is unreliable: {a2.n_rejected} of {a2.n_resamples} bootstrap resamples "
+                         "rejected (parabola not convex or vertex outside the sizes sampled); widen the "
+                         "window or sample more sizes around each minimum")
+        if a2.d_source.startswith("C /"):
+            notes.append("Approach 2 D_opt = C / f(N_opt) (no D column), so its b is 1 - a by construction")
+    return notes
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,10 @@ ln D on ln N through the budget's points used, evaluated at the vertex), so b is
 forced to 1 - a; only without a D column is D_opt = C / f(N_opt).
 
 Bootstrap: each budget's points are resampled and each resample is windowed the way the full
-fit was (around its own lowest loss), all resamples at once as weighted parabolas. A resample whose parabola at some budget is not convex or whose vertex falls outside
-the sizes it sampled is rejected (counted, left out); intervals come from the rest, and a fit
-with more than 20 % rejected is flagged unreliable.
+fit was (around its own lowest loss), all resamples at once as weighted parabolas. A budget's resample whose parabola is not convex
+or whose vertex falls outside the budget's sampled sizes is rejected: counted, and left out of
+that bootstrap resample's power laws (a resample left with < 2 budgets gives no sample);
+intervals come from the rest, and a fit with more than 20 % rejected is flagged unreliable.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from lm.scaling.laws import FlopsPerToken
 from lm.scaling.results import _flops_per_token, budgets_of, prepare_results
 
 UNRELIABLE_REJECTED = 0.2
-"""Fraction of rejected bootstrap resamples above which Approach 2 is flagged unreliable."""
+"""Fraction of rejected budget resamples above which Approach 2 is flagged unreliable."""
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,11 @@ class Approach2:
     d_source: str = "C / f(N_opt)"
     """Where D_opt came from: "data (ln D vs ln N at N_opt)" or "C / f(N_opt)"."""
     n_rejected: int = 0
-    """Bootstrap resamples rejected (non-convex or vertex outside sampled sizes at any budget)."""
+    """Budget resamples rejected (parabola not convex or vertex outside the budget's sizes)."""
     n_resamples: int = 0
+    """Budget resamples drawn: bootstrap resamples x budgets."""
     boot_loss: np.ndarray | None = field(default=None, repr=False)
-    """[R, budgets] each accepted resample's vertex loss (nan for rejected resamples)."""
+    """[R, budgets] each resample's vertex loss (nan where rejected)."""
 
     @property
     def rejected_fraction(self) -> float:
@@ -77,10 +79,10 @@ class Approach2:
         flag = " UNRELIABLE (over 20 % rejected)" if self.unreliable else ""
         return (f"Approach 2 ({len(self.isoflops)} budgets, parabolas through {win} of the minimum, "
                 f"{off} minima outside the sizes used, {len(self.skipped)} skipped; D_opt from {self.d_source}; "
-                f"bootstrap {self.n_rejected}/{self.n_resamples} resamples rejected{flag}): {self.fits.summary()}")
+                f"bootstrap: {self.n_rejected} of {self.n_resamples} budget resamples rejected{flag}): {self.fits.summary()}")
 
 
-def _wls(X, y, w):
+def weighted_lstsq(X, y, w):
     """Weighted least squares y ~ X p. X: [n, k]; y: [n]; w: [..., n] -> p [..., k] (nan if singular)."""
     XtW = X.T * np.asarray(w, float)[..., None, :]  # [..., k, n]
     A, rhs = XtW @ X, XtW @ y  # [..., k, k], [..., k]
@@ -96,7 +98,7 @@ def fit_parabola(u, y, w):
 
     Rows whose normal equations are singular (fewer than 3 distinct sizes weighted) get nan.
     """
-    return _wls(np.stack([np.ones_like(u), u, u * u], axis=1), y, w)
+    return weighted_lstsq(np.stack([np.ones_like(u), u, u * u], axis=1), y, w)
 
 
 def parabola_vertex(p, x0):
@@ -139,7 +141,7 @@ def window_mask(x, y, window, min_points: int = 3) -> np.ndarray:
     return np.isin(x, sizes[order[:keep]])
 
 
-def _fit_budget(budget: float, g: pd.DataFrame, window, min_points: int, d_from_data: bool,
+def fit_budget(budget: float, g: pd.DataFrame, window, min_points: int, d_from_data: bool,
                 flops_per_token) -> tuple[dict | None, str, np.ndarray]:
     """One budget's windowed parabola -> (row or None, reason if skipped, used mask [n])."""
     x, y = np.log(g["N"].to_numpy()), g["loss"].to_numpy()
@@ -154,7 +156,7 @@ def _fit_budget(budget: float, g: pd.DataFrame, window, min_points: int, d_from_
         return None, f"{budget:.3g}: loss is not convex in log N (p2 = {p[2]:.3g} <= 0)", used
     n_opt = float(np.exp(xs))
     if d_from_data:
-        q = _wls(np.stack([np.ones_like(xu), xu - x0], axis=1), np.log(g["D"].to_numpy()[used]), np.ones_like(xu))
+        q = weighted_lstsq(np.stack([np.ones_like(xu), xu - x0], axis=1), np.log(g["D"].to_numpy()[used]), np.ones_like(xu))
         d_opt = float(np.exp(q[0] + q[1] * (xs - x0)))
     else:
         d_opt = float(budget / _flops_per_token(flops_per_token, np.array([n_opt]))[0])
@@ -185,17 +187,16 @@ def _boot_windows(x, y, w, window, min_points: int) -> np.ndarray:
 def _boot_budget(row: dict, g: pd.DataFrame, window, min_points: int, d_from_data: bool, n_bootstrap: int,
                  rng: np.random.Generator):
     """Resample one budget's points, window each resample as the full fit was, refit the parabola
-    -> vertex ln N, loss, ln D [R] and rejected [R] (not convex, or vertex outside the sizes used)."""
+    -> vertex ln N, loss, ln D [R] and rejected [R]: not convex, or vertex outside the sizes the
+    budget sampled."""
     x, y = np.log(g["N"].to_numpy()), g["loss"].to_numpy()
     x0 = row["x0"]
     w = _boot_windows(x, y, rng.multinomial(len(x), np.full(len(x), 1 / len(x)), size=n_bootstrap).astype(float),
                       window, min_points)  # [R, n]
     xs, ls = parabola_vertex(fit_parabola(x - x0, y, w), x0)
-    lo = np.where(w > 0, x[None], np.inf).min(axis=1)
-    hi = np.where(w > 0, x[None], -np.inf).max(axis=1)
-    rejected = ~(np.isfinite(xs) & (xs >= lo) & (xs <= hi))
+    rejected = ~(np.isfinite(xs) & (xs >= x.min()) & (xs <= x.max()))
     if d_from_data:
-        q = _wls(np.stack([np.ones_like(x), x - x0], axis=1), np.log(g["D"].to_numpy()), w)
+        q = weighted_lstsq(np.stack([np.ones_like(x), x - x0], axis=1), np.log(g["D"].to_numpy()), w)
         ld = q[:, 0] + q[:, 1] * (xs - x0)
     else:
         ld = np.full(n_bootstrap, np.nan)
@@ -217,7 +218,7 @@ def approach2(results: pd.DataFrame, *, flops_per_token: FlopsPerToken | None = 
     rng = np.random.default_rng(seed)
     rows, skipped, boot = [], [], []
     for budget, g in df.groupby("budget", sort=True):
-        row, why, used = _fit_budget(budget, g, window, min_points, d_from_data, flops_per_token)
+        row, why, used = fit_budget(budget, g, window, min_points, d_from_data, flops_per_token)
         if row is None:
             skipped.append(why)
             continue
@@ -240,12 +241,12 @@ def approach2(results: pd.DataFrame, *, flops_per_token: FlopsPerToken | None = 
     iso = pd.DataFrame(rows)
     C = iso["budget"].to_numpy()
     X, Lb, LD, rej = (np.stack([b[k] for b in boot], axis=1) for k in range(4))  # [R, budgets]
-    bad = rej.any(axis=1)
     samples = []
-    for xr, ldr in zip(X[~bad], LD[~bad]):
-        Nr = np.exp(xr)
-        samples.append((C, Nr, np.exp(ldr) if d_from_data else C / _flops_per_token(flops_per_token, Nr)))
+    for xr, ldr, rr in zip(X, LD, rej):
+        ok = ~rr  # a rejected budget is left out of this resample's power laws
+        Nr = np.exp(xr[ok])
+        samples.append((C[ok], Nr, np.exp(ldr[ok]) if d_from_data else C[ok] / _flops_per_token(flops_per_token, Nr)))
     fits = power_law_fits(C, iso["N_opt"].to_numpy(), iso["D_opt"].to_numpy(), samples, budgets, level)
     return Approach2(isoflops=iso, points=df, fits=fits, skipped=tuple(skipped), window=window,
                      d_source="data (ln D vs ln N at N_opt)" if d_from_data else "C / f(N_opt) (no D column)",
-                     n_rejected=int(bad.sum()), n_resamples=len(X), boot_loss=np.where(bad[:, None], np.nan, Lb))
+                     n_rejected=int(rej.sum()), n_resamples=rej.size, boot_loss=np.where(rej, np.nan, Lb))

@@ -67,6 +67,32 @@ def prepare_results(results: pd.DataFrame, flops_per_token: FlopsPerToken | None
     return df
 
 
+LOSS_UNITS_NATS = 20.0
+"""A median loss above this many nats/token suggests the wrong units (perplexity, bits x 100, ...)."""
+
+
+def check_table(df: pd.DataFrame) -> list[str]:
+    """Warnings about a prepared results table: duplicated (N, D) points and implausible units.
+
+    Returns the messages (also issued as UserWarning). Duplicates are kept in the fit (they
+    are runs, e.g. seeds), but every minimum-points check counts distinct (N, D) only.
+    """
+    import warnings
+
+    msgs = []
+    dup = int(df.duplicated(subset=["N", "D"]).sum())
+    if dup:
+        msgs.append(f"{dup} of {len(df)} rows repeat an (N, D) point already in the table (seeds or "
+                    f"copies); {len(df) - dup} distinct points - minimum-point checks count distinct ones")
+    med = float(np.median(df["loss"]))
+    if med > LOSS_UNITS_NATS:
+        msgs.append(f"median loss {med:.4g} > {LOSS_UNITS_NATS:g}: losses look like the wrong units "
+                    "(the fits expect nats/token; convert perplexity with log, bits with x ln 2)")
+    for m in msgs:
+        warnings.warn(m, stacklevel=3)
+    return msgs
+
+
 def group_budgets(C, tol_dex: float = 0.05) -> np.ndarray:
     """Budget label per run [n] from FLOPs C [n]: clusters of log10 C split at gaps > tol_dex.
 
