@@ -78,7 +78,11 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"{timing['wall_s']:.0f} s wall (compile {timing['compile_s']:.0f} s, eval {timing['eval_s']:.0f} s, "
               f"checkpoints {timing['checkpoint_s']:.0f} s summed over runs)")
     if not args.no_fit:
-        report(folder, n_bootstrap=args.bootstrap)
+        try:
+            report(folder, n_bootstrap=args.bootstrap)
+        except Exception as err:  # noqa: BLE001 - a fit never turns a finished sweep into a failure
+            print(f"lm-sweep: the fit/report failed ({type(err).__name__}: {err}); the runs are saved - "
+                  f"retry with `lm-sweep fit {folder}`", file=sys.stderr)
     return 1 if outcome.failed or outcome.blocked else 0
 
 
@@ -293,6 +297,32 @@ def _check_fittable(folder: str, frame, table) -> None:
                      f"{frame['status'].value_counts().to_dict()}); run the sweep further first")
 
 
+def _fit_lines(res, fc, out: dict[str, Any]) -> list[str]:
+    """Report lines for the approaches (failures named), grid vs VPNLS, IsoFLOP minima, forecasts."""
+    lines = [res.summary()]
+    for name, why in res.failed:
+        lines.append(f"FIT FAILED: {name}: {why}")
+    out["failed"] = [dict(approach=a, reason=r) for a, r in res.failed]
+    if res.approach3_vpnls is not None and res.approach3 is not None:
+        g, v = res.approach3.fit, res.approach3_vpnls.fit
+        lines.append(f"Approach 3, grid L-BFGS vs VPNLS: objective {g.objective:.6e} vs {v.objective:.6e}; "
+                     f"grid {g.law}; VPNLS {v.law}")
+    if res.approach2 is not None:
+        lines.append("IsoFLOP minima (Approach 2 parabolas):")
+        lines.append(f"  {'C':>8} {'N_opt':>9} {'D_opt':>9} {'D/N':>6} {'loss':>7}  sizes used (points used/all)")
+        for r in res.approach2.isoflops.itertuples():
+            lines.append(f"  {r.budget:8.3g} {r.N_opt:9.3g} {r.D_opt:9.3g} {r.D_opt / r.N_opt:6.1f} "
+                         f"{r.loss_opt:7.4f}  [{r.N_min:.3g}, {r.N_max:.3g}] ({r.n_used}/{r.n_points})"
+                         f"{'' if r.inside else '  OUTSIDE'}")
+        out["isoflops"] = res.approach2.isoflops.to_dict("records")
+    if fc is not None:
+        lines.append(fc.summary())
+        out["forecast"] = fc.errors().to_dict("records")
+    elif "forecast_error" in out:
+        lines.append(f"FIT FAILED: forecast: {out['forecast_error']}")
+    return lines
+
+
 def report(folder: str, n_bootstrap: int = 1000) -> dict[str, Any]:
     """Fit Approaches 1-3 (bootstrap intervals), print the report, write report.json, report.txt
     and the plots (IsoFLOP parabolas, N_opt(C) and D_opt(C), ...) into the sweep folder."""
@@ -300,6 +330,7 @@ def report(folder: str, n_bootstrap: int = 1000) -> dict[str, Any]:
 
     from lm.io import atomic_write_json, atomic_write_text
     from lm.scaling import extrapolation, fit_approaches
+    from lm.scaling.forecast import forecast
     from lm.scaling.plots import write_plots
 
     cfg = results_lib.load_sweep_config(folder)
@@ -315,19 +346,10 @@ def report(folder: str, n_bootstrap: int = 1000) -> dict[str, Any]:
     out: dict[str, Any] = {"runs": len(frame), "fitted": len(table), "convention": cfg.convention}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        res = fit_approaches(table, flops_per_token=fpt, budgets=cfg.budgets, n_bootstrap=n_bootstrap)
-        try:
-            ext = extrapolation(table, flops_per_token=fpt)
-        except ValueError as e:
-            ext, out["extrapolation_error"] = None, str(e)
-    lines.append(res.summary())
-    if res.approach2 is not None:
-        lines.append("IsoFLOP minima (Approach 2 parabolas):")
-        lines.append(f"  {'C':>8} {'N_opt':>9} {'D_opt':>9} {'D/N':>6} {'loss':>7}  sampled N")
-        for r in res.approach2.isoflops.itertuples():
-            lines.append(f"  {r.budget:8.3g} {r.N_opt:9.3g} {r.D_opt:9.3g} {r.D_opt / r.N_opt:6.1f} "
-                         f"{r.loss_opt:7.4f}  [{r.N_min:.3g}, {r.N_max:.3g}]{'' if r.inside else '  OUTSIDE'}")
-        out["isoflops"] = res.approach2.isoflops.to_dict("records")
+        res = fit_approaches(table, flops_per_token=fpt, budgets=cfg.budgets, n_bootstrap=n_bootstrap, vpnls=True)
+        ext = _guarded(out, "extrapolation", lambda: extrapolation(table, flops_per_token=fpt))
+        fc = _guarded(out, "forecast", lambda: forecast(table, flops_per_token=fpt, n_bootstrap=min(n_bootstrap, 200)))
+    lines += _fit_lines(res, fc, out)
     floors = frame["entropy_floor"].dropna()
     floor = float(floors.mean()) if len(floors) else None
     if res.approach3 is not None:
@@ -338,6 +360,8 @@ def report(folder: str, n_bootstrap: int = 1000) -> dict[str, Any]:
     out["entropy_floor"] = floor
     out["exponents"] = res.exponents_table().to_dict("records")
     out["allocations"] = res.allocation_table().to_dict("records")
+    if "extrapolation_error" in out:
+        lines.append(f"FIT FAILED: extrapolation: {out['extrapolation_error']}")
     if ext is not None:
         lines.append(ext.summary())
         out["extrapolation"] = dict(budget=ext.held_out_budget, predicted=ext.predicted_loss,
@@ -350,9 +374,13 @@ def report(folder: str, n_bootstrap: int = 1000) -> dict[str, Any]:
             lines.append(f"  {r.shape:>8} D={r.D:9.3g}  cosine {r.loss_cosine:.4f}  wsd {r.loss_wsd:.4f}  "
                          f"{r.delta:+.4f}")
         out["wsd"] = wsd.to_dict("records")
-    plots = [str(p) for p in write_plots(res, table, os.path.join(folder, "plots"), fpt)]
-    lines.append(f"Plots: {', '.join(sorted({os.path.basename(p) for p in plots}))} in {os.path.join(folder, 'plots')}")
-    lines += [f"Warning: {w.message}" for w in caught if "minimum" in str(w.message)]
+    plots = _guarded(out, "plots", lambda: [str(p) for p in write_plots(res, table, os.path.join(folder, "plots"), fpt)])
+    if plots is not None:
+        lines.append(f"Plots: {', '.join(sorted({os.path.basename(p) for p in plots}))} in {os.path.join(folder, 'plots')}")
+    else:
+        lines.append(f"FIT FAILED: plots: {out['plots_error']}")
+    lines += [f"Warning: {w.message}" for w in caught
+              if any(s in str(w.message) for s in ("minimum", "repeat an (N, D)", "wrong units"))]
     timing = sweep_timing(folder)
     if timing:
         lines.append(f"Training: {timing['runs']} runs in {timing['wall_s']:.0f} s wall over {timing['invocations']} "
@@ -365,6 +393,17 @@ def report(folder: str, n_bootstrap: int = 1000) -> dict[str, Any]:
     atomic_write_text(os.path.join(folder, "report.txt"), text + "\n")
     atomic_write_json(os.path.join(folder, "report.json"), json.loads(json.dumps(out, default=_plain)))
     return out
+
+
+def _guarded(out: dict[str, Any], name: str, fn):
+    """fn() or None, recording out[name + '_error'] when it raises: one part of the report failing
+    (a fit on too few budgets, a plot) never hides the others or fails the sweep."""
+    try:
+        return fn()
+    except Exception as err:  # noqa: BLE001
+        out[f"{name}_error"] = err if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
+        out[f"{name}_error"] = str(out[f"{name}_error"])
+        return None
 
 
 def _plain(x: Any) -> Any:

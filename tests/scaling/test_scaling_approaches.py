@@ -28,13 +28,15 @@ def idealised_curves(law, sizes, c_max=1e21):
 
 
 def test_approach2_reproduces_chinchillas_exponent(chinchilla_isoflops):
+    """Chinchilla fitted every point of each IsoFLOP: window=None reproduces their a."""
     with pytest.warns(UserWarning, match=r"budget 1e\+20.*outside the sizes sampled"):
-        a2 = approach2(chinchilla_isoflops, n_bootstrap=300, seed=0)
+        a2 = approach2(chinchilla_isoflops, n_bootstrap=300, seed=0, window=None)
     a = a2.fits.estimates["a"]
     # Hoffmann et al. 2022, Table 2: a = 0.49 (0.462, 0.534) for Approach 2.
     assert a.value == pytest.approx(0.49, abs=0.015)
     assert a.lo < 0.49 < a.hi
-    assert a2.fits.estimates["b"].value == pytest.approx(1 - a.value, abs=1e-9)
+    # The tokens column of this extraction is C/(6N), so b read from it is 1 - a.
+    assert a2.d_source.startswith("data") and a2.fits.estimates["b"].value == pytest.approx(1 - a.value, abs=1e-6)
     assert len(a2.isoflops) == 9 and a2.isoflops["inside"].sum() == 8
 
 
