@@ -1,14 +1,19 @@
-"""Scaling-law fit benchmark: Approach 3's 4,500-start grid fit and 1,000 bootstrap refits.
+"""Scaling-law fit benchmark: Approach 3's 4,500-start grid fit, 1,000 bootstrap refits, VPNLS,
+and `lm-fit` end to end.
 
 On Epoch's extraction of Chinchilla's data (240 points after dropping the 5 highest losses):
 the cold fit (first call in the process: XLA compilation included), warm fits (median of
---repeats), and the bootstrap; wall and process CPU seconds for each, with the machine.
+--repeats), the bootstrap, VPNLS (cold and warm), and `lm-fit` on the CSV with 1,000
+bootstraps in a fresh process (--lmfit); wall and process CPU seconds, with the machine.
 
     python experiments/bench_fit.py
     python experiments/bench_fit.py --repeats 5 --resamples 1000 --scipy-starts 20
+    python experiments/bench_fit.py --tables-only      # the docs' synthetic-grid tables
 
 --scipy-starts K also times scipy's L-BFGS-B looping over K grid starts (the published way)
-and extrapolates it to all 4,500.
+and extrapolates it to all 4,500. --tables prints (a) Approach 2's error in a, windowed vs all
+points, on synthetic IsoFLOP grids of +-2x, +-4x, +-16x (noise-free, and 0.5 % noise over 10
+seeds) and (b) the error in D_opt at 1e24 FLOPs against grid width, Approach 2 next to VPNLS.
 """
 
 from __future__ import annotations
@@ -16,7 +21,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
+import subprocess
+import sys
+import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -53,13 +63,89 @@ def load(path: Path):
     return N[keep], C[keep] / (6 * N[keep]), L[keep]
 
 
+def a_error_table(seeds: int = 10) -> list[str]:
+    """Approach 2's a - a_true, windowed (k = 5) vs all points, on drifting synthetic grids."""
+    from lm.scaling.isoflop import approach2
+    from lm.scaling.laws import CHINCHILLA, ChinchillaLaw
+    from lm.scaling.synthetic import isoflop_grid
+
+    lopsided = ChinchillaLaw(E=1.69, A=406.4, B=410.7, alpha=0.465, beta=0.155)
+    lines = ["| law | grid | noise | a error, windowed (k=5) | a error, all points |", "|---|---|---|---|---|"]
+    for name, law in (("Chinchilla (a=0.452)", CHINCHILLA), ("lopsided alpha=0.465 beta=0.155 (a=0.25)", lopsided)):
+        for factor in (2, 4, 16):
+            for noise in (0.0, 0.005):
+                errs = {}
+                for window in (5, None):
+                    e = []
+                    for seed in range(1 if noise == 0 else seeds):
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore")
+                            df = isoflop_grid(law, factor, noise=noise, seed=seed)
+                            e.append(approach2(df, n_bootstrap=0, window=window).fits.n_opt.a - law.a)
+                    errs[window] = (f"{np.mean(e):+.4f}" if noise == 0 else
+                                    f"{np.mean(e):+.4f} ± {np.std(e, ddof=1):.4f} (worst {e[int(np.argmax(np.abs(e)))]:+.4f})")
+                lines.append(f"| {name} | ±{factor}x | {100 * noise:.1f} % | {errs[5]} | {errs[None]} |")
+    return lines
+
+
+def d_opt_table(C: float = 1e24) -> list[str]:
+    """Relative error in D_opt(C) on the noise-free Chinchilla surface vs IsoFLOP grid width."""
+    from lm.scaling.isoflop import approach2
+    from lm.scaling.laws import CHINCHILLA
+    from lm.scaling.synthetic import isoflop_grid
+    from lm.scaling.vpnls import fit_vpnls
+
+    _, d_true = CHINCHILLA.optimal(C)
+    lines = [f"| grid | Approach 2, windowed (k=5) | Approach 2, all points | VPNLS |", "|---|---|---|---|"]
+    for factor in (2, 4, 8, 16, 32):
+        df = isoflop_grid(CHINCHILLA, factor)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            win, full = (approach2(df, n_bootstrap=0, window=w).fits.d_opt(C) for w in (5, None))
+        vp = fit_vpnls(df["N"], df["D"], df["loss"]).law.optimal(C)[1]
+        lines.append(f"| ±{factor}x | {win / d_true - 1:+.2e} | {full / d_true - 1:+.2e} | {vp / d_true - 1:+.2e} |")
+    return lines
+
+
+def bench_vpnls(N, D, L, repeats: int) -> None:
+    from lm.scaling.vpnls import fit_vpnls
+
+    fit, w, c = timed(lambda: fit_vpnls(N, D, L))
+    print(f"VPNLS, first call (the L-BFGS finish reuses the grid fit's compiled objective): wall {w:.2f} s, cpu {c:.2f} s")
+    warm = [timed(lambda: fit_vpnls(N, D, L))[1:] for _ in range(repeats)]
+    print(f"VPNLS, warm (median of {repeats}): wall {np.median([x[0] for x in warm]):.2f} s, cpu "
+          f"{np.median([x[1] for x in warm]):.2f} s [target <= 1 s]; objective {fit.objective:.7e}; {fit.law}")
+
+
+def bench_lmfit(path: Path, resamples: int, cache: str | None = None, label: str = "") -> None:
+    """`lm-fit` on the CSV in a fresh process (imports, compilation, all approaches, no plots)."""
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, "-m", "lm.scaling.cli", str(path), "--n-col", "Model Size", "--c-col", "Training FLOP",
+               "--d-from-c", "--drop-highest-loss", "5", "--bootstrap", str(resamples), "--no-plots", "--out", out]
+        cmd += ["--compile-cache", cache] if cache else []
+        t, c0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wall, c1 = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)
+    status = "ok" if proc.returncode == 0 else f"exit {proc.returncode}: {proc.stderr.strip()[-200:]}"
+    print(f"lm-fit end to end{label}, {resamples} bootstraps (fresh process, no plots): wall {wall:.2f} s, "
+          f"cpu {cpu:.2f} s [target <= 20 s]; {status}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--resamples", type=int, default=1000)
     p.add_argument("--scipy-starts", type=int, default=0)
+    p.add_argument("--tables", action="store_true", help="also print the synthetic-grid tables")
+    p.add_argument("--tables-only", action="store_true", help="print only the synthetic-grid tables")
     args = p.parse_args(argv)
+    if args.tables or args.tables_only:
+        print("\n".join(["Approach 2, error in a (N_opt ∝ C^a):", *a_error_table(), "",
+                         "Error in D_opt at 1e24 FLOPs, noise-free Chinchilla surface:", *d_opt_table()]))
+        if args.tables_only:
+            return 0
     if not args.data.exists():
         print(f"bench_fit: data absent: {args.data} (see shared/data/SOURCES.md)")
         return 1
@@ -84,6 +170,14 @@ def main(argv=None) -> int:
     est = boot.estimates
     print("  SE: " + ", ".join(f"{k} {est[k].se:.4f}" for k in ("E", "alpha", "beta", "a"))
           + "  (Epoch: E 0.026, alpha 0.015, beta 0.021)")
+    bench_vpnls(N, D, L, args.repeats)
+    env_cache = os.environ.pop("LM_COMPILE_CACHE", None)
+    bench_lmfit(args.data, args.resamples, label=" (no compile cache)")
+    with tempfile.TemporaryDirectory() as cache:
+        bench_lmfit(args.data, args.resamples, cache, label=" (compile cache, first run fills it)")
+        bench_lmfit(args.data, args.resamples, cache, label=" (compile cache, warm)")
+    if env_cache is not None:
+        os.environ["LM_COMPILE_CACHE"] = env_cache
     if args.scipy_starts:
         from scipy.optimize import minimize
 

@@ -307,13 +307,7 @@ def _fit_lines(res, fc, out: dict[str, Any]) -> list[str]:
         g, v = res.approach3.fit, res.approach3_vpnls.fit
         lines.append(f"Approach 3, grid L-BFGS vs VPNLS: objective {g.objective:.6e} vs {v.objective:.6e}; "
                      f"grid {g.law}; VPNLS {v.law}")
-    if res.approach2 is not None:
-        lines.append("IsoFLOP minima (Approach 2 parabolas):")
-        lines.append(f"  {'C':>8} {'N_opt':>9} {'D_opt':>9} {'D/N':>6} {'loss':>7}  sizes used (points used/all)")
-        for r in res.approach2.isoflops.itertuples():
-            lines.append(f"  {r.budget:8.3g} {r.N_opt:9.3g} {r.D_opt:9.3g} {r.D_opt / r.N_opt:6.1f} "
-                         f"{r.loss_opt:7.4f}  [{r.N_min:.3g}, {r.N_max:.3g}] ({r.n_used}/{r.n_points})"
-                         f"{'' if r.inside else '  OUTSIDE'}")
+    if res.approach2 is not None:  # its per-budget table is part of res.summary()
         out["isoflops"] = res.approach2.isoflops.to_dict("records")
     if fc is not None:
         lines.append(fc.summary())

@@ -159,6 +159,7 @@ class Approaches:
                 lines.append(f"  {k:>6} = {a3.estimates[k]}")
         if self.approach2 is not None:
             lines.append(self.approach2.summary())
+            lines += self.approach2.budget_lines()
         lines.append("Exponents (N_opt ∝ C^a, D_opt ∝ C^b), estimate ± SE [interval]:")
         for name, est in self.estimates().items():
             lines.append(f"  {name}: a = {est['a']}   b = {est['b']}")

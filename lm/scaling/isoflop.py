@@ -82,6 +82,17 @@ class Approach2:
                 f"bootstrap: {self.n_rejected} of {self.n_resamples} budget resamples rejected{flag}): {self.fits.summary()}")
 
 
+    def budget_lines(self) -> list[str]:
+        """Per budget: the vertex, the sizes the parabola used, whether the vertex lies inside them."""
+        lines = ["IsoFLOP minima (Approach 2 parabolas):",
+                 f"  {'C':>8} {'N_opt':>9} {'D_opt':>9} {'D/N':>6} {'loss':>7}  sizes used (points used/all)  rejected"]
+        for r in self.isoflops.itertuples():
+            lines.append(f"  {r.budget:8.3g} {r.N_opt:9.3g} {r.D_opt:9.3g} {r.D_opt / r.N_opt:6.1f} {r.loss_opt:7.4f}  "
+                         f"[{r.N_min:.3g}, {r.N_max:.3g}] ({r.n_used}/{r.n_points})"
+                         f"{'' if r.inside else ' OUTSIDE'}  {r.rejected}")
+        return lines
+
+
 def weighted_lstsq(X, y, w):
     """Weighted least squares y ~ X p. X: [n, k]; y: [n]; w: [..., n] -> p [..., k] (nan if singular)."""
     XtW = X.T * np.asarray(w, float)[..., None, :]  # [..., k, n]

@@ -41,7 +41,9 @@ def plot_isoflops(a2: Approach2) -> Figure:
     for r in iso.itertuples():
         pts = a2.points[a2.points["budget"] == r.budget]
         c = colors[r.budget]
-        ax.scatter(pts["N"], pts["loss"], s=14, color=c, alpha=0.8)
+        used = pts["used"].to_numpy(bool) if "used" in pts.columns else np.ones(len(pts), bool)
+        ax.scatter(pts["N"][used], pts["loss"][used], s=14, color=c, alpha=0.8)
+        ax.scatter(pts["N"][~used], pts["loss"][~used], s=14, facecolor="none", edgecolor=c, alpha=0.8)
         lo, hi = min(r.N_min, r.N_opt), max(r.N_max, r.N_opt)
         u = np.linspace(np.log(lo) - 0.1, np.log(hi) + 0.1, 100) - r.x0
         ax.plot(np.exp(u + r.x0), r.p0 + r.p1 * u + r.p2 * u * u, color=c, lw=1.2)
@@ -50,7 +52,8 @@ def plot_isoflops(a2: Approach2) -> Figure:
     ax.set_xscale("log")
     ax.set_xlabel("parameters N")
     ax.set_ylabel("loss (nats/token)")
-    ax.set_title("IsoFLOP profiles (Approach 2); open stars: minimum outside sampled sizes")
+    ax.set_title("IsoFLOP profiles (Approach 2); open dots: outside the parabola's window;\n"
+                 "open stars: minimum outside the sizes used", fontsize=10)
     fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="budget C (FLOPs)")
     return fig
 

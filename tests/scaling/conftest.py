@@ -89,3 +89,9 @@ def synthetic_approaches():
     law = ChinchillaLaw(E=1.8, A=480.0, B=2100.0, alpha=0.35, beta=0.37)
     df = synthetic_results(law, noise=0.005, seed=3)
     return df, fit_approaches(df, n_bootstrap=20, budgets=(1e21, 5.76e23))
+
+
+@pytest.fixture(scope="session")
+def muennighoff_runs() -> pd.DataFrame:
+    """Muennighoff et al. 2023's runs (N, D, U_unique_tokens, epochs, val_loss; skips when absent)."""
+    return _read(DATA / "muennighoff2023_datablations_runs.csv")

@@ -122,9 +122,12 @@ def test_bad_points_name_column_and_rows(bad, match):
 
 
 def test_fewer_points_than_parameters():
-    with pytest.raises(ValueError, match="5 points cannot determine 5 parameters"):
+    with pytest.raises(ValueError, match="5 distinct points cannot determine 5 parameters"):
         check_points(5, N=[1, 2, 3, 4, 5], D=[1, 2, 3, 4, 5], loss=[1, 2, 3, 4, 5])
-    with pytest.raises(ValueError, match="need at least 5 runs"):
+    # repeated (N, D) points (seeds) count once
+    with pytest.raises(ValueError, match=r"5 distinct points \(of 7 rows\)"):
+        check_points(5, N=[1, 2, 3, 4, 5, 5, 5], D=[1, 2, 3, 4, 5, 5, 5], loss=[1, 2, 3, 4, 5, 4.9, 5.1])
+    with pytest.raises(ValueError, match="need at least 5 distinct runs"):
         fit_kaplan([1e8, 1e9, 1e10, 1e11], [1e9] * 4, [3.0, 2.8, 2.6, 2.5])
 
 
