@@ -317,6 +317,43 @@ def _fit_lines(res, fc, out: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _wsd_lines(frame, out: dict[str, Any]) -> list[str]:
+    """Report lines comparing WSD cooldowns with their cosine twins (none without WSD runs)."""
+    wsd = wsd_comparison(frame)
+    if not len(wsd):
+        return []
+    lines = [f"WSD cooldowns vs cosine runs at equal (N, D) ({len(wsd)} pairs): loss(WSD) - loss(cosine) "
+             f"mean {wsd['delta'].mean():+.4f}, range [{wsd['delta'].min():+.4f}, {wsd['delta'].max():+.4f}]"]
+    for r in wsd.itertuples():
+        lines.append(f"  {r.shape:>8} D={r.D:9.3g}  cosine {r.loss_cosine:.4f}  wsd {r.loss_wsd:.4f}  "
+                     f"{r.delta:+.4f}")
+    out["wsd"] = wsd.to_dict("records")
+    return lines
+
+
+def _law_lines(res, ext, frame, out: dict[str, Any]) -> list[str]:
+    """E beside the language's entropy floor, exponents and allocations (into out), extrapolation."""
+    lines = []
+    floors = frame["entropy_floor"].dropna()
+    floor = float(floors.mean()) if len(floors) else None
+    if res.approach3 is not None:
+        e = res.approach3.estimates["E"]
+        lines.append(f"Irreducible loss: fitted E = {e}" + (
+            f"; the language's entropy floor = {floor:.4f} nats/token (E - floor = {e.value - floor:+.4f})"
+            if floor is not None else "; no entropy floor known for this data"))
+        out["E"] = dict(value=e.value, lo=e.lo, hi=e.hi)
+    out["entropy_floor"] = floor
+    out["exponents"] = res.exponents_table().to_dict("records")
+    out["allocations"] = res.allocation_table().to_dict("records")
+    if "extrapolation_error" in out:
+        lines.append(f"FIT FAILED: extrapolation: {out['extrapolation_error']}")
+    if ext is not None:
+        lines.append(ext.summary())
+        out["extrapolation"] = dict(budget=ext.held_out_budget, predicted=ext.predicted_loss,
+                                    observed=ext.observed_loss, error=ext.error, observed_kind=ext.observed_kind)
+    return lines
+
+
 def report(folder: str, n_bootstrap: int = 1000) -> dict[str, Any]:
     """Fit Approaches 1-3 (bootstrap intervals), print the report, write report.json, report.txt
     and the plots (IsoFLOP parabolas, N_opt(C) and D_opt(C), ...) into the sweep folder."""
@@ -344,30 +381,8 @@ def report(folder: str, n_bootstrap: int = 1000) -> dict[str, Any]:
         ext = _guarded(out, "extrapolation", lambda: extrapolation(table, flops_per_token=fpt))
         fc = _guarded(out, "forecast", lambda: forecast(table, flops_per_token=fpt, n_bootstrap=min(n_bootstrap, 200)))
     lines += _fit_lines(res, fc, out)
-    floors = frame["entropy_floor"].dropna()
-    floor = float(floors.mean()) if len(floors) else None
-    if res.approach3 is not None:
-        e = res.approach3.estimates["E"]
-        lines.append(f"Irreducible loss: fitted E = {e}; the language's entropy floor = "
-                     f"{floor:.4f} nats/token" + (f" (E - floor = {e.value - floor:+.4f})" if floor else ""))
-        out["E"] = dict(value=e.value, lo=e.lo, hi=e.hi)
-    out["entropy_floor"] = floor
-    out["exponents"] = res.exponents_table().to_dict("records")
-    out["allocations"] = res.allocation_table().to_dict("records")
-    if "extrapolation_error" in out:
-        lines.append(f"FIT FAILED: extrapolation: {out['extrapolation_error']}")
-    if ext is not None:
-        lines.append(ext.summary())
-        out["extrapolation"] = dict(budget=ext.held_out_budget, predicted=ext.predicted_loss,
-                                    observed=ext.observed_loss, error=ext.error, observed_kind=ext.observed_kind)
-    wsd = wsd_comparison(frame)
-    if len(wsd):
-        lines.append(f"WSD cooldowns vs cosine runs at equal (N, D) ({len(wsd)} pairs): loss(WSD) - loss(cosine) "
-                     f"mean {wsd['delta'].mean():+.4f}, range [{wsd['delta'].min():+.4f}, {wsd['delta'].max():+.4f}]")
-        for r in wsd.itertuples():
-            lines.append(f"  {r.shape:>8} D={r.D:9.3g}  cosine {r.loss_cosine:.4f}  wsd {r.loss_wsd:.4f}  "
-                         f"{r.delta:+.4f}")
-        out["wsd"] = wsd.to_dict("records")
+    lines += _law_lines(res, ext, frame, out)
+    lines += _wsd_lines(frame, out)
     plots = _guarded(out, "plots", lambda: [str(p) for p in write_plots(res, table, os.path.join(folder, "plots"), fpt)])
     if plots is not None:
         lines.append(f"Plots: {', '.join(sorted({os.path.basename(p) for p in plots}))} in {os.path.join(folder, 'plots')}")

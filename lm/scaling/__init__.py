@@ -6,25 +6,36 @@ three approaches, plots and the `lm-fit` command. Needs nothing from the model c
     print(res.summary())
 
 Modules: laws (forms, published constants, compute-optimal allocation), optimize (batched
-L-BFGS), fit (Approach 3, Kaplan, offset power law), bootstrap, results (the table),
-envelope (Approach 1), isoflop (Approach 2), approaches (all three; extrapolation), plots, cli.
+L-BFGS), fit (Approach 3, Kaplan, offset power law), constraints (fixed E, tied exponents,
+Huber delta, loss space), vpnls (variable projection), bootstrap, results (the table),
+envelope (Approach 1), isoflop (Approach 2, windowed), approaches (all three; extrapolation),
+forecast (held-back budgets), kaplan (single-variable laws), datalimited (Muennighoff et al.),
+synthetic (IsoFLOP grids from a known law), plots, cli.
 """
 
 from lm.scaling.approaches import (CHINCHILLA_TABLE3_BUDGETS, Approach3, Approaches, Extrapolation,
                                    approach3, extrapolation, fit_approaches)
 from lm.scaling.bootstrap import ChinchillaBootstrap, Estimate, bootstrap_chinchilla
+from lm.scaling.constraints import FitConstraints
+from lm.scaling.datalimited import DataConstrainedLaw, fit_data_constrained
 from lm.scaling.envelope import Approach1, approach1
 from lm.scaling.fit import (FitResult, chinchilla_grid, chinchilla_objective, fit_chinchilla, fit_kaplan,
                             fit_offset_power_law, fit_power_law)
+from lm.scaling.forecast import Forecast, forecast
 from lm.scaling.isoflop import Approach2, approach2
+from lm.scaling.kaplan import KaplanFit, fit_kaplan_single, kaplan_fits
 from lm.scaling.laws import (CHINCHILLA, CHINCHILLA_UNROUNDED, EPOCH_REFIT, KAPLAN, ChinchillaLaw,
                              KaplanLaw, KaplanPowerLaw, OffsetPowerLaw, PowerLaw, optimal_allocation, six_n)
+from lm.scaling.synthetic import isoflop_grid
+from lm.scaling.vpnls import fit_vpnls
 
 __all__ = [
     "CHINCHILLA", "CHINCHILLA_TABLE3_BUDGETS", "CHINCHILLA_UNROUNDED", "EPOCH_REFIT", "KAPLAN",
     "Approach1", "Approach2", "Approach3", "Approaches", "ChinchillaBootstrap", "ChinchillaLaw",
-    "Estimate", "Extrapolation", "FitResult", "KaplanLaw", "KaplanPowerLaw", "OffsetPowerLaw",
+    "DataConstrainedLaw", "Estimate", "Extrapolation", "FitConstraints", "FitResult", "Forecast",
+    "KaplanFit", "KaplanLaw", "KaplanPowerLaw", "OffsetPowerLaw",
     "PowerLaw", "approach1", "approach2", "approach3", "bootstrap_chinchilla", "chinchilla_grid",
-    "chinchilla_objective", "extrapolation", "fit_approaches", "fit_chinchilla", "fit_kaplan",
-    "fit_offset_power_law", "fit_power_law", "optimal_allocation", "six_n",
+    "chinchilla_objective", "extrapolation", "fit_approaches", "fit_chinchilla", "fit_data_constrained",
+    "fit_kaplan", "fit_kaplan_single", "fit_offset_power_law", "fit_power_law", "fit_vpnls", "forecast",
+    "isoflop_grid", "kaplan_fits", "optimal_allocation", "six_n",
 ]
