@@ -39,9 +39,16 @@ from lm.scaling.kaplan import kaplan_fits
 from lm.scaling.results import prepare_results
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Bad flags: one line on stderr ("lm-fit: error: ..."), exit 2 (no usage dump)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see lm-fit --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lm-fit", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _OneLineParser(prog="lm-fit", description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", type=Path, help="CSV with one row per run: N, D (or C), loss")
     p.add_argument("--n-col", default="N", help="column of parameter counts (default N)")
     p.add_argument("--d-col", default="D", help="column of training tokens (default D)")
