@@ -28,6 +28,7 @@ def noisy_isoflops(noise=0.005, seed=1, budgets=np.geomspace(1e18, 1e21, 6)):
     return pd.DataFrame(rows)
 
 
+@pytest.mark.slow
 def test_forecast_errors_are_at_the_noise_level_and_coverage_near_nominal():
     fc = forecast(noisy_isoflops(), n_bootstrap=100, methods=("vpnls",))
     err = fc.errors().set_index(["approach", "k", "kind"])
@@ -96,6 +97,7 @@ def test_cli_records_method_constraints_and_forecast(tmp_path, capsys):
     assert "E fixed at 1.8" in text and "Forecasts on held-back budgets" in text
 
 
+@pytest.mark.slow
 def test_sweep_report_names_a_failed_fit_and_still_reports(tmp_path, capsys, monkeypatch):
     """A fit that raises inside the sweep report is named; the other approaches are reported."""
     from experiments import sweep
