@@ -235,7 +235,7 @@ def approach2(results: pd.DataFrame, *, flops_per_token: FlopsPerToken | None = 
             continue
         if not row["inside"]:
             warnings.warn(f"IsoFLOP budget {budget:.3g}: the parabola's minimum N = {row['N_opt']:.3g} lies "
-                          f"outside the sizes sampled [{row['N_min']:.3g}, {row['N_max']:.3g}]; "
+                          f"outside the sizes its parabola used [{row['N_min']:.3g}, {row['N_max']:.3g}]; "
                           "an off-centre IsoFLOP biases Approach 2 - sample sizes around the minimum",
                           stacklevel=2)
             if drop_off_centre:

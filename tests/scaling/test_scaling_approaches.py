@@ -29,7 +29,7 @@ def idealised_curves(law, sizes, c_max=1e21):
 
 def test_approach2_reproduces_chinchillas_exponent(chinchilla_isoflops):
     """Chinchilla fitted every point of each IsoFLOP: window=None reproduces their a."""
-    with pytest.warns(UserWarning, match=r"budget 1e\+20.*outside the sizes sampled"):
+    with pytest.warns(UserWarning, match=r"budget 1e\+20.*outside the sizes its parabola used"):
         a2 = approach2(chinchilla_isoflops, n_bootstrap=300, seed=0, window=None)
     a = a2.fits.estimates["a"]
     # Hoffmann et al. 2022, Table 2: a = 0.49 (0.462, 0.534) for Approach 2.

@@ -47,6 +47,10 @@ def test_window_selects_nearest_sizes_or_a_factor():
     assert window_mask(x, y, 3).tolist() == [False, False, True, True, True, False, False]
     assert window_mask(x, y, 4.0).sum() == 5  # within x4 of 8: 2 ... 32
     assert window_mask(x, y, None).all()
+    a2 = approach2(isoflop_grid(CHINCHILLA, 16), n_bootstrap=20)  # 9 sizes per budget
+    assert (a2.isoflops["n_used"] == 5).all() and a2.isoflops["inside"].all()
+    assert all(len(u) == 5 for u in a2.isoflops["N_used"]) and a2.points["used"].sum() == 25
+    assert "(5/9)" in "\n".join(a2.budget_lines())
     for bad in (2, 1.0, "5", True):
         with pytest.raises(ValueError, match="window"):
             approach2(isoflop_grid(CHINCHILLA, 4), window=bad, n_bootstrap=0)
