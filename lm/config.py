@@ -22,6 +22,7 @@ ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "swiglu")
 DTYPES = ("float32", "bfloat16")
 SCHEDULES = ("cosine", "wsd", "constant", "linear")
 DECAY_SHAPES = ("linear", "cosine", "sqrt")
+PARAMETRIZATIONS = ("standard", "mup")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -192,6 +193,17 @@ class ModelConfig:
     """Standard deviation of the normal initialiser; output projections are scaled by 1/sqrt(2 n_layers)."""
     count_only: bool = False
     """A preset meant for parameter/FLOP counting only (e.g. gpt3-175b): refuse to initialise it."""
+    parametrization: str = "standard"
+    """'standard' (every matrix initialised with init_std, one Adam learning rate) or 'mup'
+    (Yang et al. 2022: hidden matrices initialised with init_std / sqrt(m) and trained with Adam
+    learning rate lr / m, logits multiplied by mup_output_mult / m, attention q.k / head_dim, with
+    m = d_model / mup_base_width; see lm/mup.py). muP makes the best learning rate transfer across
+    widths."""
+    mup_base_width: int = 64
+    """muP only: the width (d_model) at which muP's inits and learning rates equal the standard
+    ones (m = 1); it must divide d_model. Tune the learning rate at this width."""
+    mup_output_mult: float = 1.0
+    """muP only: the output-logit multiplier alpha_output at the base width (logits x alpha / m)."""
 
     @property
     def kv_heads(self) -> int:
@@ -235,6 +247,15 @@ class ModelConfig:
         _check_choice("norm_position", self.norm_position, NORM_POSITIONS)
         _check_choice("activation", self.activation, ACTIVATIONS)
         _check_choice("compute_dtype", self.compute_dtype, DTYPES)
+        _check_choice("parametrization", self.parametrization, PARAMETRIZATIONS)
+        if self.parametrization == "mup":
+            _check_int(mup_base_width=self.mup_base_width)
+            _check_positive(mup_base_width=self.mup_base_width, mup_output_mult=self.mup_output_mult)
+            if self.d_model % self.mup_base_width:
+                good = [b for b in _divisors(self.d_model) if b <= self.d_model]
+                raise ValueError(f"muP: mup_base_width={self.mup_base_width} does not divide d_model="
+                                 f"{self.d_model}; pick a base width in {good} (or widths that are "
+                                 f"multiples of {self.mup_base_width})")
         return self
 
 

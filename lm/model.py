@@ -26,6 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lm import mup
 from lm.config import ModelConfig
 
 Params = Any
@@ -142,13 +143,15 @@ class Attention(nn.Module):
         cfg = self.cfg
         dt = DTYPES[cfg.compute_dtype]
         h, k, e, d = cfg.n_heads, cfg.kv_heads, cfg.head_size, cfg.d_model
-        out_std = cfg.init_std / math.sqrt(2 * cfg.n_layers)
-        proj = functools.partial(Dense, n_in=1, use_bias=cfg.use_bias, std=cfg.init_std, dtype=dt)
+        out_std = mup.hidden_std(cfg) / math.sqrt(2 * cfg.n_layers)
+        proj = functools.partial(Dense, n_in=1, use_bias=cfg.use_bias, std=mup.hidden_std(cfg), dtype=dt)
         q = proj((d, h, e), ("embed", "heads", "head_dim"), name="query")(x_BxLxD)
         key = proj((d, k, e), ("embed", "kv_heads", "head_dim"), name="key")(context_BxSxD)
         v = proj((d, k, e), ("embed", "kv_heads", "head_dim"), name="value")(context_BxSxD)
         if self.rotary:
             q, key = rope(q, q_pos_BxL, cfg.rope_theta), rope(key, k_pos_BxS, cfg.rope_theta)
+        if mup.query_scale(cfg) is not None:          # muP: logits q.k / E instead of q.k / sqrt(E)
+            q = q * jnp.asarray(mup.query_scale(cfg), q.dtype)
         new_cache = None
         if cache is not None:
             k_cache_BxCxKxE, v_cache_BxCxKxE, index = cache
@@ -173,7 +176,7 @@ class Mlp(nn.Module):
         cfg = self.cfg
         dt = DTYPES[cfg.compute_dtype]
         d, f = cfg.d_model, cfg.ff_size
-        up = functools.partial(Dense, (d, f), ("embed", "mlp"), 1, cfg.use_bias, cfg.init_std, dt)
+        up = functools.partial(Dense, (d, f), ("embed", "mlp"), 1, cfg.use_bias, mup.hidden_std(cfg), dt)
         h_BxLxF = up(name="up")(x_BxLxD)
         if cfg.activation == "swiglu":
             h_BxLxF = nn.silu(up(name="gate")(x_BxLxD)) * h_BxLxF
@@ -181,7 +184,7 @@ class Mlp(nn.Module):
             h_BxLxF = nn.relu(h_BxLxF)
         else:
             h_BxLxF = nn.gelu(h_BxLxF, approximate=cfg.activation == "gelu_tanh")
-        return Dense((f, d), ("mlp", "embed"), 1, cfg.use_bias, cfg.init_std / math.sqrt(2 * cfg.n_layers),
+        return Dense((f, d), ("mlp", "embed"), 1, cfg.use_bias, mup.hidden_std(cfg) / math.sqrt(2 * cfg.n_layers),
                      dt, name="down")(h_BxLxF)
 
 
@@ -298,6 +301,9 @@ class Transformer(nn.Module):
         return self.encoder(self._embed(src_BxS, pos), (full, pos, None, None, None, None))[0]
 
     def _logits(self, x_BxLxD: jax.Array) -> jax.Array:
+        mult = mup.logit_mult(self.cfg)                   # muP: alpha_output / m; standard: none
+        if mult is not None:
+            x_BxLxD = x_BxLxD * jnp.asarray(mult, x_BxLxD.dtype)
         if self.cfg.tie_embeddings:
             return self.embed.attend(x_BxLxD.astype(jnp.float32))
         return self.unembed(x_BxLxD).astype(jnp.float32)

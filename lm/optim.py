@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lm.config import OptimConfig
+from lm import mup
+from lm.config import ModelConfig, OptimConfig
 
 NO_DECAY_MODULES = ("embed", "pos_embed")
 """Modules whose parameters are never decayed by default (embedding tables)."""
@@ -148,20 +149,46 @@ def decay_mask(params: Any, cfg: OptimConfig) -> Any:
     return jax.tree_util.tree_map_with_path(lambda path, _: _decays(_path_names(path)), params)
 
 
-def make_optimizer(cfg: OptimConfig, total_steps: int,
-                   schedule: optax.Schedule | None = None) -> optax.GradientTransformation:
+def lr_multipliers(params: Any, model: ModelConfig) -> Any:
+    """A pytree of floats like `params`: each leaf's Adam learning-rate multiplier (lm.mup.lr_mult:
+    1 / width_mult for hidden matrices under muP, 1 elsewhere and under the standard
+    parametrisation). Decided by path names, like the decay mask."""
+    return jax.tree_util.tree_map_with_path(lambda path, _: mup.lr_mult(model, _path_names(path)), params)
+
+
+def scale_per_leaf(model: ModelConfig) -> optax.GradientTransformation:
+    """Stateless: multiply each leaf's update by its learning-rate multiplier (lr_multipliers)."""
+
+    def update(updates, state, params=None):
+        del params
+        mults = lr_multipliers(updates, model)
+        return jax.tree.map(lambda u, m: u if m == 1.0 else u * jnp.asarray(m, u.dtype), updates, mults), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def make_optimizer(cfg: OptimConfig, total_steps: int, schedule: optax.Schedule | None = None,
+                   model: ModelConfig | None = None) -> optax.GradientTransformation:
     """clip_by_global_norm(clip_norm) (if set), then AdamW with decoupled, masked weight decay.
 
-    The update of a decayed leaf is -lr(t) * (adam_direction + weight_decay * param), with lr(t)
-    from `schedule` (default make_schedule(cfg, total_steps)). Gradient accumulation happens in
-    the train step (cfg.grad_accum is not used here).
+    The update of a decayed leaf is -lr(t) * g * (adam_direction + weight_decay * param), with lr(t)
+    from `schedule` (default make_schedule(cfg, total_steps)) and g the leaf's group multiplier:
+    1 unless `model` uses muP, where hidden matrices get g = 1 / width_mult (per-parameter-group
+    Adam learning rates, lm/mup.py; the decay is scaled with the rate, as in torch's AdamW). Without
+    a muP model this is optax.adamw itself. Gradient accumulation happens in the train step
+    (cfg.grad_accum is not used here).
     """
     cfg.validate()
     if schedule is None:
         schedule = make_schedule(cfg, total_steps)
     mask: Callable[[Any], Any] = lambda params: decay_mask(params, cfg)
-    adamw = optax.adamw(learning_rate=schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
-                        weight_decay=cfg.weight_decay, mask=mask)
+    if model is not None and mup.is_mup(model):
+        adamw = optax.chain(optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps),
+                            optax.add_decayed_weights(cfg.weight_decay, mask), scale_per_leaf(model),
+                            optax.scale_by_learning_rate(schedule))
+    else:
+        adamw = optax.adamw(learning_rate=schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
+                            weight_decay=cfg.weight_decay, mask=mask)
     if cfg.clip_norm is None:
         return adamw
     return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), adamw)

@@ -150,12 +150,12 @@ def _optimizer(cfg: TrainConfig):
     hyperparameter in the optimizer state, set from the host table before each step, so nothing in
     the compiled step depends on cfg.steps (one compilation per shape across a sweep)."""
     if not cfg.schedule_on_host:
-        return make_optimizer(cfg.optim, cfg.steps), None
+        return make_optimizer(cfg.optim, cfg.steps, model=cfg.model), None
     import optax
     padded = 1 << max(cfg.steps - 1, 1).bit_length()   # eager ops compile once per length class
     table = np.asarray(make_schedule(cfg.optim, cfg.steps)(np.arange(padded)), np.float32)[:cfg.steps]
     tx = optax.inject_hyperparams(lambda learning_rate: make_optimizer(
-        cfg.optim, cfg.steps, schedule=learning_rate))(learning_rate=cfg.optim.learning_rate)
+        cfg.optim, cfg.steps, schedule=learning_rate, model=cfg.model))(learning_rate=cfg.optim.learning_rate)
     return tx, table
 
 
