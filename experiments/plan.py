@@ -29,7 +29,7 @@ from experiments.configs import SizeConfig, SweepConfig
 from lm import flops as flops_lib
 from lm.config import MODEL_PRESETS, ModelConfig, TrainConfig
 
-KINDS = ("cosine", "wsd_constant", "wsd_cooldown")
+KINDS = ("cosine", "wsd_constant", "wsd_cooldown", "lr_transfer")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,6 +211,10 @@ class RunSpec:
     """wsd_cooldown: the run_id of the trunk it branches from."""
     branch_step: int | None = None
     checkpoint_steps: tuple[int, ...] = ()
+    learning_rate: float | None = None
+    """Peak learning rate of this run; None = the sweep's optim.learning_rate."""
+    parametrization: str | None = None
+    """'standard' or 'mup' for this run; None = the sweep model's."""
 
     @property
     def compute(self) -> float:
@@ -221,14 +225,19 @@ class RunSpec:
         """Steps this run trains itself (a cooldown starts at its branch step)."""
         return self.steps - (self.branch_step or 0)
 
+    def model(self, cfg: SweepConfig) -> ModelConfig:
+        """This run's ModelConfig: the sweep's template with its shape (and parametrisation)."""
+        return _run_model(cfg, self.shape, self.parametrization)
+
     def train_config(self, cfg: SweepConfig, sweep_dir: str) -> TrainConfig:
         """The TrainConfig this run trains (out_dir = <sweep_dir>/runs/<run_id>)."""
-        optim = cfg.optim
+        optim = cfg.optim if self.learning_rate is None else dataclasses.replace(
+            cfg.optim, learning_rate=self.learning_rate)
         keep = 2
         eval_every = -(-self.steps // cfg.evals_per_run)          # ceil: exactly evals_per_run evaluations
         ckpt_every = -(-self.steps // (cfg.checkpoints_per_run + 1)) if cfg.checkpoints_per_run else 0
         init_from = None
-        if self.kind == "cosine":
+        if self.kind in ("cosine", "lr_transfer"):
             optim = dataclasses.replace(optim, schedule="cosine")
         elif self.kind == "wsd_constant":
             optim = dataclasses.replace(optim, schedule="constant")
@@ -240,7 +249,7 @@ class RunSpec:
             init_from = f"{run_dir(sweep_dir, self.parent)}@{self.branch_step}"
             eval_every, ckpt_every = 0, (cooldown // 2 if cfg.checkpoints_per_run else 0)
         return TrainConfig(
-            model=self.shape.model(cfg.model, cfg.seq_len),
+            model=self.model(cfg),
             data=dataclasses.replace(cfg.data, seq_len=cfg.seq_len),
             optim=optim, steps=self.steps, batch_size=cfg.batch_size, seed=cfg.seed,
             eval_every=eval_every, eval_batches=cfg.eval_batches, log_every=10,
@@ -275,9 +284,14 @@ class Plan:
                 "dropped": [dataclasses.asdict(d) for d in self.dropped]}
 
 
+def _run_model(cfg: SweepConfig, shape: Shape, parametrization: str | None = None) -> ModelConfig:
+    model = shape.model(cfg.model, cfg.seq_len)
+    return model if parametrization is None else dataclasses.replace(model, parametrization=parametrization)
+
+
 def _spec(cfg: SweepConfig, run_id: str, kind: str, shape: Shape, budget: float | None, steps: int,
           **kw: Any) -> RunSpec:
-    model = shape.model(cfg.model, cfg.seq_len)
+    model = _run_model(cfg, shape, kw.get("parametrization"))
     counts = flops_lib.param_counts(model)
     fpt = flops_lib.flops_per_token(model, cfg.seq_len, cfg.convention)
     return RunSpec(run_id=run_id, kind=kind, shape=shape, budget=budget, steps=steps,
@@ -286,31 +300,29 @@ def _spec(cfg: SweepConfig, run_id: str, kind: str, shape: Shape, budget: float 
 
 
 def make_plan(cfg: SweepConfig) -> Plan:
-    """The runs of the sweep, and the points dropped as infeasible (with the reason)."""
+    """The runs of the sweep, and the points dropped as infeasible (with the reason).
+
+    Raises ValueError, before anything trains, for a sweep that cannot run as configured: a
+    budget whose smallest size gets fewer than min_steps steps, a muP base width that does not
+    divide a width, a WSD branch inside the warmup or past the trunk (see also SweepConfig.validate).
+    """
     cfg.validate()
-    tokens_per_step = cfg.batch_size * cfg.seq_len
+    if cfg.transfer is not None:
+        return Plan(cfg, tuple(_transfer_runs(cfg)), ())
     runs: list[RunSpec] = []
     dropped: list[Dropped] = []
     empty = []
     for budget in sorted(cfg.budgets):
+        shapes = shapes_for_budget(cfg, budget)
+        _check_mup_widths(cfg, shapes)
         kept = 0
-        for shape in shapes_for_budget(cfg, budget):
-            probe = _spec(cfg, "", "cosine", shape, budget, 1)
-            steps = int(round(budget / probe.flops_per_token / tokens_per_step))
-            spec = dataclasses.replace(probe, run_id=f"cos-C{budget_label(budget)}-{shape.name}", steps=steps,
-                                       tokens=steps * tokens_per_step)
-            tpp = spec.tokens / spec.params_nonembed
-            if steps < cfg.min_steps:
-                reason = (f"only {steps} steps of {cfg.batch_size}x{cfg.seq_len} tokens (min_steps="
-                          f"{cfg.min_steps}): model too large for this budget")
-            elif tpp < cfg.min_tokens_per_param:
-                reason = (f"{tpp:.2f} tokens per parameter < min_tokens_per_param="
-                          f"{cfg.min_tokens_per_param}: model too large for this budget")
-            else:
+        for i, shape in enumerate(shapes):
+            spec, reason = _cosine_point(cfg, shape, budget, smallest=i == 0)
+            if reason is None:
                 runs.append(spec)
                 kept += 1
-                continue
-            dropped.append(Dropped(budget, shape.name, spec.params_nonembed, reason))
+            else:
+                dropped.append(Dropped(budget, shape.name, spec.params_nonembed, reason))
         if not kept:
             empty.append(budget)
     if empty:
@@ -320,6 +332,80 @@ def make_plan(cfg: SweepConfig) -> Plan:
     if cfg.wsd is not None:
         runs += _wsd_runs(cfg, runs)
     return Plan(cfg, tuple(runs), tuple(dropped))
+
+
+def _cosine_point(cfg: SweepConfig, shape: Shape, budget: float, smallest: bool) -> tuple[RunSpec, str | None]:
+    """(the cosine run of `shape` at `budget`, None) or (it, why it is dropped). The smallest size
+    of a budget below min_steps is an error: the budget itself is too small for the sweep."""
+    tokens_per_step = cfg.batch_size * cfg.seq_len
+    probe = _spec(cfg, "", "cosine", shape, budget, 1)
+    steps = int(round(budget / probe.flops_per_token / tokens_per_step))
+    spec = dataclasses.replace(probe, run_id=f"cos-C{budget_label(budget)}-{shape.name}", steps=steps,
+                               tokens=steps * tokens_per_step)
+    if steps < cfg.min_steps and smallest:
+        need = cfg.min_steps * tokens_per_step * probe.flops_per_token
+        raise ValueError(f"budget C={budget:.3g} gives its smallest size {shape.name} only {steps} steps of "
+                         f"{cfg.batch_size}x{cfg.seq_len} tokens (min_steps={cfg.min_steps}); raise that budget "
+                         f"to >= {need:.3g} FLOPs ({cfg.convention!r}), or lower batch_size/seq_len/min_steps")
+    tpp = spec.tokens / spec.params_nonembed
+    if steps < cfg.min_steps:
+        return spec, (f"only {steps} steps of {cfg.batch_size}x{cfg.seq_len} tokens (min_steps="
+                      f"{cfg.min_steps}): model too large for this budget")
+    if tpp < cfg.min_tokens_per_param:
+        return spec, (f"{tpp:.2f} tokens per parameter < min_tokens_per_param="
+                      f"{cfg.min_tokens_per_param}: model too large for this budget")
+    return spec, None
+
+
+def _check_mup_widths(cfg: SweepConfig, shapes: Iterable[Shape], mup: bool | None = None) -> None:
+    """muP needs model.mup_base_width to divide every width (whole width multipliers)."""
+    if not (cfg.model.parametrization == "mup" if mup is None else mup):
+        return
+    base = cfg.model.mup_base_width
+    bad = sorted({s.d_model for s in shapes if s.d_model % base})
+    if bad:
+        raise ValueError(f"muP: model.mup_base_width={base} does not divide the width(s) d_model={bad} of this "
+                         f"sweep's shapes; pick a base width that divides every width (e.g. sizes.width_step="
+                         f"{cfg.sizes.width_step} as the base, or sizes.width_step a multiple of {base})")
+
+
+def _transfer_runs(cfg: SweepConfig) -> list[RunSpec]:
+    """Every (parametrisation, width, learning rate) of a transfer sweep: one cosine run each."""
+    t = cfg.transfer
+    head_dim = cfg.sizes.head_dim
+    runs = []
+    for width in (t.base_width * m for m in t.width_mults):
+        if width % head_dim:
+            raise ValueError(f"transfer: width {width} is not a multiple of sizes.head_dim={head_dim}; pick a "
+                             f"transfer.base_width that is a multiple of {head_dim}")
+        shape = Shape(width, t.n_layers, width // head_dim, cfg.sizes.ff_mult * width)
+        _check_mup_widths(cfg, [shape], "mup" in t.parametrizations)
+        for param in t.parametrizations:
+            for lr in t.learning_rates:
+                runs.append(_spec(cfg, f"lr-{param}-{shape.name}-lr{lr:g}", "lr_transfer", shape, None, t.steps,
+                                  learning_rate=lr, parametrization=param))
+    if t.steps < cfg.min_steps or t.steps <= cfg.optim.warmup_steps:
+        raise ValueError(f"transfer.steps={t.steps} is below min_steps={cfg.min_steps} or inside the warmup "
+                         f"({cfg.optim.warmup_steps} steps); raise transfer.steps")
+    return runs
+
+
+def _wsd_branches(cfg: SweepConfig, twins: list[RunSpec]) -> list[tuple[RunSpec, int]]:
+    """(cosine twin, branch step) of each cooldown of one shape; bad branches are errors."""
+    branches = []
+    for twin in twins:
+        cooldown = max(1, round(cfg.wsd.cooldown_frac * twin.steps))
+        branch = twin.steps - cooldown
+        if branch < cfg.optim.warmup_steps:
+            raise ValueError(f"WSD: {twin.shape.name} at C={twin.budget:.3g} would branch at step {branch}, inside "
+                             f"the warmup ({cfg.optim.warmup_steps} steps); lower wsd.cooldown_frac="
+                             f"{cfg.wsd.cooldown_frac} or optim.warmup_steps")
+        if cfg.wsd.trunk_steps is not None and branch > cfg.wsd.trunk_steps:
+            raise ValueError(f"WSD: {twin.shape.name} at C={twin.budget:.3g} branches at step {branch}, past the "
+                             f"trunk's end (wsd.trunk_steps={cfg.wsd.trunk_steps}); raise wsd.trunk_steps to >= "
+                             f"{branch} or set it to None")
+        branches.append((twin, branch))
+    return branches
 
 
 def _wsd_runs(cfg: SweepConfig, cosine: list[RunSpec]) -> list[RunSpec]:
@@ -332,17 +418,9 @@ def _wsd_runs(cfg: SweepConfig, cosine: list[RunSpec]) -> list[RunSpec]:
     out: list[RunSpec] = []
     for name in wanted:
         twins = sorted((r for r in cosine if r.shape.name == name), key=lambda r: r.steps)
-        branches = []
-        for twin in twins:
-            cooldown = max(1, round(cfg.wsd.cooldown_frac * twin.steps))
-            branch = twin.steps - cooldown
-            if branch < cfg.optim.warmup_steps:
-                continue
-            branches.append((twin, branch))
-        if not branches:
-            continue
+        branches = _wsd_branches(cfg, twins)
         trunk_id = f"wsd-trunk-{name}"
-        trunk_steps = max(b for _, b in branches)
+        trunk_steps = cfg.wsd.trunk_steps or max(b for _, b in branches)
         out.append(_spec(cfg, trunk_id, "wsd_constant", twins[0].shape, None, trunk_steps,
                          checkpoint_steps=tuple(sorted({b for _, b in branches}))))
         for twin, branch in branches:
@@ -429,6 +507,9 @@ def format_plan(plan: Plan, seconds: dict[str, float] | None = None) -> str:
     seconds = seconds or {}
     cfg = plan.config
     head = ["run", "kind", "C budget", "shape", "N", "N non-emb", "D", "D/N", "steps", "C actual"]
+    tuned = any(r.learning_rate is not None or r.parametrization is not None for r in plan.runs)
+    if tuned:
+        head += ["lr", "param"]
     if seconds:
         head.append("est. s")
     rows = []
@@ -436,11 +517,15 @@ def format_plan(plan: Plan, seconds: dict[str, float] | None = None) -> str:
         row = [r.run_id, r.kind, _fmt(r.budget) if r.budget else "-", r.shape.name, _fmt(r.params),
                _fmt(r.params_nonembed), _fmt(r.tokens), f"{r.tokens / r.params_nonembed:.1f}",
                str(r.steps) if not r.branch_step else f"{r.branch_step}+{r.new_steps}", _fmt(r.compute)]
+        if tuned:
+            row += [f"{r.learning_rate or cfg.optim.learning_rate:g}", r.parametrization or cfg.model.parametrization]
         if seconds:
             row.append(f"{seconds.get(r.run_id, float('nan')):.0f}")
         rows.append(row)
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
-    lines = [f"Sweep {cfg.name!r}: {len(cfg.budgets)} budgets, {len(plan.runs)} runs, C in training FLOPs "
+    what = (f"learning-rate transfer, {len(cfg.transfer.width_mults)} widths x {len(cfg.transfer.learning_rates)} "
+            f"rates x {len(cfg.transfer.parametrizations)} parametrisations" if cfg.transfer else f"{len(cfg.budgets)} budgets")
+    lines = [f"Sweep {cfg.name!r}: {what}, {len(plan.runs)} runs, C in training FLOPs "
              f"({cfg.convention!r}), N = parameters, D = tokens, batch {cfg.batch_size} x {cfg.seq_len}",
              "  ".join(h.ljust(w) for h, w in zip(head, widths)),
              "  ".join("-" * w for w in widths)]

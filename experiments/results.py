@@ -17,7 +17,9 @@ sweep's convention, from the actual tokens) and C_<convention> for every lm.flop
 tokens_per_param (D / N_nonembed), loss (final eval loss), train_loss, eval_curve (every
 evaluation: step, tokens, eval_loss), entropy_floor, status ('completed' or 'diverged'), message,
 steps, attempts, wall_s / train_s / compile_s / eval_s / checkpoint_s (the final attempt), mfu,
-tokens_per_s, parent / branch_step (WSD cooldowns), config (the full TrainConfig).
+tokens_per_s, parent / branch_step (WSD cooldowns), parametrization ('standard' or 'mup'),
+learning_rate (peak), lr_hidden (peak rate of the hidden matrices: learning_rate / width_mult under
+muP), width_mult, config (the full TrainConfig).
 """
 
 from __future__ import annotations
@@ -156,11 +158,23 @@ def make_row(spec: "RunSpec", sweep: str, convention: str, result: dict[str, Any
         "message": result.get("message", ""), "steps": result.get("steps"), "attempts": attempts,
         "parent": spec.parent, "branch_step": spec.branch_step,
     })
+    row.update(_learning_rates(config))
     for key in ("wall_s", "train_s", "compile_s", "eval_s", "checkpoint_s", "data_s", "mfu", "tokens_per_s",
                 "peak_flops"):
         row[key] = result.get(key)
     row["config"] = config
     return row
+
+
+def _learning_rates(config: dict[str, Any]) -> dict[str, Any]:
+    """The run's parametrisation and peak learning rates by parameter group (lm/mup.py)."""
+    from lm import mup
+    from lm.config import ModelConfig, from_dict
+    model = from_dict(ModelConfig, config["model"])
+    lr = float(config["optim"]["learning_rate"])
+    groups = mup.group_learning_rates(model, lr)
+    return {"parametrization": model.parametrization, "learning_rate": lr, "lr_hidden": groups["hidden"],
+            "width_mult": mup.width_mult(model)}
 
 
 def repair(sweep_dir: str) -> None:

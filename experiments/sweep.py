@@ -243,29 +243,96 @@ class Bars(runner.Observer):
 # ---------------------------------------------------------------------------------------------
 # Fit and report.
 
-def fit_table(frame, convention: str):
-    """(the table lm.scaling fits: run, N, D, C, loss, budget, curve; FLOPs per token as f(N)).
+def fit_table(frame, convention: str, kind: str = "cosine", shapes=None):
+    """(the table lm.scaling fits: run, N, D, C, loss, budget, shape; FLOPs per token as f(N)).
 
+    `kind`: 'cosine' (ended cosine runs) or 'wsd_cooldown' (cooldown ends): each row is a finished
+    horizon, never a mid-run evaluation. `shapes`: only these shape names (None = all).
     Under '6n' the fits use N = non-embedding parameters, so C = 6 N D holds exactly and
     f = None (lm.scaling's default). Under another convention N is the total count and f(N)
     interpolates the runs' own FLOPs per token (log-log)."""
     import numpy as np
     import pandas as pd
 
-    ok = (frame["kind"] == "cosine") & (frame["status"] == "completed") & frame["loss"].notna()
+    ok = (frame["kind"] == kind) & (frame["status"] == "completed") & frame["loss"].notna()
+    if shapes is not None:
+        ok &= frame["shape"].isin(list(shapes))
     rows = frame[ok]
     n_col = "N_nonembed" if convention == "6n" else "N"
     table = pd.DataFrame({
         "run": rows["run_id"].to_numpy(), "N": rows[n_col].astype(float).to_numpy(),
         "D": rows["D"].astype(float).to_numpy(), "C": rows["C"].astype(float).to_numpy(),
         "loss": rows["loss"].astype(float).to_numpy(), "budget": rows["budget"].astype(float).to_numpy(),
-        "curve": [[(p["tokens"], p["eval_loss"]) for p in c] for c in rows["eval_curve"]]})
+        "shape": rows["shape"].to_numpy()})
     if convention == "6n":
         return table, None
     order = np.argsort(np.log(table["N"].to_numpy()))
     log_n = np.log(table["N"].to_numpy())[order]
     log_f = np.log((table["C"] / table["D"]).to_numpy())[order]
     return table, (lambda n: float(np.exp(np.interp(np.log(n), log_n, log_f))))
+
+
+def horizon_curves(table):
+    """Approach 1's curves from finished horizons only: per shape, the (D, final loss) of each of
+    its runs in `table` (ended cosine runs, or WSD cooldown ends), as one curve named after the
+    shape's first run. Mid-cosine evaluations, whose learning rate has not annealed, never enter."""
+    import pandas as pd
+
+    rows = []
+    for _, g in table.groupby(["shape", "N"], sort=False):
+        name = g.sort_values("D")["run"].iloc[0]
+        rows += [dict(run=name, tokens=float(d), loss=float(l)) for d, l in zip(g["D"], g["loss"])]
+    return pd.DataFrame(rows, columns=["run", "tokens", "loss"])
+
+
+def sweep_flops(frame, shapes=None) -> dict[str, float]:
+    """Training FLOPs (the C column, the sweep's convention) spent by the cosine runs and by the
+    WSD runs (trunks plus the cooldowns' own steps past their branch points), on `shapes`."""
+    done = frame[frame["status"].isin(["completed", "diverged"])]
+    if shapes is not None:
+        done = done[done["shape"].isin(list(shapes))]
+    cosine = float(done.loc[done["kind"] == "cosine", "C"].sum())
+    trunks = float(done.loc[done["kind"] == "wsd_constant", "C"].sum())
+    own = 0.0
+    for r in done[done["kind"] == "wsd_cooldown"].to_dict("records"):
+        steps, branch = r.get("steps"), r.get("branch_step")
+        own += float(r["C"]) * ((steps - branch) / steps if steps and branch is not None else 1.0)
+    return {"cosine": cosine, "wsd": trunks + own, "wsd_trunks": trunks, "wsd_cooldowns": own}
+
+
+def wsd_law(frame, cfg, fpt, cosine_res, n_bootstrap: int) -> tuple[list[str], dict[str, Any]]:
+    """The WSD IsoFLOP sweep's fit (cooldown ends) beside the cosine sweep's on the same shapes and
+    budgets: exponents a, b and Approach 3's law, and the FLOPs each used."""
+    from lm.scaling import fit_approaches
+
+    wsd = fit_table(frame, cfg.convention, kind="wsd_cooldown")[0]
+    shapes = sorted(set(wsd["shape"]))
+    cos = fit_table(frame, cfg.convention, shapes=shapes)[0]
+    cos = cos[cos["budget"].isin(set(wsd["budget"]))]
+    if len(cos) != len(fit_table(frame, cfg.convention)[0]):        # WSD covers only part of the sweep
+        cosine_res = fit_approaches(cos, horizon_curves(cos), flops_per_token=fpt, budgets=cfg.budgets,
+                                    n_bootstrap=n_bootstrap)
+    res = fit_approaches(wsd, horizon_curves(wsd), flops_per_token=fpt, budgets=cfg.budgets, n_bootstrap=n_bootstrap)
+    flops = sweep_flops(frame, shapes)
+    lines = [f"WSD IsoFLOP sweep ({len(wsd)} cooldowns on {len(shapes)} shapes) vs cosine on the same shapes "
+             f"and budgets ({len(cos)} runs):",
+             f"  {'approach':<12} {'a (cosine)':>22} {'a (WSD)':>22} {'|diff|':>7}"]
+    a_cos = {r["approach"]: r for r in cosine_res.exponents_table().to_dict("records")}
+    out: dict[str, Any] = {"flops": flops, "exponents": res.exponents_table().to_dict("records")}
+    for r in out["exponents"]:
+        c = a_cos.get(r["approach"])
+        if c is not None:
+            lines.append(f"  {r['approach']:<12} {c['a']:7.3f} [{c['a_lo']:.3f}, {c['a_hi']:.3f}] "
+                         f"{r['a']:7.3f} [{r['a_lo']:.3f}, {r['a_hi']:.3f}] {abs(r['a'] - c['a']):7.3f}")
+    for name, fitted in (("cosine", cosine_res), ("WSD", res)):
+        if fitted.approach3 is not None:
+            est = fitted.approach3.estimates
+            lines.append(f"  Approach 3 law ({name}): E {est['E'].value:.4f}, alpha {est['alpha'].value:.3f}, "
+                         f"beta {est['beta'].value:.3f}")
+    lines.append(f"  FLOPs used: cosine {flops['cosine']:.3g}, WSD {flops['wsd']:.3g} (trunks "
+                 f"{flops['wsd_trunks']:.3g} + cooldowns {flops['wsd_cooldowns']:.3g}) = "
+                 f"{100 * flops['wsd'] / flops['cosine']:.0f} % of cosine" if flops["cosine"] else "")
+    return lines, out
 
 
 def wsd_comparison(frame):
@@ -317,8 +384,11 @@ def _fit_lines(res, fc, out: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _wsd_lines(frame, out: dict[str, Any]) -> list[str]:
-    """Report lines comparing WSD cooldowns with their cosine twins (none without WSD runs)."""
+def _wsd_lines(frame, out: dict[str, Any], fit: tuple) -> list[str]:
+    """Report lines comparing WSD cooldowns with their cosine twins, then the WSD sweep's law beside
+    the cosine one's (wsd_law; fit = (cfg, fpt, cosine fit, n_bootstrap)); none without WSD runs."""
+    import warnings
+
     wsd = wsd_comparison(frame)
     if not len(wsd):
         return []
@@ -328,7 +398,10 @@ def _wsd_lines(frame, out: dict[str, Any]) -> list[str]:
         lines.append(f"  {r.shape:>8} D={r.D:9.3g}  cosine {r.loss_cosine:.4f}  wsd {r.loss_wsd:.4f}  "
                      f"{r.delta:+.4f}")
     out["wsd"] = wsd.to_dict("records")
-    return lines
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        law_lines, out["wsd_law"] = wsd_law(frame, *fit[:3], fit[3])
+    return lines + law_lines
 
 
 def _law_lines(res, ext, frame, out: dict[str, Any]) -> list[str]:
@@ -359,7 +432,6 @@ def report(folder: str, n_bootstrap: int = 1000) -> dict[str, Any]:
     and the plots (IsoFLOP parabolas, N_opt(C) and D_opt(C), ...) into the sweep folder."""
     import warnings
 
-    from lm.io import atomic_write_json, atomic_write_text
     from lm.scaling import extrapolation, fit_approaches
     from lm.scaling.forecast import forecast
     from lm.scaling.plots import write_plots
@@ -368,6 +440,10 @@ def report(folder: str, n_bootstrap: int = 1000) -> dict[str, Any]:
     frame = results_lib.load_results(folder)
     if frame.empty:
         raise ValueError(f"{folder} has no finished runs yet; run the sweep first")
+    if cfg.transfer is not None:
+        from experiments.transfer import report_transfer
+        lines, out = report_transfer(folder, frame)
+        return _write_report(folder, lines, out)
     table, fpt = fit_table(frame, cfg.convention)
     _check_fittable(folder, frame, table)
     lines = [f"== Sweep {cfg.name!r} in {folder}: {len(frame)} finished runs "
@@ -377,12 +453,13 @@ def report(folder: str, n_bootstrap: int = 1000) -> dict[str, Any]:
     out: dict[str, Any] = {"runs": len(frame), "fitted": len(table), "convention": cfg.convention}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        res = fit_approaches(table, flops_per_token=fpt, budgets=cfg.budgets, n_bootstrap=n_bootstrap, vpnls=True)
+        res = fit_approaches(table, horizon_curves(table), flops_per_token=fpt, budgets=cfg.budgets,
+                             n_bootstrap=n_bootstrap, vpnls=True)
         ext = _guarded(out, "extrapolation", lambda: extrapolation(table, flops_per_token=fpt))
         fc = _guarded(out, "forecast", lambda: forecast(table, flops_per_token=fpt, n_bootstrap=min(n_bootstrap, 200)))
     lines += _fit_lines(res, fc, out)
     lines += _law_lines(res, ext, frame, out)
-    lines += _wsd_lines(frame, out)
+    lines += _wsd_lines(frame, out, (cfg, fpt, res, n_bootstrap))
     plots = _guarded(out, "plots", lambda: [str(p) for p in write_plots(res, table, os.path.join(folder, "plots"), fpt)])
     if plots is not None:
         lines.append(f"Plots: {', '.join(sorted({os.path.basename(p) for p in plots}))} in {os.path.join(folder, 'plots')}")
@@ -397,6 +474,12 @@ def report(folder: str, n_bootstrap: int = 1000) -> dict[str, Any]:
                      f"worker time inside training steps (compile {timing['compile_s']:.0f} s, evaluation "
                      f"{timing['eval_s']:.0f} s, checkpoints {timing['checkpoint_s']:.0f} s)")
         out["timing"] = timing
+    return _write_report(folder, lines, out)
+
+
+def _write_report(folder: str, lines: list[str], out: dict[str, Any]) -> dict[str, Any]:
+    """Print the report and write report.txt and report.json into the sweep folder."""
+    from lm.io import atomic_write_json, atomic_write_text
     text = "\n".join(lines)
     print(text, flush=True)
     atomic_write_text(os.path.join(folder, "report.txt"), text + "\n")

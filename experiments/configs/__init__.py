@@ -111,17 +111,65 @@ class WSDConfig:
     runs, so every WSD point has a cosine twin at equal (N, D)."""
 
     sizes: tuple[str, ...] = ()
-    """Shape names ('d32-L2', as the plan names them) to run as WSD; () = every shape of the sweep."""
+    """Shape names ('d32-L2', as the plan names them) to run as WSD; () = every shape of the sweep
+    (a WSD IsoFLOP sweep beside the cosine one: the report fits both and compares them)."""
     cooldown_frac: float = 0.2
     """Cooldown length as a fraction of the branch's total steps."""
     decay_shape: str = "sqrt"
     """Shape of the cooldown: 'linear', 'cosine' or 'sqrt' (1 - sqrt, Hagele et al.'s best)."""
+    trunk_steps: int | None = None
+    """Length of every trunk in optimizer steps; None = up to its last branch point. Set it to
+    train the trunks further (e.g. to branch larger budgets later from the same trunks); every
+    branch must then lie within it."""
 
     def validate(self) -> "WSDConfig":
         if not 0 < self.cooldown_frac < 1:
             raise ValueError(f"wsd.cooldown_frac={self.cooldown_frac} must be in (0, 1)")
+        if self.trunk_steps is not None and self.trunk_steps < 1:
+            raise ValueError(f"wsd.trunk_steps={self.trunk_steps} must be >= 1, or None (up to the last branch)")
         if self.decay_shape not in ("linear", "cosine", "sqrt"):
             raise ValueError(f"wsd.decay_shape={self.decay_shape!r}; pick 'linear', 'cosine' or 'sqrt'")
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferConfig:
+    """A learning-rate transfer sweep (muP, Yang et al. 2022) instead of an IsoFLOP grid: models of
+    widths base_width x width_mults at one depth, each trained for `steps` steps (cosine) at every
+    learning rate of `learning_rates`, once per parametrisation. The report gives each width's
+    optimal learning rate under each parametrisation; under muP it should not move with width."""
+
+    base_width: int = 16
+    """Width (d_model) of the x1 model. muP's own base width is model.mup_base_width (it must divide
+    every width), so the transfer measures the parametrisation an IsoFLOP sweep with the same
+    model template trains, and its x1 optimum is that sweep's base learning rate."""
+    width_mults: tuple[int, ...] = (1, 2, 4, 8)
+    """Widths trained, as multiples of base_width."""
+    n_layers: int = 2
+    """Depth of every model (fixed: muP transfers across width)."""
+    learning_rates: tuple[float, ...] = (2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2)
+    """Peak learning rates tried at every width (the grid; the base rate under muP)."""
+    parametrizations: tuple[str, ...] = ("standard", "mup")
+    """Parametrisations compared (lm.config.PARAMETRIZATIONS)."""
+    steps: int = 300
+    """Optimizer steps of every run."""
+
+    def validate(self) -> "TransferConfig":
+        from lm.config import PARAMETRIZATIONS
+        if not self.learning_rates or min(self.learning_rates) <= 0:
+            raise ValueError(f"transfer.learning_rates={self.learning_rates}: the learning-rate grid needs "
+                             "positive values, e.g. (2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2)")
+        if len(set(self.learning_rates)) != len(self.learning_rates):
+            raise ValueError(f"transfer.learning_rates={self.learning_rates} repeat a value; list each once")
+        if not self.width_mults or min(self.width_mults) < 1 or len(set(self.width_mults)) != len(self.width_mults):
+            raise ValueError(f"transfer.width_mults={self.width_mults} must be distinct whole numbers >= 1, "
+                             "e.g. (1, 2, 4, 8)")
+        unknown = [p for p in self.parametrizations if p not in PARAMETRIZATIONS]
+        if unknown or not self.parametrizations:
+            raise ValueError(f"transfer.parametrizations={self.parametrizations}: pick from {list(PARAMETRIZATIONS)}")
+        for name in ("base_width", "n_layers", "steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"transfer.{name}={getattr(self, name)} must be >= 1")
         return self
 
 
@@ -192,6 +240,9 @@ class SweepConfig:
     """Parameter-initialisation seed of every run."""
     wsd: WSDConfig | None = None
     """Also run warmup-stable-decay twins of the cosine runs (see WSDConfig); None = cosine only."""
+    transfer: TransferConfig | None = None
+    """A learning-rate transfer sweep instead of the IsoFLOP grid (budgets and sizes unused; see
+    TransferConfig); None = an IsoFLOP sweep."""
     exec: ExecConfig = dataclasses.field(default_factory=ExecConfig)
     """How to execute (not part of the sweep's identity)."""
     out_dir: str | None = None
@@ -224,6 +275,11 @@ class SweepConfig:
         self.optim.validate()
         if self.wsd is not None:
             self.wsd.validate()
+        if self.transfer is not None:
+            self.transfer.validate()
+            if self.wsd is not None:
+                raise ValueError("a transfer sweep (transfer=...) has no IsoFLOP runs to branch WSD cooldowns "
+                                 "from; set wsd=None or transfer=None")
         self.exec.validate()
         return self
 
@@ -280,7 +336,7 @@ def from_dict(values: dict[str, Any]) -> SweepConfig:
     """Rebuild a SweepConfig from sweep.json (identity) values."""
     from lm.config import from_dict as lm_from_dict
     values = dict(values)
-    nested = {"sizes": SizeConfig, "wsd": WSDConfig, "exec": ExecConfig}
+    nested = {"sizes": SizeConfig, "wsd": WSDConfig, "transfer": TransferConfig, "exec": ExecConfig}
     lm_nested = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig}
     for key, cls in nested.items():
         if isinstance(values.get(key), dict):

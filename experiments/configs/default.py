@@ -15,11 +15,11 @@ def get_config() -> SweepConfig:
     return SweepConfig(
         name="default",
         budgets=(5e10, 1.6e11, 5e11, 1.6e12),
-        convention="6n",
+        convention="6n_attn_causal",
         sizes=SizeConfig(rule="aspect", range=(4e3, 4e5), per_budget=5, window=3.0,
                          tokens_per_param_guess=50.0, aspect=16.0, width_step=4,
                          head_dim=8, min_layers=2),
-        model=ModelConfig(vocab_size=64, compute_dtype="float32"),
+        model=ModelConfig(vocab_size=64, compute_dtype="float32", parametrization="mup", mup_base_width=4),
         data=DataConfig(),
         optim=OptimConfig(learning_rate=3e-3, warmup_steps=20, final_lr_frac=0.1),
         batch_size=8,

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from experiments import configs
-from experiments.configs import SizeConfig, SweepConfig, WSDConfig
+from experiments.configs import SizeConfig, SweepConfig, TransferConfig, WSDConfig
 from experiments.plan import format_plan, make_plan, shape_for, shapes_for_budget
 from lm import flops as flops_lib
 from lm.config import ModelConfig
@@ -91,7 +91,15 @@ def test_wsd_branches_match_their_cosine_twins(tiny):
 
 @pytest.mark.parametrize("change,match", [
     ({"sizes.rule": "golden"}, "size rule 'golden' is not known"),
-    ({"budgets": (1e3, 3e8)}, r"budget\(s\) \['1e\+03'\] have no feasible point"),
+    ({"budgets": (1e3, 3e8)}, r"budget C=1e\+03 gives its smallest size d16-L1 only 0 steps .* raise that budget"),
+    ({"min_tokens_per_param": 1e4}, r"budget\(s\) \['4e\+08', '8e\+08'\] have no feasible point"),
+    ({"wsd": WSDConfig(trunk_steps=30)}, r"branches at step 40, past the trunk's end \(wsd.trunk_steps=30\)"),
+    ({"wsd": WSDConfig(cooldown_frac=0.9), "optim.warmup_steps": 10}, "inside the warmup"),
+    ({"transfer": TransferConfig(learning_rates=(1e-3, 0.0))}, "learning-rate grid needs positive values"),
+    ({"transfer": TransferConfig(learning_rates=(1e-3, -1e-2))}, "learning-rate grid needs positive values"),
+    ({"transfer": TransferConfig(base_width=12), "sizes.head_dim": 4, "model.parametrization": "mup",
+      "model.mup_base_width": 8}, r"mup_base_width=8 does not divide the width\(s\) d_model=\[12\]"),
+    ({"model.parametrization": "mup", "model.mup_base_width": 16}, r"mup_base_width=16 does not divide"),
     ({"budgets": ()}, "budgets is empty"),
     ({"convention": "6nd"}, "convention '6nd' is not known"),
     ({"sizes.targets": (), "sizes.range": None}, "either as sizes.targets"),
@@ -113,3 +121,49 @@ def test_load_names_and_files(tmp_path):
         configs.load(str(bad))
     cfg = configs.load("default")        # the sweep.json round trip
     assert configs.from_dict(json.loads(json.dumps(cfg.identity()))).identity() == cfg.identity()
+
+
+def test_budgets_in_real_compute_count_attention(tiny):
+    """Under '6n_attn_causal' tokens come from FLOPs that include the causal attention scores, so a
+    budget buys fewer tokens than under '6n', and more so for the small (attention-heavy) models."""
+    plans = {conv: make_plan(configs.replace(tiny(), convention=conv)) for conv in ("6n", "6n_attn_causal")}
+    for spec in plans["6n_attn_causal"].runs:
+        model = spec.model(plans["6n_attn_causal"].config)
+        fpt = flops_lib.flops_per_token(model, 32, "6n_attn_causal")
+        assert spec.flops_per_token == fpt and fpt > flops_lib.flops_per_token(model, 32, "6n")
+        assert abs(spec.steps - spec.budget / fpt / (8 * 32)) <= 0.5
+        twin = plans["6n"].by_id()[spec.run_id]
+        assert spec.steps < twin.steps
+    ratio = {r.shape.name: plans["6n"].by_id()[r.run_id].steps / r.steps for r in plans["6n_attn_causal"].runs}
+    small, large = min(ratio, key=lambda n: int(n[1:].split("-")[0])), max(ratio, key=lambda n: int(n[1:].split("-")[0]))
+    assert ratio[small] >= ratio[large]
+
+
+def test_default_sweep_plans_in_real_compute_with_mup():
+    cfg = configs.load("default")
+    assert cfg.convention == "6n_attn_causal" and cfg.model.parametrization == "mup"
+    for spec in make_plan(cfg).runs:
+        tc = spec.train_config(cfg, cfg.directory).validate()
+        assert tc.model.parametrization == "mup" and tc.model.d_model % tc.model.mup_base_width == 0
+
+
+def test_transfer_plan_is_widths_by_rates_by_parametrizations():
+    cfg = configs.load("mup_transfer")
+    plan = make_plan(cfg)
+    t = cfg.transfer
+    assert len(plan.runs) == len(t.width_mults) * len(t.learning_rates) * len(t.parametrizations) == 40
+    seen = set()
+    for spec in plan.runs:
+        tc = spec.train_config(cfg, cfg.directory).validate()
+        assert spec.kind == "lr_transfer" and tc.steps == t.steps and tc.optim.schedule == "cosine"
+        assert tc.model.n_layers == t.n_layers and tc.model.d_model // t.base_width in t.width_mults
+        assert tc.optim.learning_rate == spec.learning_rate and tc.model.parametrization == spec.parametrization
+        seen.add((tc.model.d_model, tc.optim.learning_rate, tc.model.parametrization))
+    assert len(seen) == 40
+    assert "lr_transfer" in format_plan(plan) and "mup" in format_plan(plan)
+
+
+def test_wsd_trunk_can_run_past_its_last_branch(tiny):
+    plan = make_plan(tiny(wsd=WSDConfig(cooldown_frac=0.25, trunk_steps=200)))
+    trunks = [r for r in plan.runs if r.kind == "wsd_constant"]
+    assert trunks and all(t.steps == 200 and max(t.checkpoint_steps) < 200 for t in trunks)

@@ -107,7 +107,7 @@ def test_cli_plan_status_and_bad_input(tmp_path):
     infeasible = tmp_path / "infeasible.py"
     infeasible.write_text(open(config).read().replace("budgets=(400000000.0, 800000000.0)", "budgets=(1000.0,)"))
     out = run_cli("run", str(infeasible), "--out", str(tmp_path / "c"))
-    assert out.returncode == 2 and "no feasible point" in out.stderr and not os.path.exists(tmp_path / "c")
+    assert out.returncode == 2 and "gives its smallest size" in out.stderr and not os.path.exists(tmp_path / "c")
 
 
 def test_report_fits_all_approaches_from_the_table(tmp_path, tiny, capsys):
@@ -127,9 +127,12 @@ def test_report_fits_all_approaches_from_the_table(tmp_path, tiny, capsys):
     with open(os.path.join(cfg.directory, results_lib.SWEEP_FILE), "w") as f:
         json.dump(cfg.identity(), f)
     rng = np.random.default_rng(0)
+    n_opt = lambda c: (alpha * A / (beta * B)) ** (1 / (alpha + beta)) * (c / 6) ** (beta / (alpha + beta))
+    ladder = n_opt(cfg.budgets[0]) * np.sqrt(2.0) ** np.arange(-4, 12)    # sizes shared by budgets
     for budget in cfg.budgets:
-        n_opt = (alpha * A / (beta * B)) ** (1 / (alpha + beta)) * (budget / 6) ** (beta / (alpha + beta))
-        for i, n in enumerate(n_opt * np.geomspace(1 / 4, 4, 5)):
+        centre = int(np.argmin(abs(np.log(ladder / n_opt(budget)))))
+        for i in range(centre - 3, centre + 4):                            # 7 sizes, sqrt(2) apart
+            n = ladder[i]
             d = budget / (6 * n)
             loss = (E + A / n ** alpha + B / d ** beta) * np.exp(rng.normal(0, 0.002))
             for kind in ("cosine", "wsd_cooldown"):
@@ -138,12 +141,13 @@ def test_report_fits_all_approaches_from_the_table(tmp_path, tiny, capsys):
                     "run_id": f"{prefix}-C{budget:.0e}-{i}", "kind": kind, "status": "completed",
                     "budget": budget, "shape": f"s{i}", "N": n * 1.1, "N_nonembed": n, "D": d, "C": budget,
                     "loss": loss + (0.01 if kind != "cosine" else 0.0), "entropy_floor": E,
-                    "eval_curve": [{"step": 1, "tokens": d / 2, "eval_loss": loss + 0.1},
+                    "steps": 100, "branch_step": 80 if kind != "cosine" else None,
+                    "eval_curve": [{"step": 1, "tokens": d / 2, "eval_loss": loss + 5.0},   # mid-run: never fitted
                                    {"step": 2, "tokens": d, "eval_loss": loss}]})
     out = sweep.report(cfg.directory, n_bootstrap=20)
     text = capsys.readouterr().out
     for phrase in ("Approach 1: a =", "Approach 2: a =", "Approach 3: a =", "entropy floor = 1.3000",
-                   "Extrapolation to C = 3e+11", "WSD cooldowns vs cosine runs at equal (N, D) (20 pairs)",
+                   "Extrapolation to C = 3e+11", "WSD cooldowns vs cosine runs at equal (N, D) (28 pairs)",
                    "IsoFLOP minima"):
         assert phrase in text, phrase
     assert abs(out["E"]["value"] - E) < 0.1
@@ -151,5 +155,8 @@ def test_report_fits_all_approaches_from_the_table(tmp_path, tiny, capsys):
     assert all(abs(v - beta / (alpha + beta)) < 0.1 for v in a.values()), a
     assert abs(out["extrapolation"]["error"]) < 0.02
     assert all(abs(r["delta"] - 0.01) < 1e-9 for r in out["wsd"])
+    assert "WSD IsoFLOP sweep (28 cooldowns on" in text and "= 20 % of cosine" in text
+    a_wsd = {row["approach"]: row["a"] for row in out["wsd_law"]["exponents"]}
+    assert abs(a_wsd["Approach 2"] - a["Approach 2"]) < 0.03 and abs(a_wsd["Approach 3"] - a["Approach 3"]) < 0.03
     assert {"isoflops.png", "allocations.png"} <= set(os.listdir(os.path.join(cfg.directory, "plots")))
-    assert json.load(open(os.path.join(cfg.directory, "report.json")))["fitted"] == 20
+    assert json.load(open(os.path.join(cfg.directory, "report.json")))["fitted"] == 28
