@@ -263,7 +263,7 @@ def fit_table(frame, convention: str, kind: str = "cosine", shapes=None):
         "run": rows["run_id"].to_numpy(), "N": rows[n_col].astype(float).to_numpy(),
         "D": rows["D"].astype(float).to_numpy(), "C": rows["C"].astype(float).to_numpy(),
         "loss": rows["loss"].astype(float).to_numpy(), "budget": rows["budget"].astype(float).to_numpy(),
-        "shape": rows["shape"].to_numpy()})
+        "shape": (rows["shape"] if "shape" in rows else rows[n_col].astype(str)).to_numpy()})
     if convention == "6n":
         return table, None
     order = np.argsort(np.log(table["N"].to_numpy()))

@@ -53,7 +53,7 @@ def _vertex(lrs: list[float], losses: list[float]) -> tuple[float, float, bool]:
     curv = (d2 - d1) / (x[2] - x[0])              # half the second derivative
     if curv <= 0:
         return lrs[i], losses[i], False
-    slope_mid = d1 - curv * (x[1] - x[0])          # derivative of the parabola at x[1]
+    slope_mid = d1 + curv * (x[1] - x[0])          # derivative of the parabola at x[1]
     xv = min(max(x[1] - slope_mid / (2 * curv), x[0]), x[2])
     loss = y[1] + slope_mid * (xv - x[1]) + curv * (xv - x[1]) ** 2
     return math.exp(xv), loss, False
@@ -104,9 +104,20 @@ def format_transfer(table: "pd.DataFrame", optima: "pd.DataFrame") -> str:
 
 
 def plot_transfer(table: "pd.DataFrame", optima: "pd.DataFrame", path: str) -> str:
-    """Loss vs learning rate per width (one panel per parametrisation) and optimal lr vs width."""
+    """transfer_figure saved as a PNG at `path` (no display needed)."""
     import matplotlib
     matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = transfer_figure(table, optima)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def transfer_figure(table: "pd.DataFrame", optima: "pd.DataFrame"):
+    """Loss vs learning rate per width (one panel per parametrisation) and optimal lr vs width."""
     import matplotlib.pyplot as plt
     import numpy as np
 
@@ -131,10 +142,7 @@ def plot_transfer(table: "pd.DataFrame", optima: "pd.DataFrame", path: str) -> s
            title="optimal learning rate vs width")
     ax.legend()
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def report_transfer(folder: str, frame: "pd.DataFrame") -> tuple[list[str], dict[str, Any]]:

@@ -99,12 +99,29 @@ def _fake_sweep(folder, floor=1.333):
                 "status": "completed"})
 
 
+def _fake_transfer(folder):
+    """A transfer sweep's table: loss a parabola in ln(lr), optimum fixed under muP, moving under SP."""
+    import math
+
+    from experiments.results import append_row
+    os.makedirs(folder)
+    for param in ("standard", "mup"):
+        for width in (16, 32, 64, 128):
+            best = 8e-3 if param == "mup" else 8e-3 * 16 / width
+            for lr in (2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2):
+                append_row(str(folder), {"run_id": f"lr-{param}-d{width}-lr{lr:g}", "kind": "lr_transfer",
+                                         "status": "completed", "loss": 2 + 0.05 * math.log(lr / best) ** 2,
+                                         "d_model": width, "learning_rate": lr, "parametrization": param})
+
+
 def test_scaling_analysis(tmp_path, monkeypatch):
     _fake_sweep(tmp_path / "sweep")
-    nb = execute("scaling_analysis.ipynb", {"LM_NB_SWEEP": str(tmp_path / "sweep"), "LM_NB_BOOTSTRAP": "20"},
-                 monkeypatch)
+    _fake_transfer(tmp_path / "transfer")
+    nb = execute("scaling_analysis.ipynb", {"LM_NB_SWEEP": str(tmp_path / "sweep"), "LM_NB_BOOTSTRAP": "20",
+                                            "LM_NB_TRANSFER": str(tmp_path / "transfer")}, monkeypatch)
     text = outputs_text(nb)
     assert "20 runs" in text and "Extrapolation to C = 3e+12" in text
     assert "entropy floor of the synthetic language = 1.3330" in text
+    assert "Optimal learning rate under mup: varies 1.00x over 8x width" in text
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(images) >= 4
+    assert len(images) >= 5

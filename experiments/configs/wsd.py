@@ -1,9 +1,11 @@
-"""Warmup-stable-decay beside cosine (Hagele et al. 2024): `lm-sweep run wsd`.
+"""A WSD IsoFLOP sweep beside the cosine one (Hagele et al. 2024): `lm-sweep run wsd`.
 
-The default sweep's language, shapes and optimizer at 3 budgets (3e10-3e11), plus, for three
-sizes that appear at every budget, one constant-learning-rate trunk each with a 20 % (1 - sqrt)
-cooldown branched at each budget's token count. The report compares each cooldown with its cosine
-twin at equal (N, D). About 45 % of the default sweep's compute.
+The default sweep (same language, shapes, budgets, muP and learning rate), plus for every shape one
+constant-learning-rate trunk that checkpoints at each of its budgets' token counts, and a 20 %
+(1 - sqrt) cooldown branched there for each budget: every WSD point has a cosine twin at equal
+(N, D). The report fits both sweeps (Approach 1 from finished horizons: cooldown ends and ended
+cosine runs), prints their exponents a side by side with Approach 3's laws, and the training FLOPs
+each used (WSD: trunks plus the cooldowns' own steps).
 """
 
 from experiments.configs import WSDConfig, replace
@@ -11,5 +13,4 @@ from experiments.configs.default import get_config as default
 
 
 def get_config():
-    return replace(default(), name="wsd", budgets=(3e10, 1e11, 3e11),
-                   wsd=WSDConfig(sizes=("d20-L2", "d24-L2", "d32-L2"), cooldown_frac=0.2, decay_shape="sqrt"))
+    return replace(default(), name="wsd", wsd=WSDConfig(sizes=(), cooldown_frac=0.2, decay_shape="sqrt"))
