@@ -65,7 +65,7 @@ def test_results_table_records_learning_rates_and_parametrization(tiny):
 def test_small_wsd_isoflop_sweep_beside_cosine(tiny, capsys):
     """3 budgets x 3 sizes, cosine and WSD (one trunk per size, a cooldown per budget): both laws
     fitted from finished horizons, their exponents side by side, WSD's FLOPs below cosine's."""
-    cfg = tiny(budgets=(4e8, 8e8, 1.6e9), targets=(3e3, 5e3, 9e3), min_steps=20,
+    cfg = tiny(budgets=(2e8, 4e8, 8e8), targets=(2e3, 5e3, 1.2e4), min_steps=10,
                wsd=WSDConfig(cooldown_frac=0.25))
     outcome = runner.run_sweep(cfg)
     assert not outcome.failed and not outcome.blocked
