@@ -381,7 +381,7 @@ def _transfer_runs(cfg: SweepConfig) -> list[RunSpec]:
         shape = Shape(width, t.n_layers, width // head_dim, cfg.sizes.ff_mult * width)
         _check_mup_widths(cfg, [shape], "mup" in t.parametrizations)
         for param in t.parametrizations:
-            for lr in t.learning_rates:
+            for lr in t.grid(param):
                 runs.append(_spec(cfg, f"lr-{param}-{shape.name}-lr{lr:g}", "lr_transfer", shape, None, t.steps,
                                   learning_rate=lr, parametrization=param))
     if t.steps < cfg.min_steps or t.steps <= cfg.optim.warmup_steps:
@@ -523,8 +523,9 @@ def format_plan(plan: Plan, seconds: dict[str, float] | None = None) -> str:
             row.append(f"{seconds.get(r.run_id, float('nan')):.0f}")
         rows.append(row)
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
-    what = (f"learning-rate transfer, {len(cfg.transfer.width_mults)} widths x {len(cfg.transfer.learning_rates)} "
-            f"rates x {len(cfg.transfer.parametrizations)} parametrisations" if cfg.transfer else f"{len(cfg.budgets)} budgets")
+    t = cfg.transfer
+    what = (f"learning-rate transfer, {len(t.width_mults)} widths x {'/'.join(str(len(t.grid(p))) for p in t.parametrizations)} "
+            f"rates x {len(t.parametrizations)} parametrisations" if t else f"{len(cfg.budgets)} budgets")
     lines = [f"Sweep {cfg.name!r}: {what}, {len(plan.runs)} runs, C in training FLOPs "
              f"({cfg.convention!r}), N = parameters, D = tokens, batch {cfg.batch_size} x {cfg.seq_len}",
              "  ".join(h.ljust(w) for h, w in zip(head, widths)),

@@ -148,7 +148,14 @@ class TransferConfig:
     n_layers: int = 2
     """Depth of every model (fixed: muP transfers across width)."""
     learning_rates: tuple[float, ...] = (2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2)
-    """Peak learning rates tried at every width (the grid; the base rate under muP)."""
+    """Peak learning rates tried at every width (the grid) under the standard parametrisation."""
+    mup_learning_rates: tuple[float, ...] = ()
+    """The grid under muP (its base rate: embeddings and unembedding train at it, hidden matrices at
+    it / m); () = learning_rates. muP's optimum sits higher when m > 1 at every width trained."""
+
+    def grid(self, parametrization: str) -> tuple[float, ...]:
+        """The learning rates tried under `parametrization`."""
+        return self.mup_learning_rates if parametrization == "mup" and self.mup_learning_rates else self.learning_rates
     parametrizations: tuple[str, ...] = ("standard", "mup")
     """Parametrisations compared (lm.config.PARAMETRIZATIONS)."""
     steps: int = 300
@@ -156,11 +163,13 @@ class TransferConfig:
 
     def validate(self) -> "TransferConfig":
         from lm.config import PARAMETRIZATIONS
-        if not self.learning_rates or min(self.learning_rates) <= 0:
-            raise ValueError(f"transfer.learning_rates={self.learning_rates}: the learning-rate grid needs "
-                             "positive values, e.g. (2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2)")
-        if len(set(self.learning_rates)) != len(self.learning_rates):
-            raise ValueError(f"transfer.learning_rates={self.learning_rates} repeat a value; list each once")
+        for name in ("learning_rates", "mup_learning_rates"):
+            grid = getattr(self, name)
+            if (name == "learning_rates" and not grid) or any(lr <= 0 for lr in grid):
+                raise ValueError(f"transfer.{name}={grid}: the learning-rate grid needs positive values, "
+                                 "e.g. (2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2)")
+            if len(set(grid)) != len(grid):
+                raise ValueError(f"transfer.{name}={grid} repeat a value; list each once")
         if not self.width_mults or min(self.width_mults) < 1 or len(set(self.width_mults)) != len(self.width_mults):
             raise ValueError(f"transfer.width_mults={self.width_mults} must be distinct whole numbers >= 1, "
                              "e.g. (1, 2, 4, 8)")

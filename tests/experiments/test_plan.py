@@ -97,6 +97,7 @@ def test_wsd_branches_match_their_cosine_twins(tiny):
     ({"wsd": WSDConfig(cooldown_frac=0.9), "optim.warmup_steps": 10}, "inside the warmup"),
     ({"transfer": TransferConfig(learning_rates=(1e-3, 0.0))}, "learning-rate grid needs positive values"),
     ({"transfer": TransferConfig(learning_rates=(1e-3, -1e-2))}, "learning-rate grid needs positive values"),
+    ({"transfer": TransferConfig(mup_learning_rates=(0.1, 0.0))}, r"mup_learning_rates=\(0.1, 0.0\): the learning-rate grid"),
     ({"transfer": TransferConfig(base_width=12), "sizes.head_dim": 4, "model.parametrization": "mup",
       "model.mup_base_width": 8}, r"mup_base_width=8 does not divide the width\(s\) d_model=\[12\]"),
     ({"model.parametrization": "mup", "model.mup_base_width": 16}, r"mup_base_width=16 does not divide"),
@@ -151,7 +152,8 @@ def test_transfer_plan_is_widths_by_rates_by_parametrizations():
     cfg = configs.load("mup_transfer")
     plan = make_plan(cfg)
     t = cfg.transfer
-    assert len(plan.runs) == len(t.width_mults) * len(t.learning_rates) * len(t.parametrizations) == 40
+    assert len(plan.runs) == len(t.width_mults) * sum(len(t.grid(p)) for p in t.parametrizations) == 40
+    assert t.grid("mup") != t.grid("standard")
     seen = set()
     for spec in plan.runs:
         tc = spec.train_config(cfg, cfg.directory).validate()
@@ -159,6 +161,7 @@ def test_transfer_plan_is_widths_by_rates_by_parametrizations():
         assert tc.model.n_layers == t.n_layers and tc.model.d_model // t.base_width in t.width_mults
         assert tc.optim.learning_rate == spec.learning_rate and tc.model.parametrization == spec.parametrization
         seen.add((tc.model.d_model, tc.optim.learning_rate, tc.model.parametrization))
+        assert spec.learning_rate in t.grid(spec.parametrization)
     assert len(seen) == 40
     assert "lr_transfer" in format_plan(plan) and "mup" in format_plan(plan)
 
