@@ -98,8 +98,9 @@ def format_transfer(table: "pd.DataFrame", optima: "pd.DataFrame") -> str:
                      f"{r.loss_opt:8.4f}")
     lines.append("  (* best at the edge of the grid: the optimum may lie outside it)")
     for param, s in transfer_spread(optima).items():
+        edges = f"; {s['edges']} width(s) best at a grid edge, so this is a bound" if s["edges"] else ""
         lines.append(f"Optimal learning rate under {param}: varies {s['lr_ratio']:.2f}x over {s['width_span']:.0f}x "
-                     f"width" + (" (within 2x: transfers)" if s["lr_ratio"] <= 2 else " (more than 2x)"))
+                     f"width" + (" (within 2x: transfers" if s["lr_ratio"] <= 2 else " (more than 2x") + edges + ")")
     return "\n".join(lines)
 
 
