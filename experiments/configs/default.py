@@ -10,7 +10,7 @@ width): embeddings and unembedding train at the base rate, hidden matrices at ba
 logits x 4 / d_model. Base rate 0.2 from `lm-sweep run mup_transfer` (2026-11-30, 300-step runs at
 widths 8-64): muP's optimum was 0.13 at d8, 0.23 at d16, 0.32 at d32 and 0.31 at d64 (2.4x over 8x
 width), the standard parametrisation's moved from >= 0.16 at d8 to 0.009 at d64; 0.2 is within
-about 0.02 nats of each width's optimum there. The sweep's longer runs may prefer a lower rate.
+0.04 nats of muP's optimum at each of those widths (BENCHMARKS.md). The sweep's longer runs may prefer a lower rate.
 
 Planned: 30 runs, 1.1e5 optimizer steps (the previous default, 4 budgets 5e10-1.6e12 in '6n': 20
 runs, 9.3e4 steps, about 8 minutes on 2 idle cores). Its wall time on 2 quiet cores is yet to be
