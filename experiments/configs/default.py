@@ -1,21 +1,22 @@
 """The main job (`make sweep`): an IsoFLOP sweep on the built-in synthetic language.
 
-6 budgets from 1.6e10 to 1.6e12 training FLOPs (100x), counted in real compute: '6n_attn_causal' (6N
-plus the causal attention scores, which add up to ~28 % to the smallest models at seq 64; the
-results table keeps every convention's C). 5 sizes per budget from one ladder of 9 shapes (d8-L2
-.. d56-L4, 2.6K-205K non-embedding parameters), centred on a guess of 50 tokens per parameter.
+6 budgets from 1.6e10 to 1.6e12 training FLOPs (100x), counted in real compute: '6n_attn_causal'
+(6N plus the causal attention scores, which add 7 % to 28 % or more to these models' compute at
+seq 64; the results table keeps every convention's C). 5 sizes per budget from one ladder of 9
+shapes (d8-L2 .. d56-L4, 2.6K-205K non-embedding parameters), centred on a guess of 50 tokens per
+parameter.
 
 Learning rate per size through muP (model.parametrization='mup', mup_base_width=4 divides every
 width): embeddings and unembedding train at the base rate, hidden matrices at base / (d_model / 4),
 logits x 4 / d_model. Base rate 0.2 from `lm-sweep run mup_transfer` (2026-11-30, 300-step runs at
 widths 8-64): muP's optimum was 0.13 at d8, 0.23 at d16, 0.32 at d32 and 0.31 at d64 (2.4x over 8x
 width), the standard parametrisation's moved from >= 0.16 at d8 to 0.009 at d64; 0.2 is within
-0.04 nats of muP's optimum at each of those widths (BENCHMARKS.md). The sweep's longer runs may prefer a lower rate.
+0.04 nats of muP's optimum at each of those widths (BENCHMARKS.md). The sweep's longer runs may
+prefer a lower rate.
 
 Planned: 30 runs, 1.1e5 optimizer steps (the previous default, 4 budgets 5e10-1.6e12 in '6n': 20
-runs, 9.3e4 steps, about 8 minutes on 2 idle cores). Its wall time on 2 quiet cores is yet to be
-measured. float32 compute:
-bfloat16 was no faster at these widths on this CPU.
+runs, 9.3e4 steps, about 8 minutes on 2 idle cores); its wall time on 2 quiet cores is yet to be
+measured. float32 compute: bfloat16 was no faster at these widths on this CPU.
 """
 
 from experiments.configs import ExecConfig, SizeConfig, SweepConfig
