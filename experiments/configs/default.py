@@ -1,8 +1,8 @@
 """The main job (`make sweep`): an IsoFLOP sweep on the built-in synthetic language.
 
 6 budgets from 1.6e10 to 1.6e12 training FLOPs (100x), counted in real compute: '6n_attn_causal'
-(6N plus the causal attention scores, which add 7 % to 28 % or more to these models' compute at
-seq 64; the results table keeps every convention's C). 5 sizes per budget from one ladder of 9
+(6N plus the causal attention scores, which add 7 % (d56-L4) to 39 % (d8-L2) to 6N at seq 64; the
+results table keeps every convention's C). 5 sizes per budget from one ladder of 9
 shapes (d8-L2 .. d56-L4, 2.6K-205K non-embedding parameters), centred on a guess of 50 tokens per
 parameter.
 
