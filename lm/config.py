@@ -317,7 +317,8 @@ class DataConfig:
     """Where tokens come from and how they are cut into sequences."""
 
     source: str = "synthetic"
-    """'synthetic' (built-in language with a known entropy floor), 'tfds:NAME[/CONFIG]' (a prepared
+    """'synthetic' (built-in language with a known entropy floor), 'translation' (paired data for
+    encoder-decoder models: a synthetic noisy-channel translation task, see lm.data.paired), 'tfds:NAME[/CONFIG]' (a prepared
     TFDS text data set) or 'text:GLOB' (local text files, prepared through a project TFDS builder)."""
     seq_len: int = 128
     """Tokens per training sequence; must not exceed the model's max_seq_len."""
@@ -348,17 +349,21 @@ class DataConfig:
     """Seed that defines the language itself (its transition and emission tables)."""
     synthetic_vocab: int = 64
     """Tokens of the synthetic language (the model's vocab_size must be at least this)."""
+    translation_noise: float = 0.1
+    """Translation task only: mean probability that a word is replaced by a random word, in [0, 0.5]."""
     max_documents: int | None = None
     """Text sources only: cap the documents read per split (None = all); for quick trials."""
 
     def validate(self) -> "DataConfig":
         check_fields(self, prefix="data.")
         _check_positive(seq_len=self.seq_len)
-        if not (self.source == "synthetic" or self.source.startswith(("tfds:", "text:"))):
-            raise ValueError(f"data source {self.source!r} is not known; use 'synthetic', "
+        if not (self.source in ("synthetic", "translation") or self.source.startswith(("tfds:", "text:"))):
+            raise ValueError(f"data source {self.source!r} is not known; use 'synthetic', 'translation', "
                              "'tfds:NAME' (e.g. tfds:tiny_shakespeare) or 'text:/path/*.txt'")
         if self.source.startswith(("tfds:", "text:")) and not self.source.split(":", 1)[1]:
             raise ValueError(f"data source {self.source!r} names nothing after the colon")
+        if not 0.0 <= self.translation_noise <= 0.5:
+            raise ValueError(f"translation_noise={self.translation_noise} is outside [0, 0.5]; pick e.g. 0.1")
         if self.tokenizer_type not in ("bpe", "unigram"):
             raise ValueError(f"tokenizer_type={self.tokenizer_type!r}; pick 'bpe' or 'unigram'")
         if self.max_documents is not None and self.max_documents <= 0:
@@ -470,7 +475,13 @@ class TrainConfig:
                    checkpoint_every=self.checkpoint_every, keep_checkpoints=self.keep_checkpoints,
                    seed=self.seed, d_model=self.model.d_model, n_layers=self.model.n_layers,
                    n_heads=self.model.n_heads, vocab_size=self.model.vocab_size, seq_len=self.data.seq_len)
-        if self.data.source == "synthetic" and self.data.synthetic_vocab > self.model.vocab_size:
+        paired, enc_dec = self.data.source == "translation", self.model.n_encoder_layers > 0
+        if paired != enc_dec:
+            raise ValueError(f"data.source={self.data.source!r} with model.n_encoder_layers="
+                             f"{self.model.n_encoder_layers}: encoder-decoder models train on paired data and "
+                             "decoder-only models on single streams; set data.source=translation with "
+                             "model.n_encoder_layers > 0, or n_encoder_layers=0 with another source")
+        if self.data.source in ("synthetic", "translation") and self.data.synthetic_vocab > self.model.vocab_size:
             raise ValueError(f"the synthetic language has {self.data.synthetic_vocab} tokens but model.vocab_size="
                              f"{self.model.vocab_size}; set model.vocab_size >= {self.data.synthetic_vocab}")
         _check_positive(steps=self.steps, batch_size=self.batch_size, eval_batches=self.eval_batches,

@@ -43,6 +43,22 @@ def lm_loss(params: Any, tokens_BxL1: jax.Array, cfg: ModelConfig) -> tuple[jax.
     return jnp.mean(nll_BxL), jnp.asarray(nll_BxL.size, jnp.float32)
 
 
+def seq2seq_loss(params: Any, rows_BxR: jax.Array, cfg: ModelConfig, src_len: int) -> tuple[jax.Array, jax.Array]:
+    """Encoder-decoder loss: (mean target cross-entropy in nats, number of scored target tokens).
+
+    rows_BxR = [src (src_len) | tgt (T+1)] (lm.data.paired): the encoder reads src, the decoder reads
+    tgt[:, :-1] and is scored on tgt[:, 1:]; target ids < 0 are padding, neither scored nor counted
+    (the source must be unpadded: the encoder and cross-attention see every source position).
+    """
+    src_BxS, tgt_BxT1 = rows_BxR[:, :src_len], rows_BxR[:, src_len:]
+    inputs_BxT, targets_BxT = jnp.maximum(tgt_BxT1[:, :-1], 0), tgt_BxT1[:, 1:]
+    logits_BxTxV = model_lib.forward(params, inputs_BxT, cfg, src_BxS=jnp.maximum(src_BxS, 0))
+    nll_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, jnp.maximum(targets_BxT, 0))
+    keep_BxT = (targets_BxT >= 0).astype(jnp.float32)
+    count = jnp.sum(keep_BxT)
+    return jnp.sum(nll_BxT * keep_BxT) / jnp.maximum(count, 1.0), count
+
+
 def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, grad_accum: int = 1):
     """A pure `(state, batch) -> (state, metrics)`; with grad_accum > 1 the batch's leading axis is
     split into that many micro-batches whose gradients are averaged (scan: one compiled body)."""

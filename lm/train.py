@@ -64,6 +64,14 @@ def _build_data(cfg: TrainConfig):
     return train_ds, eval_ds, train, evals
 
 
+def _loss_fn(cfg: TrainConfig):
+    """None (next-token loss) for decoder-only runs; the target-only seq2seq loss for encoder-decoders."""
+    if not cfg.model.n_encoder_layers:
+        return None
+    from lm.step import seq2seq_loss
+    return lambda params, rows: seq2seq_loss(params, rows, cfg.model, cfg.data.seq_len)
+
+
 def _has_checkpoint(folder: str) -> bool:
     return os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder))
 
@@ -234,7 +242,7 @@ def _train(cfg: TrainConfig, restart: bool) -> dict[str, Any]:
 
     mesh = make_mesh(cfg.mesh)
     tx, lr_table = _optimizer(cfg)
-    compiled = compile_steps(cfg.model, tx, mesh, grad_accum=cfg.optim.grad_accum)
+    compiled = compile_steps(cfg.model, tx, mesh, grad_accum=cfg.optim.grad_accum, loss_fn=_loss_fn(cfg))
     ckpts = Checkpoints(os.path.join(cfg.out_dir, "checkpoints"), keep=cfg.keep_checkpoints)
     problems: list[str] = []
     try:

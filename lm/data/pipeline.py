@@ -144,6 +144,9 @@ def build_dataset(cfg: DataConfig, split: str, *, vocab_size_hint: int | None = 
             raise ValueError(f"the model's vocab_size={vocab_size_hint} is below the synthetic language's "
                              f"{spec.vocab} tokens; raise model.vocab_size to >= {spec.vocab}")
         return SyntheticDataset(spec, split, SYNTHETIC_SHARDS[split], cfg.seq_len)
+    if cfg.source == "translation":
+        from lm.data import paired
+        return paired.build_translation(cfg, split, vocab_size_hint)
     return _build_text_dataset(cfg, split, vocab_size_hint, workdir)
 
 
@@ -305,7 +308,10 @@ def to_device(batch: np.ndarray, sharding) -> "Any":
 
 def floor_of(dataset: Dataset, tokens: np.ndarray) -> float:
     """Exact Bayes-optimal mean -log p(x_t | x_<t) over the targets [:, 1:] of [B, seq+1] batches
-    (each row conditioned only on its own prefix, as the model sees it). Synthetic data only."""
+    (each row conditioned only on its own prefix, as the model sees it). Synthetic data only
+    (for the translation task: the channel's -log p of each target token given its source)."""
+    if hasattr(dataset, "floor_of"):
+        return dataset.floor_of(tokens)
     if not isinstance(dataset, SyntheticDataset):
         raise ValueError(f"{dataset.name} has no known entropy floor; floor_of needs the synthetic source")
     tokens = np.asarray(tokens)
