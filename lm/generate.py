@@ -17,7 +17,9 @@ whose probability reaches top_p (1.0 = all), then draw. temperature 0 is greedy 
     lm-sample runs/text --prompt "The king" --top-p 0.9 --num-samples 3
     lm-sample runs/text --chat --prompt "Who sang of bread?" --temperature 0.7
 
-Encoder-decoder models (n_encoder_layers > 0) are not covered by cached sampling.
+Encoder-decoder models (n_encoder_layers > 0) take a source per prompt (`sources`, lm-sample
+--source): the prefill runs the encoder once and caches every decoder layer's cross-attention keys
+and values; the steps reuse them. Sources in one batch must have one length (no padding mask yet).
 """
 
 from __future__ import annotations
@@ -129,31 +131,33 @@ def pad_prompts(prompts: Sequence[Sequence[int]], width: int) -> tuple[np.ndarra
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "max_new", "use_cache"))
-def _generate(params, tokens_BxP, positions_BxP, knobs, stop_S, key, *, cfg: ModelConfig,
+def _generate(params, tokens_BxP, positions_BxP, knobs, stop_S, key, src_BxS=None, *, cfg: ModelConfig,
               max_new: int, use_cache: bool):
-    """int32 [B, max_new]: generated ids (columns after a row's stop token are meaningless)."""
+    """int32 [B, max_new]: generated ids (columns after a row's stop token are meaningless).
+    src_BxS: the sources of an encoder-decoder model (encoded once, by the prefill), else None."""
     temperature, top_k, top_p = knobs
     b, p = tokens_BxP.shape
     lengths_B = jnp.sum(positions_BxP >= 0, axis=1).astype(jnp.int32)
+    src_len = None if src_BxS is None else src_BxS.shape[1]
 
     if use_cache:
         logits, state = model_lib.decode(params, tokens_BxP, positions_BxP,
-                                         model_lib.init_cache(cfg, b, p + max_new), cfg)
+                                         model_lib.init_cache(cfg, b, p + max_new, src_len), cfg, src_BxS)
 
         def advance(state, tok_B, j):   # feed generated token j (slot p + j); logits for j + 1
             logits, state = model_lib.decode(params, tok_B[:, None], (lengths_B + j)[:, None], state, cfg)
             return logits[:, 0], state
     else:
-        empty = model_lib.init_cache(cfg, b, p + max_new)
+        empty = model_lib.init_cache(cfg, b, p + max_new, src_len)
         state = (jnp.pad(tokens_BxP, ((0, 0), (0, max_new))),
                  jnp.pad(positions_BxP, ((0, 0), (0, max_new)), constant_values=-1))
-        logits, _ = model_lib.decode(params, *state, empty, cfg)
+        logits, _ = model_lib.decode(params, *state, empty, cfg, src_BxS)
 
         def advance(state, tok_B, j):   # write token j into the sequence, recompute all of it
             seq_tok, seq_pos = state
             seq_tok = jax.lax.dynamic_update_slice_in_dim(seq_tok, tok_B[:, None], p + j, axis=1)
             seq_pos = jax.lax.dynamic_update_slice_in_dim(seq_pos, (lengths_B + j)[:, None], p + j, axis=1)
-            logits, _ = model_lib.decode(params, seq_tok, seq_pos, empty, cfg)
+            logits, _ = model_lib.decode(params, seq_tok, seq_pos, empty, cfg, src_BxS)
             return jax.lax.dynamic_index_in_dim(logits, p + j, axis=1, keepdims=False), (seq_tok, seq_pos)
 
     def is_stop(tok_B):
@@ -178,11 +182,12 @@ def _generate(params, tokens_BxP, positions_BxP, knobs, stop_S, key, *, cfg: Mod
 
 
 def generate(params: Any, cfg: ModelConfig, prompts: Sequence[Sequence[int]],
-             sampling: SamplingConfig = SamplingConfig(), *, use_cache: bool = True) -> Generation:
-    """Continue each prompt (a list of token ids; lengths may differ) under `sampling`."""
-    if cfg.n_encoder_layers:
-        raise ValueError("sampling covers decoder-only models; this one has an encoder "
-                         "(n_encoder_layers > 0), which lm.generate does not support")
+             sampling: SamplingConfig = SamplingConfig(), *, use_cache: bool = True,
+             sources: Sequence[Sequence[int]] | None = None) -> Generation:
+    """Continue each prompt (a list of token ids; lengths may differ) under `sampling`.
+    Encoder-decoder models also take one source per prompt (`sources`, all of one length): the
+    encoder runs once and its cross-attention keys/values are cached for the whole continuation."""
+    src = _check_sources(cfg, sources, len(prompts))
     sampling.validate(cfg.vocab_size)
     prompts = [[int(t) for t in p] for p in prompts]
     if not prompts or any(len(p) == 0 for p in prompts):
@@ -203,7 +208,7 @@ def generate(params: Any, cfg: ModelConfig, prompts: Sequence[Sequence[int]],
     stop = np.full(-(-max(len(sampling.stop_tokens), 1) // 8) * 8, -1, np.int32)  # padded: fewer shapes
     stop[:len(sampling.stop_tokens)] = sampling.stop_tokens
     knobs = (jnp.float32(sampling.temperature), jnp.int32(sampling.top_k), jnp.float32(sampling.top_p))
-    out = np.asarray(_generate(params, tokens, positions, knobs, stop, jax.random.key(sampling.seed),
+    out = np.asarray(_generate(params, tokens, positions, knobs, stop, jax.random.key(sampling.seed), src,
                                cfg=cfg, max_new=sampling.max_new_tokens, use_cache=use_cache))
     result, finish = [], []
     for row in out:
@@ -211,6 +216,29 @@ def generate(params: Any, cfg: ModelConfig, prompts: Sequence[Sequence[int]],
         result.append(row[:hits[0]].tolist() if hits.size else row.tolist())
         finish.append("stop" if hits.size else "length")
     return Generation(result, finish)
+
+
+def _check_sources(cfg: ModelConfig, sources, n_prompts: int) -> np.ndarray | None:
+    """int32 [B, S] sources of an encoder-decoder model (None for decoder-only), checked."""
+    if not cfg.n_encoder_layers:
+        if sources is not None:
+            raise ValueError("sources are for encoder-decoder models; this one is decoder-only (drop them)")
+        return None
+    if sources is None:
+        raise ValueError("this model is an encoder-decoder (n_encoder_layers > 0): give one source per "
+                         "prompt (generate(..., sources=[[ids], ...]); lm-sample --source)")
+    sources = [[int(t) for t in s] for s in sources]
+    if len(sources) != n_prompts or any(len(s) == 0 for s in sources):
+        raise ValueError(f"give one non-empty source per prompt: {len(sources)} sources for {n_prompts} prompts")
+    if len({len(s) for s in sources}) > 1:
+        raise ValueError(f"sources of different lengths {sorted({len(s) for s in sources})} in one batch: the "
+                         "encoder has no padding mask yet; sample sources of each length in separate calls")
+    if len(sources[0]) > cfg.max_seq_len:
+        raise ValueError(f"a source of {len(sources[0])} tokens is longer than the encoder's context "
+                         f"max_seq_len={cfg.max_seq_len}; shorten it to <= {cfg.max_seq_len} tokens")
+    if min(map(min, sources)) < 0 or max(map(max, sources)) >= cfg.vocab_size:
+        raise ValueError(f"a source holds ids outside the vocabulary [0, {cfg.vocab_size})")
+    return np.asarray(sources, np.int32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,7 +275,7 @@ def _tokenizer(cfg: TrainConfig, run_dir: str, override: str | None):
     from lm.data import tokenizer as tok
     if override:
         return tok.load_tokenizer(override)
-    if cfg.data.source == "synthetic":
+    if cfg.data.source in ("synthetic", "translation"):   # plain token ids
         return None
     candidates = []
     if cfg.data.tokenizer == tok.BYTE:
@@ -331,9 +359,11 @@ def _parse_ids(text: str, vocab: int, what: str = "--prompt") -> list[int]:
 
 def sample_run(run: Run, prompts: Sequence[str], sampling: SamplingConfig, *, num_samples: int = 1,
                chat: bool = False, template: str = "transcript", system: str | None = None,
-               stop: Sequence[str] = (), use_cache: bool = True) -> list[dict[str, Any]]:
+               stop: Sequence[str] = (), use_cache: bool = True,
+               sources: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Continuations of text prompts (or id strings for synthetic runs): one dict per (prompt,
-    sample) with prompt, continuation (text, or ids), tokens, finish."""
+    sample) with prompt, continuation (text, or ids), tokens, finish. Encoder-decoder runs (the
+    translation task) take one source per prompt, as id strings like the prompts."""
     from lm import chat as chat_lib
     if num_samples < 1:
         raise ValueError(f"num_samples={num_samples} must be >= 1")
@@ -346,6 +376,10 @@ def sample_run(run: Run, prompts: Sequence[str], sampling: SamplingConfig, *, nu
         stop_tokens += [_parse_ids(s, vocab, "--stop")[0] for s in stop]
         stop_strings = []
         encoded = [_parse_ids(p, vocab) for p in prompts]
+        if sources is not None:
+            sources = [_parse_ids(s, vocab, "--source") for s in sources]
+    elif sources is not None:
+        raise ValueError("--source is for encoder-decoder runs on paired token ids; this run has a tokenizer")
     else:
         if chat:
             tmpl = chat_lib.get_template(template)
@@ -360,8 +394,11 @@ def sample_run(run: Run, prompts: Sequence[str], sampling: SamplingConfig, *, nu
         encoded = [[tok.eos_id] + tok.encode(p) for p in prompts]
     sampling = dataclasses.replace(sampling, stop_tokens=tuple(dict.fromkeys(int(t) for t in stop_tokens)))
     batch = [ids for ids in encoded for _ in range(num_samples)]
+    if sources is not None and len(sources) != len(encoded):
+        raise ValueError(f"give one --source per --prompt: {len(sources)} sources for {len(encoded)} prompts")
+    src_batch = None if sources is None else [s for s in sources for _ in range(num_samples)]
     try:
-        gen = generate(run.params, run.config.model, batch, sampling, use_cache=use_cache)
+        gen = generate(run.params, run.config.model, batch, sampling, use_cache=use_cache, sources=src_batch)
     except ValueError as e:
         if tmpl is None or "context" not in str(e):
             raise
@@ -395,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-samples", type=int, default=1, help="continuations per prompt")
     parser.add_argument("--stop", action="append", default=[],
                         help="a string that ends a continuation (a token id for synthetic runs); repeatable")
+    parser.add_argument("--source", action="append",
+                        help="encoder-decoder runs: the source ids to translate, one per --prompt (whose "
+                             "'0' is BOS)")
     parser.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
     parser.add_argument("--tokenizer", help="sentencepiece .model (or 'byte') instead of the run's own")
     parser.add_argument("--chat", action="store_true", help="wrap each prompt as a user turn of a chat template")
@@ -411,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
               f"top_p={sampling.top_p} seed={sampling.seed}", file=sys.stderr, flush=True)
         rows = sample_run(run, args.prompt, sampling, num_samples=args.num_samples, chat=args.chat,
                           template=args.template, system=args.system, stop=args.stop,
-                          use_cache=not args.no_cache)
+                          use_cache=not args.no_cache, sources=args.source)
     except (ValueError, FileNotFoundError) as e:
         print(f"lm-sample: error: {e}", file=sys.stderr)
         return 2

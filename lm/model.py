@@ -13,7 +13,9 @@ Cached decoding (`decode`, `init_cache`): the cache is a plain pytree {"k", "v":
 "pos": [B, C] int32, "index": int32 []}. Each call writes its tokens' keys/values into slots
 [index, index + L) and attends over all C slots; a key is visible when its position is <= the
 query's. Empty slots and padding carry position PAD_POS, which no query sees, so prompts of
-different lengths can share a batch (left-padded, pad positions = -1).
+different lengths can share a batch (left-padded, pad positions = -1). Encoder-decoder models add
+"cross_k", "cross_v": [N, B, S, K, E], the cross-attention keys/values of the encoded source, computed
+once by the first call (given the source) and reused by every later one.
 """
 
 from __future__ import annotations
@@ -139,13 +141,20 @@ class Attention(nn.Module):
     rotary: bool
 
     @nn.compact
-    def __call__(self, x_BxLxD, context_BxSxD, mask_BxLxS, q_pos_BxL, k_pos_BxS, cache=None):
+    def __call__(self, x_BxLxD, context_BxSxD, mask_BxLxS, q_pos_BxL, k_pos_BxS, cache=None, kv=None):
         cfg = self.cfg
         dt = DTYPES[cfg.compute_dtype]
         h, k, e, d = cfg.n_heads, cfg.kv_heads, cfg.head_size, cfg.d_model
         out_std = mup.hidden_std(cfg) / math.sqrt(2 * cfg.n_layers)
         proj = functools.partial(Dense, n_in=1, use_bias=cfg.use_bias, std=mup.hidden_std(cfg), dtype=dt)
         q = proj((d, h, e), ("embed", "heads", "head_dim"), name="query")(x_BxLxD)
+        if kv is not None:   # cross-attention keys/values computed once per prompt (`kv=True`: compute them)
+            key, v = kv if kv is not True else (
+                proj((d, k, e), ("embed", "kv_heads", "head_dim"), name="key")(context_BxSxD),
+                proj((d, k, e), ("embed", "kv_heads", "head_dim"), name="value")(context_BxSxD))
+            out = Dense((h, e, d), ("heads", "head_dim", "embed"), n_in=2, use_bias=cfg.use_bias,
+                        std=out_std, dtype=dt, name="out")(attend(q, key, v, mask_BxLxS))
+            return out, (key, v)
         key = proj((d, k, e), ("embed", "kv_heads", "head_dim"), name="key")(context_BxSxD)
         v = proj((d, k, e), ("embed", "kv_heads", "head_dim"), name="value")(context_BxSxD)
         if self.rotary:
@@ -204,7 +213,7 @@ class Block(nn.Module):
         cfg = self.cfg
         self_mask, pos, context, cross_mask, ctx_pos, cache_index = inputs
         rotary = cfg.positions == "rope"
-        layer_cache = None if cache is None else (*cache, cache_index)
+        layer_cache = None if cache is None else (*cache[:2], cache_index)
         new_cache = []
 
         def residual(name: str, fn, x):
@@ -218,6 +227,15 @@ class Block(nn.Module):
             return out
 
         x = residual("attn", self_attention, x_BxLxD)
+        if self.cross and cache is not None:   # decoding: cross K/V in cache[2:], or computed (context given)
+            def cross_attention(y):
+                kv = True if context is not None else cache[2:]
+                out, cross_kv = Attention(cfg, False, name="cross")(y, context, cross_mask, pos, ctx_pos, kv=kv)
+                new_cache.append(cross_kv)
+                return out
+
+            x = residual("cross", cross_attention, x)
+            return residual("mlp", lambda y: Mlp(cfg, name="mlp")(y), x), (*new_cache[0], *new_cache[1])
         if self.cross:
             x = residual("cross", lambda y: Attention(cfg, False, name="cross")(
                 y, context, cross_mask, pos, ctx_pos)[0], x)
@@ -228,7 +246,8 @@ class Block(nn.Module):
 class Stack(nn.Module):
     """n_layers blocks, scanned (stacked `layers` axis) or unrolled (layers_0, layers_1, ...).
 
-    Returns (x, new_cache); `cache` is None or (k, v) stacked over layers: [N, B, C, K, E] each.
+    Returns (x, new_cache); `cache` is None or (k, v) stacked over layers: [N, B, C, K, E] each
+    (decoding an encoder-decoder: (k, v, cross_k, cross_v), the cross ones [N, B, S, K, E]).
     """
 
     cfg: ModelConfig
@@ -325,22 +344,38 @@ class Transformer(nn.Module):
         x, _ = self.decoder(x, (causal_mask(pos, pos), pos, context, cross_mask, ctx_pos, None))
         return self._logits(x)
 
-    def decode(self, tokens_BxL: jax.Array, positions_BxL: jax.Array, cache: dict) -> tuple[jax.Array, dict]:
+    def decode(self, tokens_BxL: jax.Array, positions_BxL: jax.Array, cache: dict,
+               src_BxS: jax.Array | None = None) -> tuple[jax.Array, dict]:
         """(logits [B, L, V] float32, new cache): the tokens' keys/values go into cache slots
         [index, index + L); each token sees the cached tokens (and those of this call) whose
         position is <= its own. A position of -1 marks padding: never seen, its logits meaningless.
-        Decoder-only models only."""
-        if self.cfg.n_encoder_layers:
-            raise ValueError("cached decoding covers decoder-only models; this one has an encoder "
-                             "(n_encoder_layers > 0): call forward() with src tokens instead")
+        Encoder-decoder models: the cache also holds the cross-attention keys/values "cross_k",
+        "cross_v" [N, B, S, K, E]; the first call passes src_BxS, which runs the encoder once and
+        fills them; later calls (src_BxS=None) reuse them."""
+        cfg = self.cfg
+        if bool(cfg.n_encoder_layers) != ("cross_k" in cache):
+            raise ValueError("the cache does not match the model: build it with init_cache(cfg, ..., "
+                             "src_len=S) for an encoder-decoder model and without src_len otherwise")
         index = cache["index"]
         pos = jnp.maximum(positions_BxL, 0)
         key_pos = jnp.where(positions_BxL >= 0, positions_BxL, PAD_POS).astype(jnp.int32)
         cache_pos_BxC = jax.lax.dynamic_update_slice_in_dim(cache["pos"], key_pos, index, axis=1)
         x = self._embed(tokens_BxL, pos)
-        inputs = (causal_mask(pos, cache_pos_BxC), pos, None, None, None, index)
-        x, (k, v) = self.decoder(x, inputs, (cache["k"], cache["v"]))
-        new_cache = {"k": k, "v": v, "pos": cache_pos_BxC, "index": index + tokens_BxL.shape[1]}
+        layer_cache, context, cross_mask, ctx_pos = (cache["k"], cache["v"]), None, None, None
+        if cfg.n_encoder_layers:
+            b, s = tokens_BxL.shape[0], cache["cross_k"].shape[2]
+            if src_BxS is not None:
+                if src_BxS.shape != (b, s):
+                    raise ValueError(f"src_BxS has shape {src_BxS.shape} but the cache holds {(b, s)}")
+                context = self.encode(src_BxS)
+            layer_cache = (*layer_cache, cache["cross_k"], cache["cross_v"])
+            cross_mask = jnp.ones((b, tokens_BxL.shape[1], s), bool)
+            ctx_pos = jnp.broadcast_to(jnp.arange(s), (b, s))
+        inputs = (causal_mask(pos, cache_pos_BxC), pos, context, cross_mask, ctx_pos, index)
+        x, new = self.decoder(x, inputs, layer_cache)
+        new_cache = {**cache, "k": new[0], "v": new[1], "pos": cache_pos_BxC, "index": index + tokens_BxL.shape[1]}
+        if cfg.n_encoder_layers:
+            new_cache.update(cross_k=new[2], cross_v=new[3])
         return self._logits(x), new_cache
 
 
@@ -393,17 +428,26 @@ def attention_maps(params: Params, tokens_BxL: jax.Array, cfg: ModelConfig) -> j
     return probs.reshape(n, b, k * g, l, s)
 
 
-def init_cache(cfg: ModelConfig, batch: int, length: int) -> dict[str, jax.Array]:
+def init_cache(cfg: ModelConfig, batch: int, length: int, src_len: int | None = None) -> dict[str, jax.Array]:
     """An empty key/value cache of `length` slots: k, v [N, B, C, K, E] in the compute dtype,
-    pos [B, C] (all PAD_POS: nothing visible yet), index [] = 0 (the next slot written)."""
+    pos [B, C] (all PAD_POS: nothing visible yet), index [] = 0 (the next slot written); for an
+    encoder-decoder model (give src_len) also cross_k, cross_v [N, B, src_len, K, E], filled by the
+    first `decode` call (the one given the source)."""
+    if bool(cfg.n_encoder_layers) != (src_len is not None):
+        raise ValueError("init_cache: pass src_len (the source length) for an encoder-decoder model, "
+                         "and only for one")
     shape = (cfg.n_layers, batch, length, cfg.kv_heads, cfg.head_size)
     dt = DTYPES[cfg.compute_dtype]
-    return {"k": jnp.zeros(shape, dt), "v": jnp.zeros(shape, dt),
-            "pos": jnp.full((batch, length), PAD_POS, jnp.int32), "index": jnp.zeros((), jnp.int32)}
+    cache = {"k": jnp.zeros(shape, dt), "v": jnp.zeros(shape, dt),
+             "pos": jnp.full((batch, length), PAD_POS, jnp.int32), "index": jnp.zeros((), jnp.int32)}
+    if src_len is not None:
+        cross = (cfg.n_layers, batch, src_len, cfg.kv_heads, cfg.head_size)
+        cache.update(cross_k=jnp.zeros(cross, dt), cross_v=jnp.zeros(cross, dt))
+    return cache
 
 
 def decode(params: Params, tokens_BxL: jax.Array, positions_BxL: jax.Array, cache: dict,
-           cfg: ModelConfig) -> tuple[jax.Array, dict]:
+           cfg: ModelConfig, src_BxS: jax.Array | None = None) -> tuple[jax.Array, dict]:
     """Cached decoding: (logits [B, L, V] float32, new cache); see Transformer.decode."""
-    return Transformer(cfg).apply({"params": params}, tokens_BxL, positions_BxL, cache,
+    return Transformer(cfg).apply({"params": params}, tokens_BxL, positions_BxL, cache, src_BxS,
                                   method=Transformer.decode)

@@ -3,6 +3,7 @@ the target-only seq2seq loss, lm-train on paired data (loss falls towards the fl
 and the bad inputs refused before anything is compiled or written."""
 
 import dataclasses
+import json
 import os
 import shutil
 
@@ -88,7 +89,7 @@ def tiny(out_dir, **kw) -> TrainConfig:
     return dataclasses.replace(base, **kw)
 
 
-def test_lm_train_trains_an_encoder_decoder_on_paired_data_and_resumes_exactly(tmp_path):
+def test_lm_train_trains_an_encoder_decoder_on_paired_data_and_resumes_exactly(tmp_path, capsys):
     cfg = tiny(tmp_path / "a")
     result = train(cfg)
     assert result["status"] == "completed"
@@ -114,6 +115,18 @@ def test_lm_train_trains_an_encoder_decoder_on_paired_data_and_resumes_exactly(t
     for x, y in zip(*map(jax.tree.leaves, finals)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
+    # lm-sample translates given sources: greedy ids equal generate() on the restored parameters.
+    from lm.generate import SamplingConfig, generate, main
+    params = jax.tree.map(np.asarray, finals[0].params)
+    want = generate(params, cfg.model, [[0]], SamplingConfig(max_new_tokens=7, temperature=0.0),
+                    sources=[[1, 2, 3, 4, 5, 6, 7, 8]]).tokens[0]
+    assert main([str(tmp_path / "a"), "--prompt", "0", "--source", "1 2 3 4 5 6 7 8", "--temperature", "0",
+                 "--max-new-tokens", "7", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["tokens"] == want and len(want) == 7
+    assert main([str(tmp_path / "a"), "--prompt", "0", "--max-new-tokens", "4"]) == 2
+    assert "give one source per prompt" in capsys.readouterr().err
+
 
 @pytest.mark.parametrize("change, match", [
     (dict(model=ModelConfig(vocab_size=16, d_model=32, n_layers=1, n_heads=2, max_seq_len=8)), "paired data"),
@@ -136,3 +149,82 @@ def test_translation_split_and_vocab_are_checked():
         build_dataset(DATA, "train", vocab_size_hint=8)
     with pytest.raises(ValueError, match="vocab >= 3"):
         build_dataset(dataclasses.replace(DATA, synthetic_vocab=2), "train")
+
+
+ENC_DEC = {
+    "rope_scan": ModelConfig(vocab_size=16, d_model=32, n_layers=2, n_encoder_layers=2, n_heads=4, d_ff=64,
+                             max_seq_len=16, compute_dtype="float32"),
+    "learned_unrolled_gqa_post": ModelConfig(vocab_size=16, d_model=32, n_layers=2, n_encoder_layers=1,
+                                             n_heads=4, n_kv_heads=2, d_ff=64, max_seq_len=16,
+                                             positions="learned", scan_layers=False, norm_position="post",
+                                             compute_dtype="float32"),
+}
+
+
+@pytest.mark.parametrize("name", list(ENC_DEC))
+def test_cached_encoder_decoder_decoding_equals_the_full_forward_at_every_position(name):
+    """Prefill 3 target tokens with the source (encoder once, cross K/V cached), then feed the rest one
+    at a time without the source: every logit equals one forward pass over (src, whole target)."""
+    from lm.model import decode, init_cache
+    cfg = ENC_DEC[name]
+    params = init_params(cfg, jax.random.key(1))
+    src = jax.random.randint(jax.random.key(2), (2, 7), 1, 16)
+    tgt = jax.random.randint(jax.random.key(3), (2, 10), 0, 16)
+    full = forward(params, tgt, cfg, src_BxS=src)
+    pos = jnp.broadcast_to(jnp.arange(10), (2, 10))
+    logits, cache = decode(params, tgt[:, :3], pos[:, :3], init_cache(cfg, 2, 10, src_len=7), cfg, src_BxS=src)
+    steps = [logits]
+    step = jax.jit(lambda p, t, q, c: decode(p, t, q, c, cfg))
+    for t in range(3, 10):
+        logits, cache = step(params, tgt[:, t:t + 1], pos[:, t:t + 1], cache)
+        steps.append(logits)
+    cached = jnp.concatenate(steps, axis=1)
+    err = float(jnp.max(jnp.abs(cached - full)) / jnp.max(jnp.abs(full)))
+    assert err <= 1e-5, err
+    with pytest.raises(ValueError, match="src_len"):
+        init_cache(cfg, 2, 10)
+
+
+def _greedy_by_forward(params, cfg, src, prompt, n):
+    seq = list(prompt)
+    for _ in range(n):
+        logits = forward(params, jnp.asarray([seq]), cfg, src_BxS=jnp.asarray([src]))
+        seq.append(int(jnp.argmax(logits[0, -1])))
+    return seq[len(prompt):]
+
+
+def test_generate_on_an_encoder_decoder_caches_the_source_and_matches_greedy_forward():
+    from lm.generate import SamplingConfig, generate
+    cfg = ENC_DEC["rope_scan"]
+    params = init_params(cfg, jax.random.key(4))
+    sources, prompts = [[3, 1, 4, 1, 5, 9], [2, 7, 1, 8, 2, 8]], [[0], [0, 5, 6]]
+    greedy = SamplingConfig(max_new_tokens=6, temperature=0.0)
+    cached = generate(params, cfg, prompts, greedy, sources=sources)
+    assert cached.tokens == [_greedy_by_forward(params, cfg, s, p, 6) for s, p in zip(sources, prompts)]
+    assert generate(params, cfg, prompts, greedy, sources=sources, use_cache=False).tokens == cached.tokens
+    sampled = SamplingConfig(max_new_tokens=6, temperature=1.0, top_k=5, top_p=0.9, seed=3)
+    a = generate(params, cfg, prompts, sampled, sources=sources)
+    assert a.tokens == generate(params, cfg, prompts, sampled, sources=sources, use_cache=False).tokens
+    other = generate(params, cfg, prompts, greedy, sources=[[9] * 6, [9] * 6])
+    assert other.tokens != cached.tokens                       # the source matters
+
+
+@pytest.mark.parametrize("sources, match", [
+    (None, "give one source per prompt"),
+    ([[1, 2]], "one non-empty source per prompt"),
+    ([[1, 2], [1, 2, 3]], "different lengths"),
+    ([[1] * 17, [1] * 17], "longer than the encoder's context"),
+    ([[1, 16], [1, 2]], "outside the vocabulary"),
+])
+def test_generate_refuses_bad_sources_before_compiling(sources, match):
+    from lm.generate import SamplingConfig, generate
+    cfg = ENC_DEC["rope_scan"]
+    with pytest.raises(ValueError, match=match):
+        generate(None, cfg, [[0], [0]], SamplingConfig(max_new_tokens=2), sources=sources)  # no params needed
+
+
+def test_generate_refuses_sources_for_a_decoder_only_model():
+    from lm.generate import SamplingConfig, generate
+    cfg = dataclasses.replace(ENC_DEC["rope_scan"], n_encoder_layers=0)
+    with pytest.raises(ValueError, match="decoder-only"):
+        generate(None, cfg, [[0]], SamplingConfig(max_new_tokens=2), sources=[[1, 2]])
