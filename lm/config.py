@@ -318,8 +318,9 @@ class DataConfig:
 
     source: str = "synthetic"
     """'synthetic' (built-in language with a known entropy floor), 'translation' (paired data for
-    encoder-decoder models: a synthetic noisy-channel translation task, see lm.data.paired), 'tfds:NAME[/CONFIG]' (a prepared
-    TFDS text data set) or 'text:GLOB' (local text files, prepared through a project TFDS builder)."""
+    encoder-decoder models: a synthetic noisy-channel translation task, see lm.data.paired),
+    'tfds:NAME[/CONFIG]' (a prepared TFDS text data set) or 'text:GLOB' (local text files, prepared
+    through a project TFDS builder)."""
     seq_len: int = 128
     """Tokens per training sequence; must not exceed the model's max_seq_len."""
     seed: int = 0
