@@ -167,14 +167,14 @@ def test_bad_sampling_settings_are_refused(base_params, change, match):
         generate(base_params, BASE, [[1] * 10], SamplingConfig(**change))
 
 
-def test_bad_prompts_and_encoder_decoder_are_refused(base_params):
+def test_bad_prompts_and_encoder_decoder_without_source_are_refused(base_params):
     with pytest.raises(ValueError, match="shorten it"):
         generate(base_params, BASE, [[1] * 40], SamplingConfig(max_new_tokens=1))
     with pytest.raises(ValueError, match="at least one token"):
         generate(base_params, BASE, [[]], SamplingConfig())
     with pytest.raises(ValueError, match="outside the vocabulary"):
         generate(base_params, BASE, [[40]], SamplingConfig())
-    with pytest.raises(ValueError, match="decoder-only"):
+    with pytest.raises(ValueError, match="give one source per prompt"):   # tests/test_seq2seq.py: with one
         generate(None, dataclasses.replace(BASE, n_encoder_layers=1), [[1]], SamplingConfig())
 
 
