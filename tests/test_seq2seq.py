@@ -67,12 +67,13 @@ def test_seq2seq_loss_scores_target_tokens_only_and_masks_padding():
     params = init_params(cfg, jax.random.key(0))
     rows = jnp.asarray(build_dataset(DATA, "train").rows(np.arange(3), 9, 0))
     src, tgt = rows[:, :8], rows[:, 8:]
-    logits = forward(params, tgt[:, :-1], cfg, src_BxS=src)
+    logits = jax.jit(forward, static_argnums=2)(params, tgt[:, :-1], cfg, src)
     nll = optax.softmax_cross_entropy_with_integer_labels(logits, tgt[:, 1:])
-    loss, count = seq2seq_loss(params, rows, cfg, 8)
+    loss_fn = jax.jit(seq2seq_loss, static_argnums=(2, 3))
+    loss, count = loss_fn(params, rows, cfg, 8)
     assert float(count) == 24 and float(loss) == pytest.approx(float(nll.mean()), rel=1e-6)
     padded = rows.at[0, -3:].set(-1)                          # row 0's last 3 targets are padding
-    loss_p, count_p = seq2seq_loss(params, padded, cfg, 8)
+    loss_p, count_p = loss_fn(params, padded, cfg, 8)
     keep = np.ones((3, 8), bool)
     keep[0, -3:] = False
     assert float(count_p) == 21
@@ -185,12 +186,11 @@ def test_cached_encoder_decoder_decoding_equals_the_full_forward_at_every_positi
         init_cache(cfg, 2, 10)
 
 
-def _greedy_by_forward(params, cfg, src, prompt, n):
-    seq = list(prompt)
-    for _ in range(n):
-        logits = forward(params, jnp.asarray([seq]), cfg, src_BxS=jnp.asarray([src]))
-        seq.append(int(jnp.argmax(logits[0, -1])))
-    return seq[len(prompt):]
+def _is_greedy(params, cfg, src, prompt, generated):
+    """Whether each generated token is the argmax of one full forward pass over (src, prompt + generated)."""
+    seq = jnp.asarray([list(prompt) + list(generated)])
+    logits = forward(params, seq, cfg, src_BxS=jnp.asarray([src]))
+    return jnp.argmax(logits[0, len(prompt) - 1:-1], axis=-1).tolist() == list(generated)
 
 
 def test_generate_on_an_encoder_decoder_caches_the_source_and_matches_greedy_forward():
@@ -200,7 +200,8 @@ def test_generate_on_an_encoder_decoder_caches_the_source_and_matches_greedy_for
     sources, prompts = [[3, 1, 4, 1, 5, 9], [2, 7, 1, 8, 2, 8]], [[0], [0, 5, 6]]
     greedy = SamplingConfig(max_new_tokens=6, temperature=0.0)
     cached = generate(params, cfg, prompts, greedy, sources=sources)
-    assert cached.tokens == [_greedy_by_forward(params, cfg, s, p, 6) for s, p in zip(sources, prompts)]
+    assert all(len(t) == 6 for t in cached.tokens)
+    assert all(_is_greedy(params, cfg, s, p, t) for s, p, t in zip(sources, prompts, cached.tokens))
     assert generate(params, cfg, prompts, greedy, sources=sources, use_cache=False).tokens == cached.tokens
     sampled = SamplingConfig(max_new_tokens=6, temperature=1.0, top_k=5, top_p=0.9, seed=3)
     a = generate(params, cfg, prompts, sampled, sources=sources)
