@@ -149,6 +149,8 @@ class Attention(nn.Module):
         proj = functools.partial(Dense, n_in=1, use_bias=cfg.use_bias, std=mup.hidden_std(cfg), dtype=dt)
         q = proj((d, h, e), ("embed", "heads", "head_dim"), name="query")(x_BxLxD)
         if kv is not None:   # cross-attention keys/values computed once per prompt (`kv=True`: compute them)
+            if mup.query_scale(cfg) is not None:      # as below (cross-attention has no rotary)
+                q = q * jnp.asarray(mup.query_scale(cfg), q.dtype)
             key, v = kv if kv is not True else (
                 proj((d, k, e), ("embed", "kv_heads", "head_dim"), name="key")(context_BxSxD),
                 proj((d, k, e), ("embed", "kv_heads", "head_dim"), name="value")(context_BxSxD))

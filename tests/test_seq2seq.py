@@ -159,6 +159,9 @@ ENC_DEC = {
                                              n_heads=4, n_kv_heads=2, d_ff=64, max_seq_len=16,
                                              positions="learned", scan_layers=False, norm_position="post",
                                              compute_dtype="float32"),
+    "mup_learned": ModelConfig(vocab_size=16, d_model=32, n_layers=1, n_encoder_layers=1, n_heads=4, d_ff=64,
+                               max_seq_len=16, positions="learned", parametrization="mup",
+                               compute_dtype="float32"),
 }
 
 
