@@ -162,7 +162,7 @@ def _optimizer(cfg: TrainConfig):
 def _lr_args(lr_table: np.ndarray | None, step: int) -> tuple:
     """The train step's extra argument: this step's learning rate when the schedule is fed from the
     host (written into the optimizer state inside the compiled step), else nothing."""
-    return () if lr_table is None else (lr_table[step],)
+    return () if lr_table is None else (lr_table[min(step, len(lr_table) - 1)],)  # a finished run resumes at steps
 
 
 class _BatchesAhead:
