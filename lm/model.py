@@ -99,16 +99,17 @@ class Dense(nn.Module):
         return kernel, self.param("bias", _zeros(out_axes), out_shape, jnp.float32)
 
 
-def rope(x_BxNxLxE: jax.Array, positions_BxL: jax.Array, theta: float) -> jax.Array:
-    """Rotary position embedding (rotate-half convention) of heads-major x, computed in float32."""
-    half = x_BxNxLxE.shape[-1] // 2
+def rope(x: jax.Array, positions_BxL: jax.Array, theta: float, heads_axis: int = 2) -> jax.Array:
+    """Rotary position embedding (rotate-half convention), computed in float32, of x [B, L, N, E]
+    (heads_axis=2) or heads-major x [B, N, L, E] (heads_axis=1, what Attention uses)."""
+    half = x.shape[-1] // 2
     freq_E2 = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
-    angle_Bx1xLxE2 = (positions_BxL[..., None].astype(jnp.float32) * freq_E2)[:, None]
-    sin, cos = jnp.sin(angle_Bx1xLxE2), jnp.cos(angle_Bx1xLxE2)
-    x = x_BxNxLxE.astype(jnp.float32)
-    x1, x2 = x[..., :half], x[..., half:]
+    angle = jnp.expand_dims(positions_BxL[..., None].astype(jnp.float32) * freq_E2, heads_axis)
+    sin, cos = jnp.sin(angle), jnp.cos(angle)
+    xf = x.astype(jnp.float32)
+    x1, x2 = xf[..., :half], xf[..., half:]
     out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-    return out.astype(x_BxNxLxE.dtype)
+    return out.astype(x.dtype)
 
 
 def sinusoidal(positions_BxL: jax.Array, d_model: int) -> jax.Array:
@@ -210,7 +211,7 @@ class Attention(nn.Module):
         b, l = x_BxLxD.shape[:2]
         q, key, v = self._qkv(x_BxLxD, context_BxSxD, dt)
         if self.rotary:
-            q, key = rope(q, q_pos_BxL, cfg.rope_theta), rope(key, k_pos_BxS, cfg.rope_theta)
+            q, key = rope(q, q_pos_BxL, cfg.rope_theta, 1), rope(key, k_pos_BxS, cfg.rope_theta, 1)
         new_cache = None
         if cache is not None:             # the cache is [B, C, K, E]: write, then read heads-major
             k_cache_BxCxKxE, v_cache_BxCxKxE, index = cache

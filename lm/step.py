@@ -87,7 +87,7 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, grad_accu
         (loss, grads), _ = jax.lax.scan(body, (jnp.zeros((), jnp.float32), zeros), micro)
         return loss / grad_accum, jax.tree.map(lambda g: g / grad_accum, grads)
 
-    def step(state: TrainState, batch: Batch, lr: jax.Array | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
+    def one_step(state: TrainState, batch: Batch, lr: jax.Array | None) -> tuple[TrainState, dict[str, jax.Array]]:
         loss, grads = grads_of(state.params, batch) if grad_accum == 1 else accumulated(state.params, batch)
         grad_norm = optax.tree.norm(grads)
         opt_state = state.opt_state if lr is None else _set_learning_rate(state.opt_state, lr)
@@ -99,8 +99,12 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, grad_accu
         return new_state, {"loss": loss, "grad_norm": grad_norm, "first_bad_step": bad}
 
     if host_lr:
-        return lambda state, batch, lr: step(state, batch, lr)
-    return lambda state, batch: step(state, batch)
+        def step(state: TrainState, batch: Batch, lr: jax.Array):   # jit(step) in compile logs
+            return one_step(state, batch, lr)
+    else:
+        def step(state: TrainState, batch: Batch):
+            return one_step(state, batch, None)
+    return step
 
 
 def make_eval_step(loss_fn: LossFn):
