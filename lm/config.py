@@ -187,9 +187,10 @@ class ModelConfig:
     BENCHMARKS.md) and is what accelerators want; tiny models (d_model <= 128) ran as fast or faster
     in float32, and tests that compare numbers to 1e-5 set float32."""
     attention_impl: str = "einsum"
-    """How attention is computed: 'einsum' (explicit scores + softmax, heads-major; fastest on CPU,
-    and what `attention_maps` inspects), 'xla' (`jax.nn.dot_product_attention` lowered by XLA) or
-    'cudnn' (its cuDNN flash-attention kernel: NVIDIA GPUs only, bfloat16/float16)."""
+    """How attention is computed: 'einsum' (explicit scores + softmax, heads-major; what
+    `attention_maps` inspects; on CPU as fast as 'xla' within noise), 'xla'
+    (`jax.nn.dot_product_attention` lowered by XLA) or 'cudnn' (its cuDNN flash-attention kernel:
+    NVIDIA GPUs with bfloat16 compute only)."""
     remat: bool = False
     """Rematerialise each block in the backward pass (saves memory, costs ~1/3 more compute)."""
     scan_layers: bool = True

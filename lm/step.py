@@ -117,6 +117,19 @@ def make_eval_step(loss_fn: LossFn):
     return step
 
 
+def check_attention_backend(cfg: ModelConfig, mesh: Mesh) -> None:
+    """cuDNN flash attention needs NVIDIA GPUs and bfloat16 compute: say so before compiling."""
+    if cfg.attention_impl != "cudnn":
+        return
+    platform = mesh.devices.flat[0].platform
+    if platform != "gpu":
+        raise ValueError(f"model.attention_impl='cudnn' needs NVIDIA GPUs but the mesh is on {platform}; "
+                         "use attention_impl='einsum' or 'xla'")
+    if cfg.compute_dtype != "bfloat16":
+        raise ValueError(f"model.attention_impl='cudnn' needs compute_dtype='bfloat16' (got "
+                         f"{cfg.compute_dtype!r}); set it, or use attention_impl='xla'")
+
+
 @dataclasses.dataclass(frozen=True)
 class Compiled:
     """The jitted, sharded functions of a run and the shardings they use."""
@@ -137,6 +150,7 @@ def compile_steps(cfg: ModelConfig, tx: optax.GradientTransformation, mesh: Mesh
     make_train_step); `tx` must then be built with optax.inject_hyperparams."""
     if jax.default_backend() == "cpu":  # donation is a no-op on CPU and says so on every call
         warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
+    check_attention_backend(cfg, mesh)
     loss_fn = loss_fn or (lambda params, batch: lm_loss(params, batch, cfg))
     abstract_params = model_lib.abstract_params(cfg)
     param_sh = sh.param_shardings(abstract_params, model_lib.logical_axes(cfg), mesh)

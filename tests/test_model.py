@@ -154,3 +154,13 @@ def test_fused_attention_path_matches_einsum(name):
 def test_attention_impl_is_checked():
     with pytest.raises(ValueError, match="attention_impl"):
         dataclasses.replace(BASE, attention_impl="flash").validate()
+
+
+def test_cudnn_attention_refuses_a_cpu_mesh_before_compiling():
+    from lm.config import MeshConfig
+    from lm.sharding import make_mesh
+    from lm.step import compile_steps
+
+    with pytest.raises(ValueError, match="attention_impl='cudnn' needs NVIDIA GPUs but the mesh is on cpu"):
+        compile_steps(dataclasses.replace(BASE, attention_impl="cudnn"), optax.sgd(0.1),
+                      make_mesh(MeshConfig(data=1), jax.devices()[:1]))
