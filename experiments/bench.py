@@ -1,11 +1,17 @@
 """Training-step benchmark: compile time, step time, tokens/s and MFU for d_model 256, 512, 1024.
 
-MFU's denominator is the float32 matmul rate measured by this script in the same process (a large
-jitted jnp.dot), so the figure says how close the step gets to what this machine's matmuls can do.
-FLOPs per step use the '6n_attn' convention (what XLA executes: 6N + non-causal attention).
+On CPU, MFU's denominator is the float32 matmul rate (2048^3 jitted jnp.dot) measured in the same
+process, interleaved with the steps (a matmul before each timed step; the best of all of them),
+so on a busy machine both figures see the same load; the figure says how close the step gets to
+what this machine's matmuls can do. On GPU/TPU the denominator is the dense bf16 datasheet peak
+of the device kind (lm.flops.PEAK_FLOPS_BF16) or --peak-flops. FLOPs per step use '6n_attn'
+(what XLA executes: 6N + non-causal attention); --causal-half counts causal attention as half
+('6n_attn_causal', what a causal flash kernel executes and MaxText reports).
 
-    python experiments/bench.py                 # all sizes, float32 and bfloat16 compute
-    python experiments/bench.py --sizes 512 --dtypes float32 --steps 10
+    python -m experiments.bench                 # all sizes, float32 and bfloat16 compute
+    python -m experiments.bench --sizes 512 --dtypes float32 --steps 10
+    python -m experiments.bench --sizes 768,1024 --layers 12,24 --seq 1024 --batch 16 \
+        --dtypes bfloat16 --attention cudnn --vocab 50304     # GPU mode: 124M / 350M GPT shapes
 """
 
 from __future__ import annotations
@@ -13,10 +19,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import time
+from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -26,7 +35,23 @@ from lm.sharding import make_mesh
 from lm.step import compile_steps
 
 
-def bench_model(cfg: ModelConfig, batch: int, seq: int, steps: int, peak: float, mesh) -> dict:
+def _matmul(dtype) -> Callable[[], float]:
+    """A function timing one 2048^3 product (seconds); the operands are made once."""
+    a = jax.random.normal(jax.random.key(0), (2048, 2048), dtype)
+    mm = jax.jit(jnp.dot)
+    mm(a, a).block_until_ready()
+
+    def timed() -> float:
+        t0 = time.perf_counter()
+        mm(a, a).block_until_ready()
+        return time.perf_counter() - t0
+
+    return timed
+
+
+def bench_model(cfg: ModelConfig, batch: int, seq: int, steps: int, mesh, matmul, convention: str) -> dict:
+    """Times `steps` train steps (median) with a matmul timing before each; returns the row and
+    the fastest matmul seen (seconds)."""
     compiled = compile_steps(cfg, optax.adamw(1e-3), mesh)
     state = compiled.init(jax.random.PRNGKey(0))
     rng = np.random.default_rng(0)
@@ -37,52 +62,81 @@ def bench_model(cfg: ModelConfig, batch: int, seq: int, steps: int, peak: float,
     compile_s = time.perf_counter() - t0
     state, m = step(state, data)          # warm-up
     jax.block_until_ready(m)
-    times = []
+    times, mm_best = [], float("inf")
     for _ in range(steps):
+        mm_best = min(mm_best, matmul())
         t0 = time.perf_counter()
         state, m = step(state, data)
         jax.block_until_ready(m)
         times.append(time.perf_counter() - t0)
     step_s = float(np.median(times))
-    flops_step = flops_lib.flops_per_token(cfg, seq, "6n_attn") * batch * seq
-    return {"d_model": cfg.d_model, "n_layers": cfg.n_layers, "dtype": cfg.compute_dtype,
-            "params": flops_lib.param_counts(cfg).total, "batch": batch, "seq": seq,
-            "compile_s": round(compile_s, 2), "step_s": round(step_s, 4),
-            "tokens_per_s": round(batch * seq / step_s), "mfu": round(flops_step / step_s / peak, 3)}
+    flops_step = flops_lib.flops_per_token(cfg, seq, convention) * batch * seq
+    row = {"d_model": cfg.d_model, "n_layers": cfg.n_layers, "dtype": cfg.compute_dtype,
+           "attention": cfg.attention_impl, "params": flops_lib.param_counts(cfg).total, "batch": batch,
+           "seq": seq, "compile_s": round(compile_s, 2), "step_s": round(step_s, 4),
+           "best_step_s": round(min(times), 4), "tokens_per_s": round(batch * seq / step_s),
+           "flops_per_step": flops_step}
+    return row, mm_best
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="256,512,1024")
+    parser.add_argument("--layers", default="4", help="n_layers, one value or one per size")
     parser.add_argument("--dtypes", default="float32,bfloat16")
-    parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--vocab", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--attention", default="einsum", help="model.attention_impl: einsum, xla or cudnn")
+    parser.add_argument("--causal-half", action="store_true", help="count causal attention FLOPs as half")
     parser.add_argument("--json", help="also write the rows to this file")
     parser.add_argument("--peak-flops", type=float,
-                        help="datasheet dense peak FLOP/s for a second MFU column (e.g. 989e12 for an H100 in bf16)")
+                        help="peak FLOP/s of the device (default: CPU the matmul measured here; "
+                             "GPU/TPU the dense bf16 datasheet figure of lm.flops.PEAK_FLOPS_BF16)")
     args = parser.parse_args(argv)
-    mesh = make_mesh(MeshConfig(data=1), jax.devices()[:1])
-    peak = flops_lib.measure_matmul_peak()
-    bf16_peak = flops_lib.measure_matmul_peak(dtype=jax.numpy.bfloat16)
-    print(f"# {platform.processor() or platform.machine()} {jax.devices()[0].device_kind}, "
-          f"jax {jax.__version__}; matmul rate measured here: float32 {peak / 1e9:.1f} GFLOP/s, "
-          f"bfloat16 {bf16_peak / 1e9:.1f} GFLOP/s; MFU below is against the float32 rate")
-    rows = []
-    for d in (int(s) for s in args.sizes.split(",")):
+    sizes = [int(s) for s in args.sizes.split(",")]
+    layers = [int(n) for n in args.layers.split(",")]
+    if len(layers) not in (1, len(sizes)):
+        raise SystemExit(f"bench: --layers has {len(layers)} values for {len(sizes)} sizes; give one or one per size")
+    layers = layers * len(sizes) if len(layers) == 1 else layers
+    convention = "6n_attn_causal" if args.causal_half else "6n_attn"
+    device = jax.devices()[0]
+    mesh = make_mesh(MeshConfig(data=1), [device])
+    matmul = _matmul(jnp.float32)
+    bf16_rate = 2 * 2048**3 / min(_matmul(jnp.bfloat16)() for _ in range(3))
+    on_cpu = device.platform == "cpu"
+    datasheet = args.peak_flops or (None if on_cpu else flops_lib.datasheet_peak(device.device_kind))
+    if not on_cpu and datasheet is None:
+        print(f"# WARNING: {device.device_kind!r} has no datasheet peak in lm.flops.PEAK_FLOPS_BF16; "
+              "pass --peak-flops for an MFU", flush=True)
+    rows, mm_best = [], min(matmul() for _ in range(3))
+    for d, n_layers in zip(sizes, layers):
         for dtype in args.dtypes.split(","):
-            cfg = ModelConfig(vocab_size=args.vocab, d_model=d, n_layers=args.layers, n_heads=max(d // 64, 1),
-                              max_seq_len=args.seq, d_ff=4 * d, compute_dtype=dtype)
-            row = bench_model(cfg, args.batch, args.seq, args.steps, peak, mesh)
-            if args.peak_flops:
-                row["mfu_vs_datasheet"] = round(row["mfu"] * peak / args.peak_flops, 3)
+            cfg = ModelConfig(vocab_size=args.vocab, d_model=d, n_layers=n_layers, n_heads=max(d // 64, 1),
+                              max_seq_len=args.seq, d_ff=4 * d, compute_dtype=dtype, attention_impl=args.attention)
+            row, best = bench_model(cfg, args.batch, args.seq, args.steps, mesh, matmul, convention)
+            mm_best = min(mm_best, best)
             rows.append(row)
-            print(json.dumps(row), flush=True)
+            rate = row["flops_per_step"] / row["step_s"]
+            row["frac_of_f32_matmul"] = round(rate / (2 * 2048**3 / best), 3)
+            if datasheet:
+                row["mfu"] = round(rate / datasheet, 3)
+            print(json.dumps({k: v for k, v in row.items() if k != "flops_per_step"}), flush=True)
+    f32_rate = 2 * 2048**3 / mm_best
+    for row in rows:              # against the best matmul of the whole run (what the summary quotes)
+        row["frac_of_best_f32_matmul"] = round(row["flops_per_step"] / row["step_s"] / f32_rate, 3)
+    print(f"# {platform.processor() or platform.machine()} {device.device_kind}, jax {jax.__version__}, "
+          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; matmul 2048^3: float32 {f32_rate / 1e9:.1f} (best of "
+          f"the run), bfloat16 {bf16_rate / 1e9:.1f} GFLOP/s; FLOPs: {convention}")
+    for row in rows:
+        print(f"#   d{row['d_model']} L{row['n_layers']} {row['dtype']:9s} {row['tokens_per_s']:8d} tok/s  "
+              f"{row['frac_of_best_f32_matmul']:.3f} of the f32 matmul rate" +
+              (f"  MFU {row['mfu']:.3f}" if "mfu" in row else ""))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"peak_flops_f32": peak, "peak_flops_bf16": bf16_peak, "rows": rows}, f, indent=2)
+            json.dump({"peak_flops_f32": f32_rate, "peak_flops_bf16": bf16_rate, "datasheet_peak": datasheet,
+                       "convention": convention, "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":

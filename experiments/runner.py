@@ -18,6 +18,7 @@ so a killed-and-restarted sweep never has two processes training the same run.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import os
 import selectors
@@ -95,9 +96,20 @@ def finished_result(spec: RunSpec, cfg: SweepConfig) -> dict[str, Any] | None:
 # ---------------------------------------------------------------------------------------------
 # Training one run (in a worker, a submitit job or inline).
 
-def worker_env(threads: int, base: dict[str, str] | None = None) -> dict[str, str]:
+def _gpu_ids(env: dict[str, str]) -> list[str]:
+    """The NVIDIA GPUs a process started with `env` may use: CUDA_VISIBLE_DEVICES if set, else
+    the /dev/nvidiaN device files (no CUDA or JAX import in the parent)."""
+    if "CUDA_VISIBLE_DEVICES" in env:
+        return [g for g in env["CUDA_VISIBLE_DEVICES"].split(",") if g.strip() not in ("", "-1")]
+    return sorted((p[len("/dev/nvidia"):] for p in glob.glob("/dev/nvidia[0-9]*")), key=int)
+
+
+def worker_env(threads: int, base: dict[str, str] | None = None, index: int | None = None) -> dict[str, str]:
     """Environment of a worker: XLA on `threads` CPU threads, one host device (simulated device
-    counts from the parent are dropped)."""
+    counts from the parent are dropped). On a GPU node, worker `index` gets one GPU of its own
+    (CUDA_VISIBLE_DEVICES, round robin when there are more workers than GPUs) and JAX does not
+    preallocate 75 % of its memory (XLA_PYTHON_CLIENT_PREALLOCATE=false); index None keeps the
+    visible GPUs (a worker re-applying its environment). On CPU nodes nothing GPU-related is set."""
     env = dict(os.environ if base is None else base)
     flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
     if threads == 1 and not any(f.startswith("--xla_cpu_multi_thread_eigen") for f in flags):
@@ -106,6 +118,11 @@ def worker_env(threads: int, base: dict[str, str] | None = None) -> dict[str, st
     env["TF_CPP_MIN_LOG_LEVEL"] = env.get("TF_CPP_MIN_LOG_LEVEL", "3")
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
+    gpus = _gpu_ids(env)
+    if gpus:
+        if index is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
+        env["XLA_PYTHON_CLIENT_PREALLOCATE"] = env.get("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     return env
 
 
@@ -196,7 +213,7 @@ def worker_main(argv: list[str]) -> int:
     os.environ.update(worker_env(threads))
     configure_compile_cache(cache or None)
     from lm import flops as flops_lib
-    peak = flops_lib.measure_matmul_peak(1024, repeats=3)
+    peak = flops_lib.default_peak_flops()  # datasheet on accelerators
     out = os.fdopen(result_fd, "w")
     for line in sys.stdin:
         message = json.loads(line)
@@ -231,7 +248,7 @@ class InlineBackend:
             run_id, config = self.queue.pop(0)
             if self.peak is None:          # measured once, not once per run
                 from lm import flops as flops_lib
-                self.peak = flops_lib.measure_matmul_peak(1024, repeats=3)
+                self.peak = flops_lib.default_peak_flops()  # datasheet on accelerators
             done.append((run_id, train_run(config, self.peak, log_to_file=False)))
         return done
 
@@ -247,7 +264,7 @@ class _Worker:
         os.makedirs(os.path.join(sweep_dir, "logs"), exist_ok=True)
         self.log = open(os.path.join(sweep_dir, "logs", f"worker-{index}.log"), "a")
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = worker_env(ex.threads)
+        env = worker_env(ex.threads, index=index)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "experiments.runner", "worker", str(os.getpid()), str(write_fd),

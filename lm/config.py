@@ -20,6 +20,7 @@ NORMS = ("rmsnorm", "layernorm")
 NORM_POSITIONS = ("pre", "post")
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "swiglu")
 DTYPES = ("float32", "bfloat16")
+ATTENTION_IMPLS = ("einsum", "xla", "cudnn")
 SCHEDULES = ("cosine", "wsd", "constant", "linear")
 DECAY_SHAPES = ("linear", "cosine", "sqrt")
 PARAMETRIZATIONS = ("standard", "mup")
@@ -185,6 +186,11 @@ class ModelConfig:
     default because it measured faster on this CPU from d_model 256 up (experiments/bench.py,
     BENCHMARKS.md) and is what accelerators want; tiny models (d_model <= 128) ran as fast or faster
     in float32, and tests that compare numbers to 1e-5 set float32."""
+    attention_impl: str = "einsum"
+    """How attention is computed: 'einsum' (explicit scores + softmax, heads-major; what
+    `attention_maps` inspects; on CPU as fast as 'xla' within noise), 'xla'
+    (`jax.nn.dot_product_attention` lowered by XLA) or 'cudnn' (its cuDNN flash-attention kernel:
+    NVIDIA GPUs with bfloat16 compute only)."""
     remat: bool = False
     """Rematerialise each block in the backward pass (saves memory, costs ~1/3 more compute)."""
     scan_layers: bool = True
@@ -256,6 +262,7 @@ class ModelConfig:
                 raise ValueError(f"muP: mup_base_width={self.mup_base_width} does not divide d_model="
                                  f"{self.d_model}; pick a base width in {good} (or widths that are "
                                  f"multiples of {self.mup_base_width})")
+        _check_choice("attention_impl", self.attention_impl, ATTENTION_IMPLS)
         return self
 
 

@@ -39,7 +39,9 @@ once, not once per layer, so compare against a model built with `scan_layers=Fal
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -236,19 +238,67 @@ def training_flops(cfg: ModelConfig, seq_len: int, tokens: float, convention: st
 # ---------------------------------------------------------------------------------------------
 # Model FLOP utilisation.
 
-def mfu(flops_per_step: float, step_seconds: float, peak_flops_per_s: float) -> float:
+def mfu(flops_per_step: float, step_seconds: float, peak_flops_per_s: float | None) -> float:
     """Model FLOP utilisation: flops_per_step / step_seconds / peak_flops_per_s (a fraction).
 
     Both FLOP figures must cover the same devices (e.g. the global batch's FLOPs and the peak of
     all devices together). On accelerators the peak is the dense datasheet figure for the compute
-    dtype; on CPU use `measure_matmul_peak()`.
+    dtype (`default_peak_flops`); on CPU `measure_matmul_peak()`. A None peak (an accelerator
+    missing from PEAK_FLOPS_BF16) gives NaN: no MFU rather than a wrong one.
     """
     if step_seconds <= 0:
         raise ValueError(f"step_seconds={step_seconds} must be positive")
+    if peak_flops_per_s is None:
+        return math.nan
     if peak_flops_per_s <= 0:
         raise ValueError(f"peak_flops_per_s={peak_flops_per_s} must be positive; pass the device's "
                          "dense peak FLOP/s or measure_matmul_peak()")
     return flops_per_step / step_seconds / peak_flops_per_s
+
+
+PEAK_FLOPS_BF16: tuple[tuple[str, float], ...] = (
+    # (lower-case substring of jax's device_kind, dense bf16 FLOP/s per chip from the datasheet);
+    # the first match wins, so specific names come before the families they belong to.
+    ("h100 pcie", 756e12),       # NVIDIA H100 PCIe
+    ("h100 nvl", 835e12),        # NVIDIA H100 NVL
+    ("h100", 989e12),            # NVIDIA H100 SXM5 ("NVIDIA H100 80GB HBM3")
+    ("h200", 989e12),            # NVIDIA H200 (SXM; same tensor cores as the H100 SXM)
+    ("gh200", 989e12),           # NVIDIA GH200 (Grace Hopper)
+    ("b200", 2250e12),           # NVIDIA B200 (HGX, dense)
+    ("a100", 312e12),            # NVIDIA A100 (SXM4 and PCIe)
+    ("tpu v4", 275e12),          # "TPU v4"
+    ("tpu v5 lite", 197e12),     # TPU v5e ("TPU v5 lite")
+    ("tpu v5e", 197e12),
+    ("tpu v5p", 459e12),
+    ("tpu v5", 459e12),          # TPU v5p reports "TPU v5"
+    ("tpu v6 lite", 918e12),     # TPU v6e / Trillium ("TPU v6 lite")
+    ("tpu v6e", 918e12),
+)
+"""Dense (no sparsity) bfloat16 peaks. With float32 compute the MFU against these is a lower bound."""
+
+
+def datasheet_peak(device_kind: str) -> float | None:
+    """Dense bf16 FLOP/s of one chip of `device_kind` (jax's Device.device_kind), or None if unknown."""
+    kind = device_kind.lower()
+    return next((peak for key, peak in PEAK_FLOPS_BF16 if key in kind), None)
+
+
+def default_peak_flops(devices: list | None = None) -> float | None:
+    """Peak FLOP/s of `devices` (default: all of jax.devices()) for MFU when none is configured.
+
+    Accelerators: the datasheet table times the device count; an unknown kind warns and gives
+    None (MFU is then NaN) -- never a matmul probe, which would measure the kernel, not the chip.
+    CPU: the float32 matmul rate measured here, times the number of processes (simulated CPU
+    devices of one process share its cores, so they are not multiplied)."""
+    devices = jax.devices() if devices is None else devices
+    if devices[0].platform == "cpu":
+        return measure_matmul_peak(1024, repeats=3) * len({d.process_index for d in devices})
+    per_chip = datasheet_peak(devices[0].device_kind)
+    if per_chip is None:
+        warnings.warn(f"no datasheet peak for device kind {devices[0].device_kind!r} (lm.flops.PEAK_FLOPS_BF16): "
+                      "MFU is reported as NaN; pass peak_flops (FLOP/s of all devices) to get one", stacklevel=2)
+        return None
+    return per_chip * len(devices)
 
 
 def measure_matmul_peak(n: int = 2048, dtype: jnp.dtype = jnp.float32, repeats: int = 5) -> float:

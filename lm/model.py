@@ -65,6 +65,17 @@ class Norm(nn.Module):
         return y.astype(x_BxLxD.dtype)
 
 
+def matmul_2d(x: jax.Array, w: jax.Array, n_in: int, dtype: Any) -> jax.Array:
+    """x · w contracting the last `n_in` axes of x with the first `n_in` of w, as ONE 2-D matmul.
+
+    Leading axes are flattened ([M, in] @ [in, out]) and restored: on CPU a 3-D dot_general's
+    gradient is laid out with transposes around the dots (measured 3x slower, BENCHMARKS.md)."""
+    in_shape, out_shape = x.shape[x.ndim - n_in:], w.shape[n_in:]
+    size_in = math.prod(in_shape)
+    y = x.reshape(-1, size_in).astype(dtype) @ w.reshape(size_in, -1).astype(dtype)
+    return y.reshape(*x.shape[:x.ndim - n_in], *out_shape)
+
+
 class Dense(nn.Module):
     """y = x · W (+ b) contracting the last `n_in` axes of x; W is float32, cast to compute dtype."""
 
@@ -75,28 +86,32 @@ class Dense(nn.Module):
     std: float
     dtype: Any
 
-    @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        w, b = self.weights()
+        y = matmul_2d(x, w, self.n_in, self.dtype)
+        return y if b is None else y + b.astype(self.dtype)
+
+    @nn.compact
+    def weights(self) -> tuple[jax.Array, jax.Array | None]:
+        """(kernel, bias or None) in float32, for callers that fuse several projections."""
         kernel = self.param("kernel", _init(self.std, self.axes), self.shape, jnp.float32)
-        in_axes = tuple(range(x.ndim - self.n_in, x.ndim))
-        y = jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype),
-                                ((in_axes, tuple(range(self.n_in))), ((), ())))
-        if self.use_bias:
-            out_shape, out_axes = self.shape[self.n_in:], self.axes[self.n_in:]
-            y = y + self.param("bias", _zeros(out_axes), out_shape, jnp.float32).astype(self.dtype)
-        return y
+        if not self.use_bias:
+            return kernel, None
+        out_shape, out_axes = self.shape[self.n_in:], self.axes[self.n_in:]
+        return kernel, self.param("bias", _zeros(out_axes), out_shape, jnp.float32)
 
 
-def rope(x_BxLxNxE: jax.Array, positions_BxL: jax.Array, theta: float) -> jax.Array:
-    """Rotary position embedding (rotate-half convention), computed in float32."""
-    half = x_BxLxNxE.shape[-1] // 2
+def rope(x: jax.Array, positions_BxL: jax.Array, theta: float, heads_axis: int = 2) -> jax.Array:
+    """Rotary position embedding (rotate-half convention), computed in float32, of x [B, L, N, E]
+    (heads_axis=2) or heads-major x [B, N, L, E] (heads_axis=1, what Attention uses)."""
+    half = x.shape[-1] // 2
     freq_E2 = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
-    angle_BxLx1xE2 = (positions_BxL[..., None].astype(jnp.float32) * freq_E2)[:, :, None, :]
-    sin, cos = jnp.sin(angle_BxLx1xE2), jnp.cos(angle_BxLx1xE2)
-    x = x_BxLxNxE.astype(jnp.float32)
-    x1, x2 = x[..., :half], x[..., half:]
+    angle = jnp.expand_dims(positions_BxL[..., None].astype(jnp.float32) * freq_E2, heads_axis)
+    sin, cos = jnp.sin(angle), jnp.cos(angle)
+    xf = x.astype(jnp.float32)
+    x1, x2 = xf[..., :half], xf[..., half:]
     out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-    return out.astype(x_BxLxNxE.dtype)
+    return out.astype(x.dtype)
 
 
 def sinusoidal(positions_BxL: jax.Array, d_model: int) -> jax.Array:
@@ -108,25 +123,49 @@ def sinusoidal(positions_BxL: jax.Array, d_model: int) -> jax.Array:
     return jnp.pad(code, ((0, 0), (0, 0), (0, d_model - 2 * half)))
 
 
-def attention_probs(q_BxLxHxE: jax.Array, k_BxSxKxE: jax.Array, mask_BxLxS: jax.Array | None) -> jax.Array:
-    """Softmax attention weights [B, K, G, L, S] in float32 (grouped kv heads: H = K * G)."""
-    b, l, h, e = q_BxLxHxE.shape
-    k = k_BxSxKxE.shape[2]
-    q_BxLxKxGxE = q_BxLxHxE.reshape(b, l, k, h // k, e)
-    logits = jnp.einsum("blkge,bske->bkgls", q_BxLxKxGxE, k_BxSxKxE).astype(jnp.float32)
-    logits = logits / math.sqrt(e)
-    if mask_BxLxS is not None:
-        logits = jnp.where(mask_BxLxS[:, None, None], logits, jnp.finfo(jnp.float32).min)
+def _full_mask(mask_BxLxS: jax.Array | None, l: int, s: int) -> jax.Array:
+    """The mask as [B or 1, L, S]; None means causal over positions 0..L-1 (training)."""
+    if mask_BxLxS is None:
+        return jnp.tril(jnp.ones((l, s), bool))[None]
+    return mask_BxLxS
+
+
+def attention_probs(q_BxKxGxLxE: jax.Array, k_BxKxSxE: jax.Array, mask_BxLxS: jax.Array | None,
+                    scale: float) -> jax.Array:
+    """Softmax attention weights [B, K, G, L, S] in float32 (heads-major, grouped kv heads: H = K * G).
+
+    The scale is folded into q; scores accumulate in float32 whatever the compute dtype."""
+    l, s = q_BxKxGxLxE.shape[3], k_BxKxSxE.shape[2]
+    q = q_BxKxGxLxE * jnp.asarray(scale, q_BxKxGxLxE.dtype)
+    logits = jnp.einsum("bkgle,bkse->bkgls", q, k_BxKxSxE, preferred_element_type=jnp.float32)
+    mask = _full_mask(mask_BxLxS, l, s)
+    logits = jnp.where(mask[:, None, None], logits, jnp.finfo(jnp.float32).min)
     return jax.nn.softmax(logits, axis=-1)
 
 
-def attend(q_BxLxHxE: jax.Array, k_BxSxKxE: jax.Array, v_BxSxKxE: jax.Array,
-           mask_BxLxS: jax.Array | None) -> jax.Array:
-    """Scaled dot-product attention with grouped kv heads; softmax in float32. Returns [B, L, H, E]."""
-    b, l, h, e = q_BxLxHxE.shape
-    probs = attention_probs(q_BxLxHxE, k_BxSxKxE, mask_BxLxS).astype(v_BxSxKxE.dtype)
-    out = jnp.einsum("bkgls,bske->blkge", probs, v_BxSxKxE)
-    return out.reshape(b, l, h, e)
+def attend(q_BxKxGxLxE: jax.Array, k_BxKxSxE: jax.Array, v_BxKxSxE: jax.Array,
+           mask_BxLxS: jax.Array | None, scale: float) -> jax.Array:
+    """Scaled dot-product attention, explicit scores, softmax in float32. Returns [B, L, H, E]."""
+    b, k, g, l, e = q_BxKxGxLxE.shape
+    probs = attention_probs(q_BxKxGxLxE, k_BxKxSxE, mask_BxLxS, scale).astype(v_BxKxSxE.dtype)
+    out_BxKxGxLxE = jnp.einsum("bkgls,bkse->bkgle", probs, v_BxKxSxE)
+    return out_BxKxGxLxE.transpose(0, 3, 1, 2, 4).reshape(b, l, k * g, e)
+
+
+def attend_fused(q_BxKxGxLxE: jax.Array, k_BxKxSxE: jax.Array, v_BxKxSxE: jax.Array,
+                 mask_BxLxS: jax.Array | None, scale: float, implementation: str) -> jax.Array:
+    """The same through `jax.nn.dot_product_attention` ('xla', or 'cudnn' flash attention on
+    NVIDIA GPUs). A None mask is passed as is_causal, which cuDNN computes without a mask tensor."""
+    b, k, g, l, e = q_BxKxGxLxE.shape
+    q_BxLxHxE = q_BxKxGxLxE.reshape(b, k * g, l, e).transpose(0, 2, 1, 3)
+    k_BxSxKxE, v_BxSxKxE = k_BxKxSxE.transpose(0, 2, 1, 3), v_BxKxSxE.transpose(0, 2, 1, 3)
+    mask = None if mask_BxLxS is None else mask_BxLxS[:, None]
+    return jax.nn.dot_product_attention(q_BxLxHxE, k_BxSxKxE, v_BxSxKxE, mask=mask, scale=scale,
+                                        is_causal=mask_BxLxS is None, implementation=implementation)
+
+
+def _heads_major(y_BxLxNxE: jax.Array) -> jax.Array:
+    return y_BxLxNxE.transpose(0, 2, 1, 3)
 
 
 class Attention(nn.Module):
@@ -135,47 +174,68 @@ class Attention(nn.Module):
     Returns (y [B, L, D], new_cache). With `cache` = (k_BxCxKxE, v_BxCxKxE, index) the new keys and
     values are written into slots [index, index + L) and attention runs over all C slots (then
     `mask` is [B, L, C]); new_cache is the updated (k, v). Without a cache, new_cache is None.
+    A None mask means causal over positions 0..L-1 (training). Self-attention computes q, k, v
+    with one matmul over the three kernels concatenated at trace time (the parameters stay
+    separate); q, k, v are then heads-major [B, N, L, E] so the score and value dots need no
+    transposes, and the scale is folded into q.
     """
 
     cfg: ModelConfig
     rotary: bool
+
+    def _qkv(self, x_BxLxD, context_BxSxD, dt, kv=None):
+        """q [B, H, L, E], k and v [B, K, S, E] (heads-major); `kv` = cached cross-attention
+        (k, v) [B, S, K, E] each: only q is computed."""
+        cfg = self.cfg
+        h, k, e, d = cfg.n_heads, cfg.kv_heads, cfg.head_size, cfg.d_model
+        proj = functools.partial(Dense, n_in=1, use_bias=cfg.use_bias, std=mup.hidden_std(cfg), dtype=dt)
+        layers = (proj((d, h, e), ("embed", "heads", "head_dim"), name="query"),
+                  proj((d, k, e), ("embed", "kv_heads", "head_dim"), name="key"),
+                  proj((d, k, e), ("embed", "kv_heads", "head_dim"), name="value"))
+        b, l = x_BxLxD.shape[:2]
+        if kv is not None and kv is not True:   # cross-attention over cached keys/values [B, S, K, E]
+            return _heads_major(layers[0](x_BxLxD)), _heads_major(kv[0]), _heads_major(kv[1])
+        if context_BxSxD is x_BxLxD:      # self-attention: one [B*L, D] @ [D, (H + 2K) E] matmul
+            kernels, biases = zip(*(layer.weights() for layer in layers))
+            w_DxNxE = jnp.concatenate(kernels, axis=1)
+            qkv = matmul_2d(x_BxLxD, w_DxNxE, 1, dt)
+            if cfg.use_bias:
+                qkv = qkv + jnp.concatenate(biases, axis=0).astype(dt)
+            qkv_BxNxLxE = _heads_major(qkv)
+            q, key, v = qkv_BxNxLxE[:, :h], qkv_BxNxLxE[:, h:h + k], qkv_BxNxLxE[:, h + k:]
+        else:
+            q = _heads_major(layers[0](x_BxLxD))
+            key, v = (_heads_major(layer(context_BxSxD)) for layer in layers[1:])
+        return q, key, v
 
     @nn.compact
     def __call__(self, x_BxLxD, context_BxSxD, mask_BxLxS, q_pos_BxL, k_pos_BxS, cache=None, kv=None):
         cfg = self.cfg
         dt = DTYPES[cfg.compute_dtype]
         h, k, e, d = cfg.n_heads, cfg.kv_heads, cfg.head_size, cfg.d_model
-        out_std = mup.hidden_std(cfg) / math.sqrt(2 * cfg.n_layers)
-        proj = functools.partial(Dense, n_in=1, use_bias=cfg.use_bias, std=mup.hidden_std(cfg), dtype=dt)
-        q = proj((d, h, e), ("embed", "heads", "head_dim"), name="query")(x_BxLxD)
-        if kv is not None:   # cross-attention keys/values computed once per prompt (`kv=True`: compute them)
-            if mup.query_scale(cfg) is not None:      # as below (cross-attention has no rotary)
-                q = q * jnp.asarray(mup.query_scale(cfg), q.dtype)
-            key, v = kv if kv is not True else (
-                proj((d, k, e), ("embed", "kv_heads", "head_dim"), name="key")(context_BxSxD),
-                proj((d, k, e), ("embed", "kv_heads", "head_dim"), name="value")(context_BxSxD))
-            out = Dense((h, e, d), ("heads", "head_dim", "embed"), n_in=2, use_bias=cfg.use_bias,
-                        std=out_std, dtype=dt, name="out")(attend(q, key, v, mask_BxLxS))
-            return out, (key, v)
-        key = proj((d, k, e), ("embed", "kv_heads", "head_dim"), name="key")(context_BxSxD)
-        v = proj((d, k, e), ("embed", "kv_heads", "head_dim"), name="value")(context_BxSxD)
-        if self.rotary:
-            q, key = rope(q, q_pos_BxL, cfg.rope_theta), rope(key, k_pos_BxS, cfg.rope_theta)
-        if mup.query_scale(cfg) is not None:          # muP: logits q.k / E instead of q.k / sqrt(E)
-            q = q * jnp.asarray(mup.query_scale(cfg), q.dtype)
+        b, l = x_BxLxD.shape[:2]
+        q, key, v = self._qkv(x_BxLxD, context_BxSxD, dt, kv)
         new_cache = None
-        if cache is not None:
+        if kv is not None:   # cross-attention whose keys/values are cached once per prompt
+            new_cache = (_heads_major(key), _heads_major(v))                  # [B, S, K, E] each
+        if self.rotary:
+            q, key = rope(q, q_pos_BxL, cfg.rope_theta, 1), rope(key, k_pos_BxS, cfg.rope_theta, 1)
+        if cache is not None:             # the cache is [B, C, K, E]: write, then read heads-major
             k_cache_BxCxKxE, v_cache_BxCxKxE, index = cache
-            key = jax.lax.dynamic_update_slice_in_dim(k_cache_BxCxKxE, key.astype(k_cache_BxCxKxE.dtype),
-                                                      index, axis=1)
-            v = jax.lax.dynamic_update_slice_in_dim(v_cache_BxCxKxE, v.astype(v_cache_BxCxKxE.dtype),
-                                                    index, axis=1)
+            key, v = (jax.lax.dynamic_update_slice_in_dim(c, _heads_major(new).astype(c.dtype), index, axis=1)
+                      for c, new in ((k_cache_BxCxKxE, key), (v_cache_BxCxKxE, v)))
             new_cache = (key, v)
-        y = attend(q, key, v, mask_BxLxS)
+            key, v = _heads_major(key), _heads_major(v)
+        q = q.reshape(b, k, h // k, l, e)
+        scale = 1.0 / math.sqrt(e) * (mup.query_scale(cfg) or 1.0)   # muP: q.k / E instead of q.k / sqrt(E)
+        if cfg.attention_impl == "einsum":
+            y_BxLxHxE = attend(q, key, v, mask_BxLxS, scale)
+        else:
+            y_BxLxHxE = attend_fused(q, key, v, mask_BxLxS, scale, cfg.attention_impl)
         if self.is_mutable_collection("intermediates"):  # only when inspecting (attention_maps)
-            self.sow("intermediates", "probs", attention_probs(q, key, mask_BxLxS))
+            self.sow("intermediates", "probs", attention_probs(q, key, mask_BxLxS, scale))
         out = Dense((h, e, d), ("heads", "head_dim", "embed"), n_in=2, use_bias=cfg.use_bias,
-                    std=out_std, dtype=dt, name="out")(y)
+                    std=mup.hidden_std(cfg) / math.sqrt(2 * cfg.n_layers), dtype=dt, name="out")(y_BxLxHxE)
         return out, new_cache
 
 
@@ -343,7 +403,8 @@ class Transformer(nn.Module):
             ctx_pos = jnp.broadcast_to(jnp.arange(src_BxS.shape[1]), src_BxS.shape)
             cross_mask = jnp.ones((tokens_BxL.shape[0], tokens_BxL.shape[1], src_BxS.shape[1]), bool)
         x = self._embed(tokens_BxL, pos)
-        x, _ = self.decoder(x, (causal_mask(pos, pos), pos, context, cross_mask, ctx_pos, None))
+        self_mask = None if positions_BxL is None else causal_mask(pos, pos)  # None: causal, no mask array
+        x, _ = self.decoder(x, (self_mask, pos, context, cross_mask, ctx_pos, None))
         return self._logits(x)
 
     def decode(self, tokens_BxL: jax.Array, positions_BxL: jax.Array, cache: dict,

@@ -35,11 +35,19 @@ class TrainState:
     first_bad_step: jax.Array  # int32 []: first step whose loss or gradient was not finite; -1 if none
 
 
+def token_nll(logits_BxLxV: jax.Array, targets_BxL: jax.Array) -> jax.Array:
+    """-log softmax(logits)[target] per token [B, L], float32: logsumexp minus the target's logit,
+    so no [B, L, V] log-probability array is materialised (its gradient is softmax - one_hot)."""
+    logits = logits_BxLxV.astype(jnp.float32)
+    target_BxL = jnp.take_along_axis(logits, targets_BxL[..., None], axis=-1)[..., 0]
+    return jax.nn.logsumexp(logits, axis=-1) - target_BxL
+
+
 def lm_loss(params: Any, tokens_BxL1: jax.Array, cfg: ModelConfig) -> tuple[jax.Array, jax.Array]:
     """(mean next-token cross-entropy in nats, number of predicted tokens) of a batch [B, L+1]."""
     inputs_BxL, targets_BxL = tokens_BxL1[:, :-1], tokens_BxL1[:, 1:]
     logits_BxLxV = model_lib.forward(params, inputs_BxL, cfg)
-    nll_BxL = optax.softmax_cross_entropy_with_integer_labels(logits_BxLxV, targets_BxL)
+    nll_BxL = token_nll(logits_BxLxV, targets_BxL)
     return jnp.mean(nll_BxL), jnp.asarray(nll_BxL.size, jnp.float32)
 
 
@@ -59,38 +67,59 @@ def seq2seq_loss(params: Any, rows_BxR: jax.Array, cfg: ModelConfig, src_len: in
     return jnp.sum(nll_BxT * keep_BxT) / jnp.maximum(count, 1.0), count
 
 
-def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, grad_accum: int = 1):
+def _set_learning_rate(opt_state: Any, lr: jax.Array) -> Any:
+    """An optax.inject_hyperparams state with its learning rate replaced (same dtype)."""
+    if not hasattr(opt_state, "hyperparams") or "learning_rate" not in opt_state.hyperparams:
+        raise ValueError("a step with a learning-rate argument needs an optimizer built with "
+                         "optax.inject_hyperparams(...)(learning_rate=...); use host_lr=False otherwise")
+    old = opt_state.hyperparams["learning_rate"]
+    return opt_state._replace(hyperparams={**opt_state.hyperparams,
+                                           "learning_rate": jnp.asarray(lr, old.dtype).reshape(old.shape)})
+
+
+def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, grad_accum: int = 1,
+                    host_lr: bool = False):
     """A pure `(state, batch) -> (state, metrics)`; with grad_accum > 1 the batch's leading axis is
-    split into that many micro-batches whose gradients are averaged (scan: one compiled body)."""
+    split into that many micro-batches whose gradients are averaged (scan: one compiled body).
+
+    With `host_lr` the step is `(state, batch, lr) -> ...`: `lr` (float32 []) is this step's learning
+    rate, written into the injected hyperparameters inside the compiled step (no state rebuild on
+    the host). metrics: loss, grad_norm and first_bad_step (so the loop reads divergence from the
+    metrics it fetches one step late, with no extra host sync)."""
 
     def grads_of(params, batch):
         (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch)
         return loss, grads
 
-    def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
-        if grad_accum == 1:
-            loss, grads = grads_of(state.params, batch)
-        else:
-            micro = jax.tree.map(lambda x: x.reshape(grad_accum, x.shape[0] // grad_accum, *x.shape[1:]),
-                                 batch)
+    def accumulated(params, batch):
+        micro = jax.tree.map(lambda x: x.reshape(grad_accum, x.shape[0] // grad_accum, *x.shape[1:]), batch)
 
-            def body(carry, mb):
-                loss_sum, grad_sum = carry
-                loss, grads = grads_of(state.params, mb)
-                return (loss_sum + loss, jax.tree.map(jnp.add, grad_sum, grads)), None
+        def body(carry, mb):
+            loss_sum, grad_sum = carry
+            loss, grads = grads_of(params, mb)
+            return (loss_sum + loss, jax.tree.map(jnp.add, grad_sum, grads)), None
 
-            zeros = jax.tree.map(jnp.zeros_like, state.params)
-            (loss, grads), _ = jax.lax.scan(body, (jnp.zeros((), jnp.float32), zeros), micro)
-            loss = loss / grad_accum
-            grads = jax.tree.map(lambda g: g / grad_accum, grads)
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        (loss, grads), _ = jax.lax.scan(body, (jnp.zeros((), jnp.float32), zeros), micro)
+        return loss / grad_accum, jax.tree.map(lambda g: g / grad_accum, grads)
+
+    def one_step(state: TrainState, batch: Batch, lr: jax.Array | None) -> tuple[TrainState, dict[str, jax.Array]]:
+        loss, grads = grads_of(state.params, batch) if grad_accum == 1 else accumulated(state.params, batch)
         grad_norm = optax.tree.norm(grads)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        opt_state = state.opt_state if lr is None else _set_learning_rate(state.opt_state, lr)
+        updates, opt_state = tx.update(grads, opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         bad = jnp.where((state.first_bad_step < 0) & ~finite, state.step, state.first_bad_step)
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, first_bad_step=bad)
-        return new_state, {"loss": loss, "grad_norm": grad_norm}
+        return new_state, {"loss": loss, "grad_norm": grad_norm, "first_bad_step": bad}
 
+    if host_lr:
+        def step(state: TrainState, batch: Batch, lr: jax.Array):   # jit(step) in compile logs
+            return one_step(state, batch, lr)
+    else:
+        def step(state: TrainState, batch: Batch):
+            return one_step(state, batch, None)
     return step
 
 
@@ -102,6 +131,19 @@ def make_eval_step(loss_fn: LossFn):
         return loss * count, count
 
     return step
+
+
+def check_attention_backend(cfg: ModelConfig, mesh: Mesh) -> None:
+    """cuDNN flash attention needs NVIDIA GPUs and bfloat16 compute: say so before compiling."""
+    if cfg.attention_impl != "cudnn":
+        return
+    platform = mesh.devices.flat[0].platform
+    if platform != "gpu":
+        raise ValueError(f"model.attention_impl='cudnn' needs NVIDIA GPUs but the mesh is on {platform}; "
+                         "use attention_impl='einsum' or 'xla'")
+    if cfg.compute_dtype != "bfloat16":
+        raise ValueError(f"model.attention_impl='cudnn' needs compute_dtype='bfloat16' (got "
+                         f"{cfg.compute_dtype!r}); set it, or use attention_impl='xla'")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,14 +160,19 @@ class Compiled:
 
 
 def compile_steps(cfg: ModelConfig, tx: optax.GradientTransformation, mesh: Mesh, *,
-                  grad_accum: int = 1, loss_fn: LossFn | None = None) -> Compiled:
-    """Shardings from the logical axis names, then jit init/step/eval with explicit shardings."""
+                  grad_accum: int = 1, loss_fn: LossFn | None = None, host_lr: bool = False) -> Compiled:
+    """Shardings from the logical axis names, then jit init/step/eval with explicit shardings.
+    With `host_lr` the train step takes the step's learning rate as a third argument (see
+    make_train_step); `tx` must then be built with optax.inject_hyperparams."""
     if jax.default_backend() == "cpu":  # donation is a no-op on CPU and says so on every call
         warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
+    check_attention_backend(cfg, mesh)
     loss_fn = loss_fn or (lambda params, batch: lm_loss(params, batch, cfg))
     abstract_params = model_lib.abstract_params(cfg)
     param_sh = sh.param_shardings(abstract_params, model_lib.logical_axes(cfg), mesh)
     abstract_opt = jax.eval_shape(tx.init, abstract_params)
+    if host_lr:
+        _set_learning_rate(abstract_opt, jnp.zeros((), jnp.float32))   # fails now, not inside the jit
     rep = sh.replicated(mesh)
     state_sh = TrainState(step=rep, params=param_sh,
                           opt_state=sh.opt_state_shardings(tx, abstract_opt, param_sh, mesh),
@@ -140,7 +187,8 @@ def compile_steps(cfg: ModelConfig, tx: optax.GradientTransformation, mesh: Mesh
     abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                                   abstract_state, state_sh)
     batch_sh = sh.batch_sharding(mesh)
-    train_step = jax.jit(make_train_step(loss_fn, tx, grad_accum), in_shardings=(state_sh, batch_sh),
+    in_sh = (state_sh, batch_sh, rep) if host_lr else (state_sh, batch_sh)
+    train_step = jax.jit(make_train_step(loss_fn, tx, grad_accum, host_lr), in_shardings=in_sh,
                          out_shardings=(state_sh, rep), donate_argnums=0)
     eval_step = jax.jit(make_eval_step(loss_fn), in_shardings=(param_sh, batch_sh), out_shardings=rep)
     return Compiled(mesh=mesh, state_shardings=state_sh, batch_sharding=batch_sh,

@@ -167,12 +167,29 @@ def _optimizer(cfg: TrainConfig):
     return tx, table
 
 
-def _with_learning_rate(state, lr: np.float32):
-    """`state` with the optimizer's injected learning rate set to `lr` (same dtype and sharding)."""
-    opt = state.opt_state
-    old = opt.hyperparams["learning_rate"]
-    new = jax.device_put(np.asarray(lr, old.dtype), old.sharding)
-    return state.replace(opt_state=opt._replace(hyperparams={**opt.hyperparams, "learning_rate": new}))
+def _lr_args(lr_table: np.ndarray | None, step: int) -> tuple:
+    """The train step's extra argument: this step's learning rate when the schedule is fed from the
+    host (written into the optimizer state inside the compiled step), else nothing."""
+    return () if lr_table is None else (lr_table[min(step, len(lr_table) - 1)],)  # a finished run resumes at steps
+
+
+class _BatchesAhead:
+    """Host batches of the next `ahead` steps drawn with ONE call into the dataset (the synthetic
+    sampler costs per call, not per row: at batch 8 x 64 one batch alone took as long as a d12
+    step), then handed out one step at a time; exactly the rows `stream.batch(step)` would give."""
+
+    def __init__(self, stream, ahead: int):
+        self.stream, self.ahead = stream, max(1, ahead)
+        self.first, self.rows = 0, np.zeros((0, stream.seq_len + 1), np.int32)
+
+    def batch(self, step: int) -> np.ndarray:
+        s, local = self.stream, self.stream.local_batch
+        if not self.first <= step < self.first + len(self.rows) // local:
+            steps = np.arange(step, step + self.ahead, dtype=np.int64)[:, None]
+            indices = (steps * s.batch_size + s.process_index * local + np.arange(local)).ravel()
+            self.first, self.rows = step, s.dataset.rows(indices, s.seq_len + 1, s.seed)
+        i = (step - self.first) * local
+        return self.rows[i:i + local]
 
 
 def evaluate(compiled, params, eval_batches: list[jax.Array]) -> float:
@@ -242,7 +259,8 @@ def _train(cfg: TrainConfig, restart: bool) -> dict[str, Any]:
 
     mesh = make_mesh(cfg.mesh)
     tx, lr_table = _optimizer(cfg)
-    compiled = compile_steps(cfg.model, tx, mesh, grad_accum=cfg.optim.grad_accum, loss_fn=_loss_fn(cfg))
+    compiled = compile_steps(cfg.model, tx, mesh, grad_accum=cfg.optim.grad_accum, loss_fn=_loss_fn(cfg),
+                             host_lr=lr_table is not None)
     ckpts = Checkpoints(os.path.join(cfg.out_dir, "checkpoints"), keep=cfg.keep_checkpoints)
     problems: list[str] = []
     try:
@@ -269,13 +287,13 @@ def _train(cfg: TrainConfig, restart: bool) -> dict[str, Any]:
     t0 = time.time()
     stream.step = start
     first = to_device(stream.batch(start), compiled.batch_sharding)
-    step_fn = compiled.train_step.lower(state, first).compile()
+    step_fn = compiled.train_step.lower(state, first, *_lr_args(lr_table, start)).compile()
     compile_s = time.time() - t0
 
     counts = flops_lib.param_counts(cfg.model)
     conventions = flops_lib.all_conventions(cfg.model, cfg.data.seq_len)
     tokens_per_step = cfg.batch_size * cfg.data.seq_len
-    peak = cfg.peak_flops or flops_lib.measure_matmul_peak() * jax.device_count()
+    peak = cfg.peak_flops or flops_lib.default_peak_flops()
     writer = MetricsWriter(cfg.out_dir, cfg.steps, start, tensorboard=cfg.tensorboard,
                            progress=cfg.progress, enabled=lead)
     eval_curve: list[dict[str, float]] = []
@@ -285,28 +303,32 @@ def _train(cfg: TrainConfig, restart: bool) -> dict[str, Any]:
     last_log = (start, time.time())
     loop_t0 = time.time()
     batch = first
+    ahead = _BatchesAhead(stream, min(64, max(1, 4096 // stream.local_batch)))
 
     for step in range(start, cfg.steps):
-        if lr_table is not None:
-            state = _with_learning_rate(state, lr_table[step])
-        state, metrics = step_fn(state, batch)
+        state, metrics = step_fn(state, batch, *_lr_args(lr_table, step))   # dispatched, runs async
         done = step + 1
         td = time.time()
         stream.step = done             # the data position a checkpoint now records
-        if done < cfg.steps:
-            batch = to_device(stream.batch(done), compiled.batch_sharding)
+        if done < cfg.steps:           # the next batch is built while the step runs
+            batch = to_device(ahead.batch(done), compiled.batch_sharding)
         timers["data_s"] += time.time() - td
         writer.advance()
 
         if pending is not None:        # the previous step's metrics: ready without waiting
-            last_log = _log_row(writer, cfg, pending, last_log, conventions["6n_attn"], peak)
+            last_log, bad = _log_row(writer, cfg, pending, last_log, conventions["6n_attn"], peak)
             pending = None
+            if bad >= 0:               # read from the fetched metrics: no extra host sync
+                status = "diverged"
+                message = f"loss or gradient became NaN/Inf at step {bad}; lower the learning rate or clip"
+                writer.message(message)
+                break
         is_eval = done == cfg.steps or (cfg.eval_every and done % cfg.eval_every == 0)
         is_ckpt = (done == cfg.steps or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
                    or done in cfg.checkpoint_steps)
         if done % cfg.log_every == 0 or done == cfg.steps or is_eval or is_ckpt:
             pending = (done, metrics)
-        if is_eval or is_ckpt or done % cfg.log_every == 0:
+        if is_eval or is_ckpt:        # these read the state anyway: never evaluate or save a diverged one
             bad = int(state.first_bad_step)
             if bad >= 0:
                 status = "diverged"
@@ -325,7 +347,7 @@ def _train(cfg: TrainConfig, restart: bool) -> dict[str, Any]:
                 break
         if is_ckpt:
             if pending is not None:    # the row of a checkpointed step is on disk before its checkpoint
-                last_log = _log_row(writer, cfg, pending, last_log, conventions["6n_attn"], peak)
+                last_log, _ = _log_row(writer, cfg, pending, last_log, conventions["6n_attn"], peak)
                 pending = None
             tc = time.time()
             ckpts.save(done, state, stream.state(), {"config": to_dict(cfg), "step": done})
@@ -333,7 +355,7 @@ def _train(cfg: TrainConfig, restart: bool) -> dict[str, Any]:
 
     if pending is not None:           # the last logged step's row (the NaN one if it diverged)
         p_step, p_metrics = pending
-        writer.write(p_step, {k: float(v) for k, v in jax.device_get(p_metrics).items()})
+        writer.write(p_step, {k: float(v) for k, v in jax.device_get(p_metrics).items() if k != "first_bad_step"})
     tc = time.time()
     ckpts.close()
     timers["checkpoint_s"] += time.time() - tc
@@ -371,20 +393,22 @@ def _train(cfg: TrainConfig, restart: bool) -> dict[str, Any]:
 
 
 def _log_row(writer: MetricsWriter, cfg: TrainConfig, pending: tuple[int, Any], last_log: tuple[int, float],
-             flops_per_token: float, peak: float) -> tuple[int, float]:
+             flops_per_token: float, peak: float | None) -> tuple[tuple[int, float], int]:
     """Write the training row of step `pending[0]` (its device metrics fetched now); returns the
-    new (step, time) of the last logged row, from which throughput is measured."""
+    new (step, time) of the last logged row, from which throughput is measured, and the state's
+    first_bad_step as of that step (-1: none), read from the same fetch."""
     p_step, p_metrics = pending
     now = time.time()
     n_steps = p_step - last_log[0]
     dt = max(now - last_log[1], 1e-9)
     tokens_per_step = cfg.batch_size * cfg.data.seq_len
     row = {k: float(v) for k, v in jax.device_get(p_metrics).items()}
+    bad = int(row.pop("first_bad_step", -1))
     row.update(lr=learning_rate_at(cfg.optim, cfg.steps, p_step - 1), tokens=p_step * tokens_per_step,
                tokens_per_s=n_steps * tokens_per_step / dt,
                mfu=flops_lib.mfu(flops_per_token * tokens_per_step, dt / max(n_steps, 1), peak))
     writer.write(p_step, row)
-    return p_step, now
+    return (p_step, now), bad
 
 
 def _eval_curve(path: str, tokens_per_step: int) -> list[dict[str, float]]:

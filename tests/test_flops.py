@@ -154,3 +154,35 @@ def test_mfu():
 def test_measure_matmul_peak():
     peak = flops.measure_matmul_peak(n=128, repeats=3)
     assert np.isfinite(peak) and 1e6 < peak < 1e16
+
+
+def test_datasheet_peaks_by_device_kind():
+    assert flops.datasheet_peak("NVIDIA H100 80GB HBM3") == 989e12
+    assert flops.datasheet_peak("NVIDIA H100 PCIe") == 756e12
+    assert flops.datasheet_peak("NVIDIA H200") == 989e12
+    assert flops.datasheet_peak("NVIDIA A100-SXM4-80GB") == 312e12
+    assert flops.datasheet_peak("NVIDIA B200") == 2250e12
+    assert flops.datasheet_peak("TPU v5 lite") == 197e12
+    assert flops.datasheet_peak("TPU v5") == 459e12
+    assert flops.datasheet_peak("TPU v6 lite") == 918e12
+    assert flops.datasheet_peak("TPU v4") == 275e12
+    assert flops.datasheet_peak("Quadro RTX 8000") is None
+
+
+class _FakeDevice:
+    def __init__(self, platform, kind, process_index=0):
+        self.platform, self.device_kind, self.process_index = platform, kind, process_index
+
+
+def test_default_peak_on_accelerators_is_the_table_never_a_probe(monkeypatch):
+    monkeypatch.setattr(flops, "measure_matmul_peak", lambda *a, **k: pytest.fail("probed an accelerator"))
+    assert flops.default_peak_flops([_FakeDevice("gpu", "NVIDIA H200")] * 8) == 8 * 989e12
+    with pytest.warns(UserWarning, match="no datasheet peak for device kind 'Mystery X1'"):
+        assert flops.default_peak_flops([_FakeDevice("gpu", "Mystery X1")]) is None
+    assert math.isnan(flops.mfu(1e12, 1.0, None))
+
+
+def test_default_peak_on_cpu_is_measured_once_per_process(monkeypatch):
+    monkeypatch.setattr(flops, "measure_matmul_peak", lambda *a, **k: 1e11)
+    devices = [_FakeDevice("cpu", "cpu", i // 4) for i in range(8)]      # 2 processes x 4 devices
+    assert flops.default_peak_flops(devices) == 2e11

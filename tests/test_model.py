@@ -127,3 +127,40 @@ def test_attention_maps_are_causal_distributions(name):
     assert maps.shape == (cfg.n_layers, 2, cfg.n_heads, 9, 9)
     np.testing.assert_allclose(maps.sum(-1), 1.0, rtol=1e-5)
     assert np.all(np.triu(maps, k=1) == 0.0)
+
+
+@pytest.mark.parametrize("name", ["llama", "gqa", "gpt2", "mqa_unrolled"])
+def test_fused_attention_path_matches_einsum(name):
+    """attention_impl='xla' (jax.nn.dot_product_attention, the cuDNN path's XLA twin) gives the
+    einsum path's logits and gradients; with explicit positions (a mask array) as well."""
+    cfg = VARIANTS[name]
+    fused = dataclasses.replace(cfg, attention_impl="xla")
+    params = init_params(cfg, jax.random.PRNGKey(0))
+    tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 16), 0, cfg.vocab_size)
+    np.testing.assert_allclose(forward(params, tokens, fused), forward(params, tokens, cfg), atol=1e-5)
+
+    def loss(p, c):
+        return jnp.mean(jax.nn.log_softmax(forward(p, tokens, c))[..., 0])
+
+    g_einsum, g_fused = jax.grad(loss)(params, cfg), jax.grad(loss)(params, fused)
+    for a, b in zip(jax.tree.leaves(g_einsum), jax.tree.leaves(g_fused)):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    from lm.model import Transformer
+    positions = jnp.broadcast_to(jnp.arange(16) + 3, tokens.shape)   # a mask array, not is_causal
+    apply = lambda c: Transformer(c).apply({"params": params}, tokens, None, positions)
+    np.testing.assert_allclose(apply(fused), apply(cfg), atol=1e-5)
+
+
+def test_attention_impl_is_checked():
+    with pytest.raises(ValueError, match="attention_impl"):
+        dataclasses.replace(BASE, attention_impl="flash").validate()
+
+
+def test_cudnn_attention_refuses_a_cpu_mesh_before_compiling():
+    from lm.config import MeshConfig
+    from lm.sharding import make_mesh
+    from lm.step import compile_steps
+
+    with pytest.raises(ValueError, match="attention_impl='cudnn' needs NVIDIA GPUs but the mesh is on cpu"):
+        compile_steps(dataclasses.replace(BASE, attention_impl="cudnn"), optax.sgd(0.1),
+                      make_mesh(MeshConfig(data=1), jax.devices()[:1]))

@@ -198,3 +198,36 @@ def test_wrong_types_and_vocab_are_refused(tmp_path, change, match):
     with pytest.raises(ValueError, match=match):
         train(dataclasses.replace(tiny(tmp_path / "run"), **change))
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("process", [(0, 1), (1, 2)])
+def test_batches_drawn_ahead_are_the_streams_batches(tmp_path, process):
+    from lm.data.pipeline import BatchStream
+    from lm.train import _BatchesAhead, _build_data
+
+    cfg = tiny(tmp_path)
+    dataset = _build_data(cfg)[0]
+    stream = BatchStream(dataset, cfg.batch_size, cfg.data.seq_len, cfg.data.seed, *process)
+    ahead = _BatchesAhead(stream, 3)
+    for step in (5, 6, 7, 8, 2, 12):           # within a chunk, across chunks, backwards
+        np.testing.assert_array_equal(ahead.batch(step), stream.batch(step))
+
+
+def test_learning_rate_argument_is_written_inside_the_step():
+    import optax
+    from lm.sharding import make_mesh
+    from lm.config import MeshConfig
+    from lm.step import compile_steps
+
+    cfg = ModelConfig(vocab_size=32, d_model=16, n_layers=1, n_heads=2, max_seq_len=8, compute_dtype="float32")
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0)
+    c = compile_steps(cfg, tx, make_mesh(MeshConfig(data=1), jax.devices()[:1]), host_lr=True)
+    state = c.init(jax.random.PRNGKey(0))
+    before = jax.device_get(state.params)          # the step donates its input state
+    batch = jax.device_put(np.arange(18, dtype=np.int32).reshape(2, 9) % 32, c.batch_sharding)
+    new, metrics = c.train_step(state, batch, np.float32(0.5))
+    assert float(new.opt_state.hyperparams["learning_rate"]) == 0.5 and int(metrics["first_bad_step"]) == -1
+    moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()), new.params, before))
+    assert max(moved) > 0
+    with pytest.raises(ValueError, match="inject_hyperparams"):
+        compile_steps(cfg, optax.sgd(0.1), make_mesh(MeshConfig(data=1), jax.devices()[:1]), host_lr=True)

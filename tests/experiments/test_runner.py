@@ -179,3 +179,15 @@ def test_status_names_a_bad_results_line_and_repair_moves_it_aside(tiny, capsys)
     assert "line 1 has no run_id: moved to" in capsys.readouterr().out
     assert [r["run_id"] for r in read_rows(cfg.directory)] == ["x"]
     assert sweep.main(["status", cfg.directory]) == 0
+
+
+def test_worker_env_gives_each_worker_one_gpu_without_preallocation():
+    base = {"CUDA_VISIBLE_DEVICES": "0,1", "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    envs = [runner.worker_env(1, base, index=i) for i in range(3)]
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0", "1", "0"]
+    assert all(e["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false" for e in envs)
+    assert envs[0]["XLA_FLAGS"] == "--xla_cpu_multi_thread_eigen=false"
+    again = runner.worker_env(1, envs[1])              # the worker re-applying its own environment
+    assert again["CUDA_VISIBLE_DEVICES"] == "1"
+    cpu = runner.worker_env(2, {"CUDA_VISIBLE_DEVICES": ""}, index=1)
+    assert cpu["CUDA_VISIBLE_DEVICES"] == "" and "XLA_PYTHON_CLIENT_PREALLOCATE" not in cpu
