@@ -16,7 +16,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from lm import model as model_lib
 from lm import sharding as sh
@@ -43,9 +43,24 @@ def lm_loss(params: Any, tokens_BxL1: jax.Array, cfg: ModelConfig) -> tuple[jax.
     return jnp.mean(nll_BxL), jnp.asarray(nll_BxL.size, jnp.float32)
 
 
-def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, grad_accum: int = 1):
+def split_micro(batch: Batch, grad_accum: int, batch_sharding: NamedSharding | None = None) -> Batch:
+    """[B, ...] -> [A, B/A, ...] with micro-batch i = rows i::A (strided), so each micro-batch is
+    spread over every device that holds part of the batch (no data moves); `batch_sharding` pins
+    that layout (micro-batch axis unsplit, rows split like the batch)."""
+    def split(x):
+        micro = x.reshape(x.shape[0] // grad_accum, grad_accum, *x.shape[1:]).swapaxes(0, 1)
+        if batch_sharding is None:
+            return micro
+        spec = NamedSharding(batch_sharding.mesh, P(None, *batch_sharding.spec))
+        return jax.lax.with_sharding_constraint(micro, spec)
+    return jax.tree.map(split, batch)
+
+
+def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, grad_accum: int = 1,
+                    batch_sharding: NamedSharding | None = None):
     """A pure `(state, batch) -> (state, metrics)`; with grad_accum > 1 the batch's leading axis is
-    split into that many micro-batches whose gradients are averaged (scan: one compiled body)."""
+    split into that many strided micro-batches (`split_micro`) whose gradients are averaged (scan:
+    one compiled body)."""
 
     def grads_of(params, batch):
         (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch)
@@ -55,8 +70,7 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, grad_accu
         if grad_accum == 1:
             loss, grads = grads_of(state.params, batch)
         else:
-            micro = jax.tree.map(lambda x: x.reshape(grad_accum, x.shape[0] // grad_accum, *x.shape[1:]),
-                                 batch)
+            micro = split_micro(batch, grad_accum, batch_sharding)
 
             def body(carry, mb):
                 loss_sum, grad_sum = carry
@@ -124,7 +138,7 @@ def compile_steps(cfg: ModelConfig, tx: optax.GradientTransformation, mesh: Mesh
     abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                                   abstract_state, state_sh)
     batch_sh = sh.batch_sharding(mesh)
-    train_step = jax.jit(make_train_step(loss_fn, tx, grad_accum), in_shardings=(state_sh, batch_sh),
+    train_step = jax.jit(make_train_step(loss_fn, tx, grad_accum, batch_sh), in_shardings=(state_sh, batch_sh),
                          out_shardings=(state_sh, rep), donate_argnums=0)
     eval_step = jax.jit(make_eval_step(loss_fn), in_shardings=(param_sh, batch_sh), out_shardings=rep)
     return Compiled(mesh=mesh, state_shardings=state_sh, batch_sharding=batch_sh,

@@ -29,8 +29,9 @@ from lm.optim import learning_rate_at, make_optimizer, make_schedule
 from lm.sharding import make_mesh
 from lm.step import compile_steps
 
-# Fields that may differ between a run and its resumption (they do not change the numbers).
-_RESUMABLE_CHANGES = {"progress", "tensorboard", "peak_flops", "out_dir"}
+# Fields that may differ between a run and its resumption: they do not change the numbers (the
+# mesh only moves them across devices: a checkpoint restores under any mesh and process count).
+_RESUMABLE_CHANGES = {"progress", "tensorboard", "peak_flops", "out_dir", "mesh"}
 
 
 def _check_resumable(cfg: TrainConfig) -> None:
@@ -47,8 +48,10 @@ def _check_resumable(cfg: TrainConfig) -> None:
                          "resume with the same config or choose a new out_dir")
 
 
-def _build_data(cfg: TrainConfig):
-    from lm.data.pipeline import BatchStream, build_dataset
+def _build_data(cfg: TrainConfig, batch_sharding):
+    """(train dataset, eval dataset, train stream, eval stream); each stream loads the rows of the
+    global batch that this process's devices hold under `batch_sharding` (any mesh)."""
+    from lm.data.pipeline import BatchStream, build_dataset, process_rows
 
     train_ds = build_dataset(cfg.data, cfg.data.train_split, vocab_size_hint=cfg.model.vocab_size,
                              workdir=cfg.out_dir)
@@ -58,9 +61,9 @@ def _build_data(cfg: TrainConfig):
         if ds.vocab_size > cfg.model.vocab_size:
             raise ValueError(f"data {ds.name} has {ds.vocab_size} token ids but the model's vocab_size is "
                              f"{cfg.model.vocab_size}; set model.vocab_size >= {ds.vocab_size}")
-    pi, pc = jax.process_index(), jax.process_count()
-    train = BatchStream(train_ds, cfg.batch_size, cfg.data.seq_len, cfg.data.seed, pi, pc)
-    evals = BatchStream(eval_ds, cfg.batch_size, cfg.data.seq_len, cfg.data.seed + 1, pi, pc)
+    rows = process_rows(batch_sharding, (cfg.batch_size, cfg.data.seq_len + 1))
+    train = BatchStream(train_ds, cfg.batch_size, cfg.data.seq_len, cfg.data.seed, rows)
+    evals = BatchStream(eval_ds, cfg.batch_size, cfg.data.seq_len, cfg.data.seed + 1, rows)
     return train_ds, eval_ds, train, evals
 
 
@@ -226,15 +229,12 @@ def _resume(cfg: TrainConfig, ckpts: Checkpoints, compiled, restart: bool, probl
 
 
 def _train(cfg: TrainConfig, restart: bool) -> dict[str, Any]:
-    from lm.data.pipeline import to_device
-
-    train_ds, eval_ds, stream, eval_stream = _build_data(cfg)
     lead = jax.process_index() == 0
     t_start = time.time()
-
     mesh = make_mesh(cfg.mesh)
     tx, lr_table = _optimizer(cfg)
     compiled = compile_steps(cfg.model, tx, mesh, grad_accum=cfg.optim.grad_accum)
+    train_ds, eval_ds, stream, eval_stream = _build_data(cfg, compiled.batch_sharding)
     ckpts = Checkpoints(os.path.join(cfg.out_dir, "checkpoints"), keep=cfg.keep_checkpoints)
     problems: list[str] = []
     try:
@@ -251,16 +251,16 @@ def _train(cfg: TrainConfig, restart: bool) -> dict[str, Any]:
     if lead:                           # only now: every restore check has passed
         atomic_write_json(os.path.join(cfg.out_dir, "config.json"), to_dict(cfg))
 
-    host_eval = [eval_stream.batch(i) for i in range(cfg.eval_batches)]
-    eval_batches = [to_device(b, compiled.batch_sharding) for b in host_eval]
+    eval_batches = [eval_stream.device_batch(i, compiled.batch_sharding) for i in range(cfg.eval_batches)]
     floor = None
     if eval_ds.entropy_floor is not None:
         from lm.data.pipeline import floor_of
-        floor = floor_of(eval_ds, np.concatenate(host_eval)) if jax.process_count() == 1 else eval_ds.entropy_floor
+        floor = (floor_of(eval_ds, np.concatenate([eval_stream.batch(i) for i in range(cfg.eval_batches)]))
+                 if jax.process_count() == 1 else eval_ds.entropy_floor)
 
     t0 = time.time()
     stream.step = start
-    first = to_device(stream.batch(start), compiled.batch_sharding)
+    first = stream.device_batch(start, compiled.batch_sharding)
     step_fn = compiled.train_step.lower(state, first).compile()
     compile_s = time.time() - t0
 
@@ -286,7 +286,7 @@ def _train(cfg: TrainConfig, restart: bool) -> dict[str, Any]:
         td = time.time()
         stream.step = done             # the data position a checkpoint now records
         if done < cfg.steps:
-            batch = to_device(stream.batch(done), compiled.batch_sharding)
+            batch = stream.device_batch(done, compiled.batch_sharding)
         timers["data_s"] += time.time() - td
         writer.advance()
 
