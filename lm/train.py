@@ -21,6 +21,7 @@ import numpy as np
 
 from lm import flops as flops_lib
 from lm.checkpoint import Checkpoints
+from lm.distributed import broadcast_json
 from lm.config import TrainConfig, apply_overrides, from_dict, load_train_config, to_dict
 from lm.io import atomic_write_json
 from lm.lock import FolderLock
@@ -195,11 +196,28 @@ def train(cfg: TrainConfig, *, restart: bool = False, lock_wait_s: float = 0.0) 
     _check_resumable(cfg)
     if cfg.init_from is not None and not _has_checkpoint(os.path.join(cfg.out_dir, "checkpoints")):
         _branch_source(cfg)[0].close()  # fail before anything is written
-    if jax.process_index() != 0:       # process 0 holds the lock; all see the same finished result
-        return _finished(cfg) or _train(cfg, restart)
-    with FolderLock(cfg.out_dir, "run folder", wait_s=lock_wait_s):
+    if jax.process_index() != 0:       # process 0 holds the lock and decides; all follow its decision
+        return _follow(broadcast_json(None)) or _train(cfg, restart)
+    lock = FolderLock(cfg.out_dir, "run folder", wait_s=lock_wait_s)
+    try:
+        lock.acquire()
         _check_resumable(cfg)           # another writer may have started it meanwhile
-        return _finished(cfg) or _train(cfg, restart)
+        decision = {"finished": _finished(cfg)}
+    except BaseException as e:
+        lock.release()
+        broadcast_json({"error": str(e)})   # the other processes stop with it instead of waiting
+        raise
+    try:
+        return _follow(broadcast_json(decision)) or _train(cfg, restart)
+    finally:
+        lock.release()
+
+
+def _follow(decision: dict[str, Any]) -> dict[str, Any] | None:
+    """Process 0's decision on every process: its finished result (or None: train), or its error."""
+    if "error" in decision:
+        raise ValueError(f"process 0 stopped: {decision['error']}")
+    return decision["finished"]
 
 
 def _resume(cfg: TrainConfig, ckpts: Checkpoints, compiled, restart: bool, problems: list[str]):

@@ -30,21 +30,30 @@ def env() -> dict[str, str]:
     return out
 
 
-def run(out_dir, args, *, devices: int, processes: int = 1, hashes=None, timeout: int = 300) -> list[str]:
-    """Train into `out_dir` with `processes` processes of `devices` CPU devices each; returns their
-    stderr. `hashes`: a file that receives the global batch hashes (tests/record_batches.py)."""
+def launch(out_dirs, args, *, devices: int, hashes=None, timeout: int = 300) -> list[tuple[int, str]]:
+    """Train with one process per entry of `out_dirs` (its view of the run folder; normally all the
+    same), `devices` CPU devices each; returns each process's (exit code, stderr). `hashes`: a file
+    that receives the global batch hashes (tests/record_batches.py)."""
     entry = [RECORDER, str(hashes)] if hashes else ["-m", "lm.train"]
-    dist = []
-    if processes > 1:
-        dist = ["--coordinator", f"127.0.0.1:{free_port()}", "--num-processes", str(processes)]
+    n = len(out_dirs)
+    dist = ["--coordinator", f"127.0.0.1:{free_port()}", "--num-processes", str(n)] if n > 1 else []
     procs = [subprocess.Popen([sys.executable, *entry, *dist, *(["--process-id", str(i)] if dist else []),
                                "--local-cpu-devices", str(devices), *TINY, *args, f'out_dir="{out_dir}"'],
                               env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(processes)]
-    outs = [p.communicate(timeout=timeout) for p in procs]
-    for p, (_, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-3000:]
-    return [err for _, err in outs]
+             for i, out_dir in enumerate(out_dirs)]
+    try:
+        outs = [p.communicate(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    return [(p.returncode, err) for p, (_, err) in zip(procs, outs)]
+
+
+def run(out_dir, args, *, devices: int, processes: int = 1, hashes=None, timeout: int = 300) -> None:
+    """Train into `out_dir` with `processes` processes of `devices` CPU devices each; all must succeed."""
+    for code, err in launch([out_dir] * processes, args, devices=devices, hashes=hashes, timeout=timeout):
+        assert code == 0, err[-3000:]
 
 
 def losses(out_dir) -> dict[int, float]:
