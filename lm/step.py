@@ -74,6 +74,8 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, grad_accu
 
             def body(carry, mb):
                 loss_sum, grad_sum = carry
+                if batch_sharding is not None:   # each micro-batch laid out like the batch
+                    mb = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, batch_sharding), mb)
                 loss, grads = grads_of(state.params, mb)
                 return (loss_sum + loss, jax.tree.map(jnp.add, grad_sum, grads)), None
 
@@ -120,7 +122,7 @@ def compile_steps(cfg: ModelConfig, tx: optax.GradientTransformation, mesh: Mesh
     """Shardings from the logical axis names, then jit init/step/eval with explicit shardings."""
     if jax.default_backend() == "cpu":  # donation is a no-op on CPU and says so on every call
         warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
-    loss_fn = loss_fn or (lambda params, batch: lm_loss(params, batch, cfg))
+    loss_fn = sh.with_mesh(loss_fn or (lambda params, batch: lm_loss(params, batch, cfg)), mesh)
     abstract_params = model_lib.abstract_params(cfg)
     param_sh = sh.param_shardings(abstract_params, model_lib.logical_axes(cfg), mesh)
     abstract_opt = jax.eval_shape(tx.init, abstract_params)
