@@ -21,6 +21,7 @@ import time
 from typing import Any, Callable
 
 import orbax.checkpoint as ocp
+from etils import epath
 
 MANIFEST = "lm_manifest.json"
 CORRUPT_DIR = "corrupt_checkpoints"
@@ -30,42 +31,56 @@ class CorruptCheckpoint(ValueError):
     """A checkpoint failed verification or could not be loaded (the message is the one-line report)."""
 
 
+def resolve(directory: str | os.PathLike) -> epath.Path:
+    """A checkpoint folder as an epath.Path: local paths made absolute, URLs (gs://...) kept as they are."""
+    text = os.fspath(directory)
+    return epath.Path(text if "://" in text else os.path.abspath(text))
+
+
 # ---------------------------------------------------------------------------------------------
 # The manifest: what a sealed checkpoint holds.
 
-def _files(step_dir: str) -> list[str]:
+def _files(step_dir: str | epath.Path) -> list[str]:
     """Every file under `step_dir` (relative paths, sorted), the manifest excepted."""
+    step_dir = resolve(step_dir)
     out = []
-    for root, _, names in os.walk(step_dir):
+    for root, _, names in step_dir.walk():
         for name in names:
-            rel = os.path.relpath(os.path.join(root, name), step_dir)
+            rel = (root / name).relative_to(step_dir).as_posix()
             if rel != MANIFEST:
                 out.append(rel)
     return sorted(out)
 
 
-def _sha256(path: str) -> str:
-    with open(path, "rb") as f:
+def _sha256(path: epath.Path) -> str:
+    with path.open("rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def write_manifest(step_dir: str) -> None:
+def _size(path: epath.Path) -> int:
+    return int(path.stat().length)
+
+
+def write_manifest(step_dir: str | epath.Path) -> None:
     """Seal a final checkpoint folder: {relative path: [size, sha256]} of all its files."""
-    from lm.io import atomic_write_json
-    files = {rel: [os.path.getsize(os.path.join(step_dir, rel)), _sha256(os.path.join(step_dir, rel))]
-             for rel in _files(step_dir)}
-    atomic_write_json(os.path.join(step_dir, MANIFEST), {"format": 1, "files": files})
+    from lm.io import atomic_write_json, dumps_strict
+    step_dir = resolve(step_dir)
+    files = {rel: [_size(step_dir / rel), _sha256(step_dir / rel)] for rel in _files(step_dir)}
+    manifest = {"format": 1, "files": files}
+    if "://" in str(step_dir):         # an object store: one object write is atomic
+        (step_dir / MANIFEST).write_text(dumps_strict(manifest, indent=2, sort_keys=True) + "\n")
+    else:
+        atomic_write_json(str(step_dir / MANIFEST), manifest)
 
 
-def verify(step_dir: str) -> str | None:
+def verify(step_dir: str | epath.Path) -> str | None:
     """None when every file the manifest lists is there with its size and checksum; else what is
     wrong, naming the file."""
-    path = os.path.join(step_dir, MANIFEST)
-    if not os.path.isdir(step_dir):
+    step_dir = resolve(step_dir)
+    if not step_dir.is_dir():
         return "the checkpoint folder is gone"
     try:
-        with open(path) as f:
-            files = json.load(f)["files"]
+        files = json.loads((step_dir / MANIFEST).read_text())["files"]
     except FileNotFoundError:
         return f"{MANIFEST}: missing (the checkpoint was never sealed, or the manifest was deleted)"
     except (ValueError, KeyError, TypeError) as e:
@@ -73,10 +88,10 @@ def verify(step_dir: str) -> str | None:
     if not files:
         return f"{MANIFEST}: lists no files"
     for rel, (size, digest) in sorted(files.items()):
-        full = os.path.join(step_dir, rel)
-        if not os.path.isfile(full):
+        full = step_dir / rel
+        if not full.is_file():
             return f"{rel}: missing"
-        actual = os.path.getsize(full)
+        actual = _size(full)
         if actual != size:
             return f"{rel}: {actual} bytes, the manifest says {size} (truncated or overwritten)"
         if _sha256(full) != digest:
@@ -84,13 +99,13 @@ def verify(step_dir: str) -> str | None:
     return None
 
 
-def move_aside(step_dir: str) -> str:
+def move_aside(step_dir: str | epath.Path) -> str:
     """Move a bad checkpoint folder to `<run>/corrupt_checkpoints/<step>-<time>`; returns the new path."""
-    run_dir = os.path.dirname(os.path.dirname(os.path.abspath(step_dir)))
-    dest = os.path.join(run_dir, CORRUPT_DIR, f"{os.path.basename(step_dir)}-{time.strftime('%Y%m%d-%H%M%S')}")
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    os.replace(step_dir, dest)
-    return dest
+    step_dir = resolve(step_dir)
+    dest = step_dir.parent.parent / CORRUPT_DIR / f"{step_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    step_dir.rename(dest)
+    return str(dest)
 
 
 def _one_line(e: BaseException) -> str:
@@ -107,7 +122,8 @@ class Checkpoints:
     read_only: a reader (lm-sample, another run's init_from) that never writes, seals or moves."""
 
     def __init__(self, directory: str, keep: int = 2, async_save: bool = True, read_only: bool = False):
-        self.directory = os.path.abspath(directory)
+        self.path = resolve(directory)
+        self.directory = str(self.path)
         self.read_only = read_only
         if read_only:
             import logging
@@ -117,12 +133,12 @@ class Checkpoints:
             options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                                    enable_async_checkpointing=async_save,
                                                    cleanup_tmp_directories=True)
-        self.manager = ocp.CheckpointManager(self.directory, options=options,
+        self.manager = ocp.CheckpointManager(self.path, options=options,
                                              item_names=("state", "data", "meta"))
         self._sealers: list[threading.Thread] = []
 
-    def step_dir(self, step: int) -> str:
-        return os.path.join(self.directory, str(step))
+    def step_dir(self, step: int) -> epath.Path:
+        return self.path / str(step)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -145,8 +161,8 @@ class Checkpoints:
 
     def _seal_when_final(self, step: int) -> None:
         folder = self.step_dir(step)
-        while not os.path.isdir(folder):          # the rename is orbax's last act on the folder
-            if not self.manager.is_saving_in_progress() and not os.path.isdir(folder):
+        while not folder.is_dir():                # the rename is orbax's last act on the folder
+            if not self.manager.is_saving_in_progress() and not folder.is_dir():
                 return                            # the save failed; orbax reports it
             time.sleep(0.005)
         write_manifest(folder)
@@ -165,7 +181,9 @@ class Checkpoints:
     def load(self, step: int, loader: Callable[[int], Any]) -> Any:
         """`loader(step)` after the checkpoint verified; CorruptCheckpoint (the one-line report)
         when it fails verification or loading."""
-        problem = self.problem(step)
+        from lm.distributed import broadcast_json
+        import jax
+        problem = broadcast_json(self.problem(step) if jax.process_index() == 0 else None)  # one verdict
         if problem is None:
             try:
                 return loader(step)
@@ -177,9 +195,16 @@ class Checkpoints:
                             report: Callable[[str], None]) -> tuple[int, Any] | None:
         """(step, loader(step)) for the newest checkpoint that verifies and loads; each bad one
         on the way is reported in one line and (unless read_only) moved aside. None when none is
-        left (a checkpoint-free folder included)."""
+        left (a checkpoint-free folder included). Process 0's listing decides; a process that
+        sees the folder differently (not one shared filesystem) stops every process with one error."""
         import jax
-        for step in reversed(self.all_steps()):
+        from lm.distributed import broadcast_json, check_all_agree
+        steps = broadcast_json(self.all_steps())
+        check_all_agree(self.all_steps() == steps,
+                        f"the checkpoints in {self.directory} differ from the steps {steps} process 0 sees "
+                        f"(this process sees {self.all_steps()})",
+                        "put the run folder on a filesystem every host shares (NFS, Lustre, ...) or on gs://")
+        for step in reversed(steps):
             try:
                 return step, self.load(step, loader)
             except CorruptCheckpoint as e:

@@ -7,9 +7,12 @@ clusters JAX detects the coordinator itself: set LM_DISTRIBUTED=auto.
 
 from __future__ import annotations
 
+import json
 import os
+from typing import Any
 
 import jax
+import numpy as np
 
 ENV_COORDINATOR = "LM_COORDINATOR"      # host:port of process 0
 ENV_NUM_PROCESSES = "LM_NUM_PROCESSES"
@@ -62,3 +65,31 @@ def _int_or_env(value: int | None, variable: str, flag: str) -> int | None:
     except ValueError:
         raise ValueError(f"{variable}={os.environ[variable]!r} is not an integer; set it (or {flag}) to "
                          "a whole number") from None
+
+
+def broadcast_json(value: Any) -> Any:
+    """Process 0's `value` (anything JSON-able) on every process: decisions that depend on what a
+    host reads from the run folder are made once, by process 0, so hosts cannot disagree and hang."""
+    if jax.process_count() == 1:
+        return value
+    from jax.experimental import multihost_utils
+    data = json.dumps(value).encode() if jax.process_index() == 0 else b""
+    n = int(multihost_utils.broadcast_one_to_all(np.int32(len(data))))
+    buffer = np.zeros(n, np.uint8)
+    if jax.process_index() == 0:
+        buffer[:] = np.frombuffer(data, np.uint8)
+    return json.loads(bytes(np.asarray(multihost_utils.broadcast_one_to_all(buffer))))
+
+
+def check_all_agree(ok: bool, what: str, fix: str) -> None:
+    """Raise the same ValueError on every process unless every process passes `ok` (each
+    process's own check of what process 0 decided): one clear error instead of a hang."""
+    if jax.process_count() == 1:
+        if not ok:
+            raise ValueError(f"{what}; {fix}")
+        return
+    from jax.experimental import multihost_utils
+    flags = np.asarray(multihost_utils.process_allgather(np.int32(ok))).reshape(-1)
+    bad = [i for i, flag in enumerate(flags) if not flag]
+    if bad:
+        raise ValueError(f"process(es) {bad} of {len(flags)}: {what}; {fix}")

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 
 from lm import mup
 from lm.config import ModelConfig
+from lm.sharding import constrain
 
 Params = Any
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -302,7 +303,7 @@ class Block(nn.Module):
             x = residual("cross", lambda y: Attention(cfg, False, name="cross")(
                 y, context, cross_mask, pos, ctx_pos)[0], x)
         x = residual("mlp", lambda y: Mlp(cfg, name="mlp")(y), x)
-        return x, new_cache[0]
+        return constrain(x, "batch", "length", "embed"), new_cache[0]
 
 
 class Stack(nn.Module):
@@ -368,12 +369,12 @@ class Transformer(nn.Module):
 
     def _embed(self, tokens_BxL: jax.Array, pos_BxL: jax.Array) -> jax.Array:
         cfg = self.cfg
-        x = self.embed(tokens_BxL)
+        x = jnp.take(constrain(self.embed.embedding, "vocab", None), tokens_BxL, axis=0)  # FSDP: gather the table
         if cfg.positions == "learned":
             x = x + self.pos_embed(pos_BxL)
         elif cfg.positions == "sinusoidal":
             x = x + sinusoidal(pos_BxL, cfg.d_model)
-        return x.astype(DTYPES[cfg.compute_dtype])
+        return constrain(x.astype(DTYPES[cfg.compute_dtype]), "batch", "length", "embed")
 
     def encode(self, src_BxS: jax.Array) -> jax.Array:
         """Encoder output [B, S, D] with non-causal self-attention."""
@@ -386,8 +387,10 @@ class Transformer(nn.Module):
         if mult is not None:
             x_BxLxD = x_BxLxD * jnp.asarray(mult, x_BxLxD.dtype)
         if self.cfg.tie_embeddings:
-            return self.embed.attend(x_BxLxD.astype(jnp.float32))
-        return self.unembed(x_BxLxD).astype(jnp.float32)
+            logits = self.embed.attend(x_BxLxD.astype(jnp.float32))
+        else:
+            logits = self.unembed(x_BxLxD).astype(jnp.float32)
+        return constrain(logits, "batch", "length", "vocab")
 
     def __call__(self, tokens_BxL: jax.Array, src_BxS: jax.Array | None = None,
                  positions_BxL: jax.Array | None = None) -> jax.Array:

@@ -8,13 +8,19 @@ parallelism is a MeshConfig change; no model code knows about devices.
 - fsdp:   batch split; parameters and optimizer state split along `embed` (ZeRO-3 style).
 - tensor: heads, kv heads, MLP width and vocabulary split (Megatron style).
 
+Activations take names from the same table through `constrain` (batch, length, embed, heads,
+vocab): the residual stream [batch, length, embed] is split over the batch axes only (embed's
+`fsdp` is taken by batch), the logits [batch, length, vocab] also over `tensor`. `with_mesh` makes
+the mesh visible to `constrain` while a step is traced; without one `constrain` does nothing.
+
 A dimension that the mesh axis does not divide evenly is replicated instead of failing (a 1-kv-head
 model under tensor=2, say); `describe_fallbacks` lists where that happened.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -32,6 +38,7 @@ RULES: dict[str, str | tuple[str, ...] | None] = {
     "head_dim": None,
     "layers": None,
     "seq": None,
+    "length": None,
 }
 
 
@@ -68,6 +75,25 @@ def logical_to_spec(logical: P, shape: tuple[int, ...], mesh: Mesh,
         used.update(names)
         out.append(names[0] if len(names) == 1 else names)
     return P(*out)
+
+
+def constrain(x: jax.Array, *logical: str | None) -> jax.Array:
+    """`x` with its layout pinned to its logical axis names (one per dimension) through RULES on
+    the mesh the function is traced under (see `with_mesh`); `x` unchanged outside one."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return x
+    spec = logical_to_spec(P(*logical), x.shape, mesh)
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+
+def with_mesh(fn: Callable, mesh: Mesh) -> Callable:
+    """`fn` traced with `mesh` as the current (abstract) mesh, so `constrain` inside it takes effect."""
+    @functools.wraps(fn)
+    def traced(*args, **kwargs):
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+            return fn(*args, **kwargs)
+    return traced
 
 
 def param_shardings(abstract: Any, logical: Any, mesh: Mesh) -> Any:

@@ -16,7 +16,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from lm import model as model_lib
 from lm import sharding as sh
@@ -67,6 +67,19 @@ def seq2seq_loss(params: Any, rows_BxR: jax.Array, cfg: ModelConfig, src_len: in
     return jnp.sum(nll_BxT * keep_BxT) / jnp.maximum(count, 1.0), count
 
 
+def split_micro(batch: Batch, grad_accum: int, batch_sharding: NamedSharding | None = None) -> Batch:
+    """[B, ...] -> [A, B/A, ...] with micro-batch i = rows i::A (strided), so each micro-batch is
+    spread over every device that holds part of the batch (no data moves); `batch_sharding` pins
+    that layout (micro-batch axis unsplit, rows split like the batch)."""
+    def split(x):
+        micro = x.reshape(x.shape[0] // grad_accum, grad_accum, *x.shape[1:]).swapaxes(0, 1)
+        if batch_sharding is None:
+            return micro
+        spec = NamedSharding(batch_sharding.mesh, P(None, *batch_sharding.spec))
+        return jax.lax.with_sharding_constraint(micro, spec)
+    return jax.tree.map(split, batch)
+
+
 def _set_learning_rate(opt_state: Any, lr: jax.Array) -> Any:
     """An optax.inject_hyperparams state with its learning rate replaced (same dtype)."""
     if not hasattr(opt_state, "hyperparams") or "learning_rate" not in opt_state.hyperparams:
@@ -78,9 +91,10 @@ def _set_learning_rate(opt_state: Any, lr: jax.Array) -> Any:
 
 
 def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, grad_accum: int = 1,
-                    host_lr: bool = False):
+                    host_lr: bool = False, batch_sharding: NamedSharding | None = None):
     """A pure `(state, batch) -> (state, metrics)`; with grad_accum > 1 the batch's leading axis is
-    split into that many micro-batches whose gradients are averaged (scan: one compiled body).
+    split into that many strided micro-batches (`split_micro`, laid out like the batch by
+    `batch_sharding`) whose gradients are averaged (scan: one compiled body).
 
     With `host_lr` the step is `(state, batch, lr) -> ...`: `lr` (float32 []) is this step's learning
     rate, written into the injected hyperparameters inside the compiled step (no state rebuild on
@@ -92,10 +106,12 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, grad_accu
         return loss, grads
 
     def accumulated(params, batch):
-        micro = jax.tree.map(lambda x: x.reshape(grad_accum, x.shape[0] // grad_accum, *x.shape[1:]), batch)
+        micro = split_micro(batch, grad_accum, batch_sharding)
 
         def body(carry, mb):
             loss_sum, grad_sum = carry
+            if batch_sharding is not None:   # each micro-batch laid out like the batch
+                mb = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, batch_sharding), mb)
             loss, grads = grads_of(params, mb)
             return (loss_sum + loss, jax.tree.map(jnp.add, grad_sum, grads)), None
 
@@ -167,7 +183,7 @@ def compile_steps(cfg: ModelConfig, tx: optax.GradientTransformation, mesh: Mesh
     if jax.default_backend() == "cpu":  # donation is a no-op on CPU and says so on every call
         warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
     check_attention_backend(cfg, mesh)
-    loss_fn = loss_fn or (lambda params, batch: lm_loss(params, batch, cfg))
+    loss_fn = sh.with_mesh(loss_fn or (lambda params, batch: lm_loss(params, batch, cfg)), mesh)
     abstract_params = model_lib.abstract_params(cfg)
     param_sh = sh.param_shardings(abstract_params, model_lib.logical_axes(cfg), mesh)
     abstract_opt = jax.eval_shape(tx.init, abstract_params)
@@ -188,7 +204,7 @@ def compile_steps(cfg: ModelConfig, tx: optax.GradientTransformation, mesh: Mesh
                                   abstract_state, state_sh)
     batch_sh = sh.batch_sharding(mesh)
     in_sh = (state_sh, batch_sh, rep) if host_lr else (state_sh, batch_sh)
-    train_step = jax.jit(make_train_step(loss_fn, tx, grad_accum, host_lr), in_shardings=in_sh,
+    train_step = jax.jit(make_train_step(loss_fn, tx, grad_accum, host_lr, batch_sh), in_shardings=in_sh,
                          out_shardings=(state_sh, rep), donate_argnums=0)
     eval_step = jax.jit(make_eval_step(loss_fn), in_shardings=(param_sh, batch_sh), out_shardings=rep)
     return Compiled(mesh=mesh, state_shardings=state_sh, batch_sharding=batch_sh,

@@ -21,7 +21,9 @@ import numpy as np
 
 from lm import flops as flops_lib
 from lm.checkpoint import Checkpoints
+from lm.distributed import broadcast_json
 from lm.config import TrainConfig, apply_overrides, from_dict, load_train_config, to_dict
+from lm.data.pipeline import to_device
 from lm.io import atomic_write_json
 from lm.lock import FolderLock
 from lm.metrics import MetricsWriter
@@ -29,8 +31,9 @@ from lm.optim import learning_rate_at, make_optimizer, make_schedule
 from lm.sharding import make_mesh
 from lm.step import compile_steps
 
-# Fields that may differ between a run and its resumption (they do not change the numbers).
-_RESUMABLE_CHANGES = {"progress", "tensorboard", "peak_flops", "out_dir"}
+# Fields that may differ between a run and its resumption: they do not change the numbers (the
+# mesh only moves them across devices: a checkpoint restores under any mesh and process count).
+_RESUMABLE_CHANGES = {"progress", "tensorboard", "peak_flops", "out_dir", "mesh"}
 
 
 def _check_resumable(cfg: TrainConfig) -> None:
@@ -47,8 +50,10 @@ def _check_resumable(cfg: TrainConfig) -> None:
                          "resume with the same config or choose a new out_dir")
 
 
-def _build_data(cfg: TrainConfig):
-    from lm.data.pipeline import BatchStream, build_dataset
+def _build_data(cfg: TrainConfig, batch_sharding):
+    """(train dataset, eval dataset, train stream, eval stream); each stream loads the rows of the
+    global batch that this process's devices hold under `batch_sharding` (any mesh)."""
+    from lm.data.pipeline import BatchStream, build_dataset, process_rows
 
     train_ds = build_dataset(cfg.data, cfg.data.train_split, vocab_size_hint=cfg.model.vocab_size,
                              workdir=cfg.out_dir)
@@ -58,9 +63,9 @@ def _build_data(cfg: TrainConfig):
         if ds.vocab_size > cfg.model.vocab_size:
             raise ValueError(f"data {ds.name} has {ds.vocab_size} token ids but the model's vocab_size is "
                              f"{cfg.model.vocab_size}; set model.vocab_size >= {ds.vocab_size}")
-    pi, pc = jax.process_index(), jax.process_count()
-    train = BatchStream(train_ds, cfg.batch_size, cfg.data.seq_len, cfg.data.seed, pi, pc)
-    evals = BatchStream(eval_ds, cfg.batch_size, cfg.data.seq_len, cfg.data.seed + 1, pi, pc)
+    rows = process_rows(batch_sharding, (cfg.batch_size, cfg.data.seq_len + 1))
+    train = BatchStream(train_ds, cfg.batch_size, cfg.data.seq_len, cfg.data.seed, rows)
+    evals = BatchStream(eval_ds, cfg.batch_size, cfg.data.seq_len, cfg.data.seed + 1, rows)
     return train_ds, eval_ds, train, evals
 
 
@@ -183,10 +188,10 @@ class _BatchesAhead:
         self.first, self.rows = 0, np.zeros((0, stream.seq_len + 1), np.int32)
 
     def batch(self, step: int) -> np.ndarray:
-        s, local = self.stream, self.stream.local_batch
+        s, local = self.stream, len(self.stream.rows)
         if not self.first <= step < self.first + len(self.rows) // local:
             steps = np.arange(step, step + self.ahead, dtype=np.int64)[:, None]
-            indices = (steps * s.batch_size + s.process_index * local + np.arange(local)).ravel()
+            indices = (steps * s.batch_size + s.rows[None, :]).ravel()
             self.first, self.rows = step, s.dataset.rows(indices, s.seq_len + 1, s.seed)
         i = (step - self.first) * local
         return self.rows[i:i + local]
@@ -217,11 +222,28 @@ def train(cfg: TrainConfig, *, restart: bool = False, lock_wait_s: float = 0.0) 
     _check_resumable(cfg)
     if cfg.init_from is not None and not _has_checkpoint(os.path.join(cfg.out_dir, "checkpoints")):
         _branch_source(cfg)[0].close()  # fail before anything is written
-    if jax.process_index() != 0:       # process 0 holds the lock; all see the same finished result
-        return _finished(cfg) or _train(cfg, restart)
-    with FolderLock(cfg.out_dir, "run folder", wait_s=lock_wait_s):
+    if jax.process_index() != 0:       # process 0 holds the lock and decides; all follow its decision
+        return _follow(broadcast_json(None)) or _train(cfg, restart)
+    lock = FolderLock(cfg.out_dir, "run folder", wait_s=lock_wait_s)
+    try:
+        lock.acquire()
         _check_resumable(cfg)           # another writer may have started it meanwhile
-        return _finished(cfg) or _train(cfg, restart)
+        decision = {"finished": _finished(cfg)}
+    except BaseException as e:
+        lock.release()
+        broadcast_json({"error": str(e)})   # the other processes stop with it instead of waiting
+        raise
+    try:
+        return _follow(broadcast_json(decision)) or _train(cfg, restart)
+    finally:
+        lock.release()
+
+
+def _follow(decision: dict[str, Any]) -> dict[str, Any] | None:
+    """Process 0's decision on every process: its finished result (or None: train), or its error."""
+    if "error" in decision:
+        raise ValueError(f"process 0 stopped: {decision['error']}")
+    return decision["finished"]
 
 
 def _resume(cfg: TrainConfig, ckpts: Checkpoints, compiled, restart: bool, problems: list[str]):
@@ -251,16 +273,13 @@ def _resume(cfg: TrainConfig, ckpts: Checkpoints, compiled, restart: bool, probl
 
 
 def _train(cfg: TrainConfig, restart: bool) -> dict[str, Any]:
-    from lm.data.pipeline import to_device
-
-    train_ds, eval_ds, stream, eval_stream = _build_data(cfg)
     lead = jax.process_index() == 0
     t_start = time.time()
-
     mesh = make_mesh(cfg.mesh)
     tx, lr_table = _optimizer(cfg)
     compiled = compile_steps(cfg.model, tx, mesh, grad_accum=cfg.optim.grad_accum, loss_fn=_loss_fn(cfg),
                              host_lr=lr_table is not None)
+    train_ds, eval_ds, stream, eval_stream = _build_data(cfg, compiled.batch_sharding)
     ckpts = Checkpoints(os.path.join(cfg.out_dir, "checkpoints"), keep=cfg.keep_checkpoints)
     problems: list[str] = []
     try:
@@ -277,16 +296,16 @@ def _train(cfg: TrainConfig, restart: bool) -> dict[str, Any]:
     if lead:                           # only now: every restore check has passed
         atomic_write_json(os.path.join(cfg.out_dir, "config.json"), to_dict(cfg))
 
-    host_eval = [eval_stream.batch(i) for i in range(cfg.eval_batches)]
-    eval_batches = [to_device(b, compiled.batch_sharding) for b in host_eval]
+    eval_batches = [eval_stream.device_batch(i, compiled.batch_sharding) for i in range(cfg.eval_batches)]
     floor = None
     if eval_ds.entropy_floor is not None:
         from lm.data.pipeline import floor_of
-        floor = floor_of(eval_ds, np.concatenate(host_eval)) if jax.process_count() == 1 else eval_ds.entropy_floor
+        floor = (floor_of(eval_ds, np.concatenate([eval_stream.batch(i) for i in range(cfg.eval_batches)]))
+                 if jax.process_count() == 1 else eval_ds.entropy_floor)
 
     t0 = time.time()
     stream.step = start
-    first = to_device(stream.batch(start), compiled.batch_sharding)
+    first = stream.device_batch(start, compiled.batch_sharding)
     step_fn = compiled.train_step.lower(state, first, *_lr_args(lr_table, start)).compile()
     compile_s = time.time() - t0
 
@@ -303,7 +322,7 @@ def _train(cfg: TrainConfig, restart: bool) -> dict[str, Any]:
     last_log = (start, time.time())
     loop_t0 = time.time()
     batch = first
-    ahead = _BatchesAhead(stream, min(64, max(1, 4096 // stream.local_batch)))
+    ahead = _BatchesAhead(stream, min(64, max(1, 4096 // len(stream.rows))))
 
     for step in range(start, cfg.steps):
         state, metrics = step_fn(state, batch, *_lr_args(lr_table, step))   # dispatched, runs async
@@ -311,7 +330,7 @@ def _train(cfg: TrainConfig, restart: bool) -> dict[str, Any]:
         td = time.time()
         stream.step = done             # the data position a checkpoint now records
         if done < cfg.steps:           # the next batch is built while the step runs
-            batch = to_device(ahead.batch(done), compiled.batch_sharding)
+            batch = to_device(ahead.batch(done), compiled.batch_sharding, stream.rows, stream.batch_size)
         timers["data_s"] += time.time() - td
         writer.advance()
 

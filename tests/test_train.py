@@ -200,14 +200,16 @@ def test_wrong_types_and_vocab_are_refused(tmp_path, change, match):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("process", [(0, 1), (1, 2)])
-def test_batches_drawn_ahead_are_the_streams_batches(tmp_path, process):
-    from lm.data.pipeline import BatchStream
-    from lm.train import _BatchesAhead, _build_data
+@pytest.mark.parametrize("rows", [None, "second_half"])
+def test_batches_drawn_ahead_are_the_streams_batches(tmp_path, rows):
+    from lm.data.pipeline import BatchStream, build_dataset
+    from lm.train import _BatchesAhead
 
     cfg = tiny(tmp_path)
-    dataset = _build_data(cfg)[0]
-    stream = BatchStream(dataset, cfg.batch_size, cfg.data.seq_len, cfg.data.seed, *process)
+    dataset = build_dataset(cfg.data, cfg.data.train_split, vocab_size_hint=cfg.model.vocab_size)
+    if rows is not None:                       # the rows a second of two processes would hold
+        rows = np.arange(cfg.batch_size // 2, cfg.batch_size)
+    stream = BatchStream(dataset, cfg.batch_size, cfg.data.seq_len, cfg.data.seed, rows)
     ahead = _BatchesAhead(stream, 3)
     for step in (5, 6, 7, 8, 2, 12):           # within a chunk, across chunks, backwards
         np.testing.assert_array_equal(ahead.batch(step), stream.batch(step))

@@ -246,35 +246,37 @@ def _tokenizer(cfg: DataConfig, builder, label: str, vocab_size: int | None, wor
 
 class BatchStream:
     """Global batch `step` = rows [step*batch_size, (step+1)*batch_size) of the dataset; this process
-    gets rows [process_index*local, (process_index+1)*local) of it (local = batch_size // process_count).
+    loads only `rows` of it (indices within the global batch; default all), the rows its devices
+    hold under the batch sharding (`process_rows`). The position (`step`) is global: the same on
+    every process and under every mesh, so a checkpoint resumes on any number of processes.
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, seq_len: int, seed: int,
-                 process_index: int = 0, process_count: int = 1):
+                 rows: np.ndarray | None = None):
         if batch_size <= 0 or seq_len <= 0:
             raise ValueError(f"batch_size={batch_size} and seq_len={seq_len} must be positive")
-        if process_count <= 0 or not 0 <= process_index < process_count:
-            raise ValueError(f"process_index={process_index} is not in [0, process_count={process_count})")
-        if batch_size % process_count:
-            raise ValueError(f"batch_size={batch_size} is not divisible by the {process_count} processes; "
-                             f"use a multiple of {process_count}")
+        rows = np.arange(batch_size, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
+        if rows.ndim != 1 or len(rows) == 0 or np.any(np.diff(rows) <= 0) or rows[0] < 0 \
+                or rows[-1] >= batch_size:
+            raise ValueError(f"rows {rows.tolist()} must be increasing indices in [0, batch_size={batch_size})")
         self.dataset = dataset
         self.batch_size = batch_size
         self.seq_len = seq_len
         self.seed = int(seed)
-        self.process_index = process_index
-        self.process_count = process_count
-        self.local_batch = batch_size // process_count
+        self.rows = rows
         self.step = 0
         if isinstance(dataset, TokenDataset) and dataset.n_chunks(seq_len + 1) == 0:
             raise ValueError(f"{dataset.name} has {len(dataset.tokens)} tokens, fewer than one sequence of "
                              f"seq_len+1={seq_len + 1}; lower seq_len or add text")
 
     def batch(self, step: int) -> np.ndarray:
-        """int32 [batch_size // process_count, seq_len + 1]: this process's rows of batch `step`."""
-        first = step * self.batch_size + self.process_index * self.local_batch
-        indices = np.arange(first, first + self.local_batch, dtype=np.int64)
-        return self.dataset.rows(indices, self.seq_len + 1, self.seed)
+        """int32 [len(rows), seq_len + 1]: this process's rows of global batch `step`."""
+        return self.dataset.rows(step * self.batch_size + self.rows, self.seq_len + 1, self.seed)
+
+    def device_batch(self, step: int, sharding) -> "Any":
+        """Global batch `step` as a jax.Array [batch_size, seq_len + 1] laid out by `sharding`
+        (built from this process's rows only)."""
+        return to_device(self.batch(step), sharding, self.rows, self.batch_size)
 
     def state(self) -> dict[str, Any]:
         """JSON-able position: the next step, and what it must be resumed with."""
@@ -299,11 +301,35 @@ class BatchStream:
         return batch
 
 
-def to_device(batch: np.ndarray, sharding) -> "Any":
-    """The global jax.Array from this process's rows (batch axis split by `sharding`)."""
+def process_rows(sharding, global_shape: tuple[int, ...]) -> np.ndarray:
+    """Sorted indices along axis 0 of an array of `global_shape` that this process's devices hold
+    under `sharding` (any mesh: batch axes split across hosts in any order, or replicated)."""
+    n = global_shape[0]
+    rows: set[int] = set()
+    for index in sharding.addressable_devices_indices_map(tuple(global_shape)).values():
+        rows.update(range(*index[0].indices(n)))
+    return np.asarray(sorted(rows), np.int64)
+
+
+def to_device(batch: np.ndarray, sharding, rows: np.ndarray | None = None,
+              global_rows: int | None = None) -> "Any":
+    """The global jax.Array [global_rows, ...] laid out by `sharding`, from this process's part of
+    it: `batch[i]` is global row `rows[i]` (default: `batch` is the whole array). Every row this
+    process's devices hold must be among `rows` (see `process_rows`)."""
     import jax
 
-    return jax.make_array_from_process_local_data(sharding, batch)
+    rows = np.arange(len(batch), dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
+    shape = (len(batch) if global_rows is None else global_rows, *batch.shape[1:])
+
+    def shard(index: tuple[slice, ...]) -> np.ndarray:
+        wanted = np.arange(*index[0].indices(shape[0]))
+        at = np.searchsorted(rows, wanted)
+        if np.any(at >= len(rows)) or np.any(rows[np.minimum(at, len(rows) - 1)] != wanted):
+            raise ValueError(f"this process holds rows {rows.tolist()} of the batch but its devices need "
+                             f"{wanted.tolist()}; build the stream with rows=process_rows(sharding, shape)")
+        return batch[(at, *index[1:])]
+
+    return jax.make_array_from_callback(shape, sharding, shard)
 
 
 def floor_of(dataset: Dataset, tokens: np.ndarray) -> float:

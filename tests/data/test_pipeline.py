@@ -8,7 +8,7 @@ import pytest
 
 from lm.config import DataConfig
 from lm.data import pipeline
-from lm.data.pipeline import BatchStream, build_dataset, floor_of, to_device
+from lm.data.pipeline import BatchStream, build_dataset, floor_of, process_rows, to_device
 
 SMALL_SYN = DataConfig(seq_len=32, synthetic_states=64)
 
@@ -60,13 +60,23 @@ def test_restore_refuses_a_different_config(syn_train):
 
 
 @pytest.mark.parametrize("which", ["syn", "text"])
-def test_process_slices_tile_the_global_batch(which, syn_train, text_train):
+def test_process_rows_tile_the_global_batch(which, syn_train, text_train):
+    """Any set of rows (strided, as a mesh with the batch split across hosts out of order gives)
+    loads exactly those rows of the global batch; to_device puts them where the sharding says."""
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec as P
     ds = syn_train if which == "syn" else text_train
     whole = BatchStream(ds, 8, 32, seed=1).batch(7)
-    parts = [BatchStream(ds, 8, 32, seed=1, process_index=i, process_count=4).batch(7) for i in range(4)]
-    np.testing.assert_array_equal(np.concatenate(parts), whole)
-    with pytest.raises(ValueError, match="divisible"):
-        BatchStream(ds, 6, 32, seed=1, process_count=4)
+    for rows in ([0, 2, 4, 6], [1, 3, 5, 7], [5]):
+        np.testing.assert_array_equal(BatchStream(ds, 8, 32, seed=1, rows=np.array(rows)).batch(7), whole[rows])
+    for bad in ([2, 1], [8], []):
+        with pytest.raises(ValueError, match="increasing indices"):
+            BatchStream(ds, 8, 32, seed=1, rows=np.array(bad, np.int64))
+    sharding = NamedSharding(jax.make_mesh((8,), ("data",)), P("data"))
+    np.testing.assert_array_equal(process_rows(sharding, whole.shape), np.arange(8))
+    np.testing.assert_array_equal(np.asarray(to_device(whole, sharding, np.arange(8), 8)), whole)
+    with pytest.raises(ValueError, match="its devices need"):
+        to_device(whole[:4], sharding, np.arange(4), 8)
 
 
 def test_synthetic_train_and_eval_streams_are_disjoint():
