@@ -30,7 +30,7 @@ import jax.numpy as jnp
 
 from lm import mup
 from lm.config import ModelConfig
-from lm.sharding import constrain
+from lm.sharding import constrain, splits
 
 Params = Any
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -196,7 +196,9 @@ class Attention(nn.Module):
         b, l = x_BxLxD.shape[:2]
         if kv is not None and kv is not True:   # cross-attention over cached keys/values [B, S, K, E]
             return _heads_major(layers[0](x_BxLxD)), _heads_major(kv[0]), _heads_major(kv[1])
-        if context_BxSxD is x_BxLxD:      # self-attention: one [B*L, D] @ [D, (H + 2K) E] matmul
+        # Self-attention: one [B*L, D] @ [D, (H + 2K) E] matmul, unless the heads are split over
+        # devices (tensor parallel): concatenating kernels sharded by heads would reshard them.
+        if context_BxSxD is x_BxLxD and not splits("heads", cfg.n_heads):
             kernels, biases = zip(*(layer.weights() for layer in layers))
             w_DxNxE = jnp.concatenate(kernels, axis=1)
             qkv = matmul_2d(x_BxLxD, w_DxNxE, 1, dt)

@@ -87,6 +87,13 @@ def constrain(x: jax.Array, *logical: str | None) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
 
+def splits(logical: str, size: int) -> bool:
+    """Whether a dimension of `size` named `logical` is split over devices on the mesh being
+    traced (see `with_mesh`); False outside one."""
+    mesh = jax.sharding.get_abstract_mesh()
+    return not mesh.empty and logical_to_spec(P(logical), (size,), mesh)[0] is not None
+
+
 def with_mesh(fn: Callable, mesh: Mesh) -> Callable:
     """`fn` traced with `mesh` as the current (abstract) mesh, so `constrain` inside it takes effect."""
     @functools.wraps(fn)

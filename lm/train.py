@@ -23,7 +23,6 @@ from lm import flops as flops_lib
 from lm.checkpoint import Checkpoints
 from lm.distributed import broadcast_json
 from lm.config import TrainConfig, apply_overrides, from_dict, load_train_config, to_dict
-from lm.data.pipeline import to_device
 from lm.io import atomic_write_json
 from lm.lock import FolderLock
 from lm.metrics import MetricsWriter
@@ -330,7 +329,7 @@ def _train(cfg: TrainConfig, restart: bool) -> dict[str, Any]:
         td = time.time()
         stream.step = done             # the data position a checkpoint now records
         if done < cfg.steps:           # the next batch is built while the step runs
-            batch = to_device(ahead.batch(done), compiled.batch_sharding, stream.rows, stream.batch_size)
+            batch = stream.device_batch(done, compiled.batch_sharding, ahead.batch(done))
         timers["data_s"] += time.time() - td
         writer.advance()
 

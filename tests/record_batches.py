@@ -18,8 +18,8 @@ def _install(path: str) -> None:
 
     original = pipeline.BatchStream.device_batch
 
-    def recording(self, step, sharding):
-        array = original(self, step, sharding)
+    def recording(self, step, sharding, *args):
+        array = original(self, step, sharding, *args)
         if self.dataset.split == "train":
             full = np.asarray(multihost_utils.process_allgather(array, tiled=True))
             if jax.process_index() == 0:

@@ -273,10 +273,10 @@ class BatchStream:
         """int32 [len(rows), seq_len + 1]: this process's rows of global batch `step`."""
         return self.dataset.rows(step * self.batch_size + self.rows, self.seq_len + 1, self.seed)
 
-    def device_batch(self, step: int, sharding) -> "Any":
+    def device_batch(self, step: int, sharding, host: np.ndarray | None = None) -> "Any":
         """Global batch `step` as a jax.Array [batch_size, seq_len + 1] laid out by `sharding`
-        (built from this process's rows only)."""
-        return to_device(self.batch(step), sharding, self.rows, self.batch_size)
+        (built from this process's rows only: `host`, when they were drawn ahead, else drawn now)."""
+        return to_device(self.batch(step) if host is None else host, sharding, self.rows, self.batch_size)
 
     def state(self) -> dict[str, Any]:
         """JSON-able position: the next step, and what it must be resumed with."""
