@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export XLA_FLAGS ?=
 
-.PHONY: sweep test test-fast bench notebooks train clean-venv
+.PHONY: sweep test test-all test-slow bench notebooks train clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,11 +19,16 @@ sweep: $(STAMP)
 train: $(STAMP)
 	$(BIN)/lm-train
 
+# The fast default (CI): every test not marked slow.
 test: $(STAMP)
+	$(BIN)/python -m pytest -q -x -rs --durations=15 -m "not slow"
+
+# Everything, the slow end-to-end tests included (run before landing a change that touches them).
+test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -x -rs --durations=15
 
-test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -rs -m "not slow"
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -x -rs --durations=15 -m slow
 
 bench: $(STAMP)
 	$(BIN)/python -m experiments.bench

@@ -266,10 +266,31 @@ def fit_table(frame, convention: str, kind: str = "cosine", shapes=None):
         "shape": (rows["shape"] if "shape" in rows else rows[n_col].astype(str)).to_numpy()})
     if convention == "6n":
         return table, None
-    order = np.argsort(np.log(table["N"].to_numpy()))
-    log_n = np.log(table["N"].to_numpy())[order]
-    log_f = np.log((table["C"] / table["D"]).to_numpy())[order]
-    return table, (lambda n: float(np.exp(np.interp(np.log(n), log_n, log_f))))
+    return table, loglog_interpolant(table["N"].to_numpy(), (table["C"] / table["D"]).to_numpy())
+
+
+def loglog_interpolant(n, f):
+    """f(N) through the points (n, f), piecewise linear in log-log, continued past both ends along
+    the end segments' slopes (slope 1, f proportional to N, with one distinct N): a fit's optimum
+    may lie outside the sizes trained, and a flat continuation would make f(N) stop growing there."""
+    import numpy as np
+
+    log_n, inverse = np.unique(np.log(np.asarray(n, float)), return_inverse=True)
+    log_f = np.bincount(inverse, np.log(np.asarray(f, float))) / np.bincount(inverse)
+    if len(log_n) == 1:
+        lo_slope = hi_slope = 1.0
+    else:
+        lo_slope = (log_f[1] - log_f[0]) / (log_n[1] - log_n[0])
+        hi_slope = (log_f[-1] - log_f[-2]) / (log_n[-1] - log_n[-2])
+
+    def flops_per_token(N):
+        x = np.log(N)
+        y = np.interp(x, log_n, log_f)
+        y = np.where(x < log_n[0], log_f[0] + lo_slope * (x - log_n[0]), y)
+        y = np.where(x > log_n[-1], log_f[-1] + hi_slope * (x - log_n[-1]), y)
+        return float(np.exp(y))
+
+    return flops_per_token
 
 
 def horizon_curves(table):
