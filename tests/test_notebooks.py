@@ -121,7 +121,8 @@ def test_scaling_analysis(tmp_path, monkeypatch):
                                             "LM_NB_TRANSFER": str(tmp_path / "transfer")}, monkeypatch)
     text = outputs_text(nb)
     assert "20 runs" in text and "Extrapolation to C = 3e+12" in text
+    assert "held-out C = 3e+12: forecast optimal loss" in text and "Forecasts on held-back budgets" in text
     assert "entropy floor of the synthetic language = 1.3330" in text
     assert "Optimal learning rate under mup: varies 1.00x over 8x width" in text
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(images) >= 5
+    assert len(images) >= 6
