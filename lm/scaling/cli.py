@@ -9,7 +9,7 @@ Examples:
 
     lm-fit epoch_chinchilla_svg_extracted_data.csv ... --method vpnls --fix-E 1.69 --forecast
     lm-fit muennighoff2023_datablations_runs.csv --loss-col val_loss --u-col U_unique_tokens \\
-        --data-constrained --approaches 3 --tie-exponents
+        --run-col run_name --data-constrained --approaches 3 --tie-exponents
 
 Prints Approach 3's parameters with bootstrap intervals, each approach's exponents, and the
 compute-optimal N and D for a list of budgets (Chinchilla's Table 3 by default); writes
@@ -31,7 +31,7 @@ import pandas as pd
 
 from lm.scaling.approaches import CHINCHILLA_TABLE3_BUDGETS, METHODS, fit_approaches
 from lm.scaling.constraints import FitConstraints
-from lm.scaling.datalimited import fit_data_constrained
+from lm.scaling.datalimited import RECIPES, fit_data_constrained_table
 from lm.scaling.fit import fit_kaplan
 from lm.scaling.forecast import forecast
 from lm.scaling.isoflop import check_window
@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-constrained", action="store_true",
                    help="fit Muennighoff et al.'s data-constrained law (needs a U column: --u-col)")
     p.add_argument("--u-col", default="U", help="column of unique tokens for --data-constrained (default U)")
+    p.add_argument("--dc-recipe", default="auto", choices=RECIPES,
+                   help="--data-constrained recipe: datablations (Muennighoff et al.'s runs, base law and starts; "
+                        "needs --run-col), single-epoch (base law fitted on this table's single-epoch runs), or "
+                        "auto (datablations on their own table, else single-epoch; default)")
     p.add_argument("--out", type=Path, help="output folder (default ./<FILE's stem>_fit)")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--compile-cache", default=os.environ.get("LM_COMPILE_CACHE"),
@@ -219,9 +223,10 @@ def extra_fits(args: argparse.Namespace, df: pd.DataFrame, opts: dict) -> tuple[
     if args.data_constrained:
         if "U" not in df.columns:
             raise ValueError(f"--data-constrained needs a unique-tokens column {args.u_col!r} (set --u-col)")
-        dc = fit_data_constrained(df["N"], df["D"], df["U"], df["loss"], delta=opts["constraints"].delta)
+        dc = fit_data_constrained_table(df, recipe=args.dc_recipe, delta=opts["constraints"].delta)
         lines.append(dc.summary())
-        record["data_constrained"] = dict(R_D=dc.law.R_D, R_N=dc.law.R_N, base=vars(dc.law.base))
+        record["data_constrained"] = dict(recipe=dc.recipe, R_D=dc.law.R_D, R_N=dc.law.R_N, objective=dc.objective,
+                                          n_runs=dc.n_runs, wide=dc.wide, base=vars(dc.law.base))
     return lines, record
 
 
