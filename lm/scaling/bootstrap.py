@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lm.scaling.fit import (DELTA, FitResult, check_points, chinchilla_objective_for, fit_chinchilla,
-                            fit_power_law)
-from lm.scaling.laws import ChinchillaLaw, FlopsPerToken, PowerLaw, optimal_allocation
+                            fit_power_law, jax_offset_objective)
+from lm.scaling.laws import ChinchillaLaw, FlopsPerToken, OffsetPowerLaw, PowerLaw, optimal_allocation
 from lm.scaling.optimize import LBFGSOptions, minimize_batch
 
 
@@ -182,3 +182,40 @@ def power_law_fits(C, N, D, samples, budgets, level) -> PowerLawFits:
         est[f"N_opt@{c:.3g}"] = estimate(n_law(c), s[:, 2] * c ** s[:, 0], level)
         est[f"D_opt@{c:.3g}"] = estimate(d_law(c), s[:, 3] * c ** s[:, 1], level)
     return PowerLawFits(n_law, d_law, est, len(samples))
+
+
+def refit_offset_power_laws(C, losses, fit: FitResult, *, n_starts: int = 2, delta: float = DELTA,
+                            opts: LBFGSOptions = LBFGSOptions()) -> list[OffsetPowerLaw | None]:
+    """Refit L(C) = E + K C^-gamma (fit.fit_offset_power_law's objective) to each row of
+    resampled losses. C: [J] budgets; losses: [R, J], nan where a row has no value; fit: the
+    full-data fit at the same C. Each row is refitted from the full fit's optimum and its first
+    n_starts - 1 basin starts, keeping the best. Rows go in small groups: a group's points are
+    stacked and each of its problems weights only its own row's, so one batched call fits the
+    group on a point axis no longer than the full fit's (the same compiled program).
+    Returns [R] laws, None for a row with fewer than 4 values (3 parameters).
+    """
+    C, losses = np.asarray(C, float), np.asarray(losses, float)
+    R, J = losses.shape
+    ok = np.isfinite(losses) & (losses > 0)
+    rows = np.flatnonzero(ok.sum(axis=1) >= 4)
+    ref = float(np.log(C).mean())  # fit_offset_power_law's centring: theta = (k, gamma, e)
+    law = fit.law
+    theta = np.array([np.log(law.K) - law.gamma * ref, law.gamma, np.log(law.E)])
+    starts = np.concatenate([theta[None], fit.basin_starts[: max(n_starts - 1, 0)]])  # [K, 3]
+    K = len(starts)
+    group = max(1, min(64 // J, 32 // K))  # <= 64 points and <= 32 problems per call
+    out: list[OffsetPowerLaw | None] = [None] * R
+    for lo in range(0, len(rows), group):
+        g = rows[lo: lo + group]
+        m = len(g)
+        block = np.zeros((m, m * J))
+        for i, r in enumerate(g):
+            block[i, i * J:(i + 1) * J] = ok[r]
+        lL = np.log(np.where(ok[g], losses[g], 1.0)).ravel()
+        data = (np.tile(np.log(C) - ref, m), lL, np.float64(delta))
+        res = minimize_batch(jax_offset_objective, np.tile(starts, (m, 1)), np.repeat(block, K, axis=0), data, opts)
+        values = np.where(np.isfinite(res.value), res.value, np.inf).reshape(m, K)
+        best = res.theta.reshape(m, K, 3)[np.arange(m), np.argmin(values, axis=1)]
+        for r, (k, gamma, e) in zip(g, best):
+            out[r] = OffsetPowerLaw(E=float(np.exp(e)), K=float(np.exp(k + gamma * ref)), gamma=float(gamma))
+    return out

@@ -8,7 +8,11 @@ Approach 3 (grid or VPNLS) predicts both from L(N, D): L(N_opt(C), D_opt(C)) and
 interval is the bootstrap's law samples plus the training residuals (resampled, in log space;
 scaled by 1/sqrt(points in the parabola) for an optimum, which averages them). Approach 2
 predicts optimal losses only, from an offset power law L*(C) = E + K C^-gamma through the
-training budgets' parabola minima (needs >= 4 of them; no interval).
+training budgets' parabola minima (needs >= 4 of them). Its interval: Approach 2's own bootstrap
+(each training budget's points resampled and re-windowed, isoflop.py) gives every resample's
+parabola minima; the offset law refitted to each (bootstrap.refit_offset_power_laws) predicts
+the held-back budget, times the noise of one observed minimum (a draw from the minima's
+bootstrap deviations, log space).
 The error table gives per approach and k: mean and worst relative error and the fraction of
 observations inside the interval (coverage, nominal `level` = 90 %).
 """
@@ -21,8 +25,9 @@ import numpy as np
 import pandas as pd
 
 from lm.scaling.approaches import approach3
+from lm.scaling.bootstrap import refit_offset_power_laws
 from lm.scaling.fit import fit_offset_power_law
-from lm.scaling.isoflop import fit_budget
+from lm.scaling.isoflop import boot_budget, fit_budget
 from lm.scaling.laws import ChinchillaLaw
 from lm.scaling.results import budgets_of, prepare_results
 
@@ -112,7 +117,7 @@ def forecast(results: pd.DataFrame, *, ks=(1, 2), flops_per_token=None, n_bootst
                 notes.append(f"k={k}: {name} could not be fitted: {err}")
                 continue
             rows += _law_rows(name, k, a3, train, test, obs, level, rng)
-        rows += _approach2_rows(k, train, obs, window, flops_per_token, notes)
+        rows += _approach2_rows(k, train, obs, window, flops_per_token, notes, n_bootstrap, level, rng)
     pred = pd.DataFrame(rows)
     if len(pred):
         pred["rel_error"] = (pred["predicted"] - pred["observed"]) / pred["observed"]
@@ -121,17 +126,36 @@ def forecast(results: pd.DataFrame, *, ks=(1, 2), flops_per_token=None, n_bootst
     return Forecast(predictions=pred, notes=tuple(notes))
 
 
-def _approach2_rows(k, train, obs, window, flops_per_token, notes):
-    minima = []
+def _approach2_rows(k, train, obs, window, flops_per_token, notes, n_bootstrap, level, rng):
+    """Approach 2's predicted optimal losses for the held-back budgets, with bootstrap intervals."""
+    minima, boots = [], []
     for c, g in train.groupby("budget"):
         row, _, _ = fit_budget(c, g, window, 3, False, flops_per_token)
         if row is not None and row["inside"]:
             minima.append((c, row["loss_opt"]))
+            if n_bootstrap >= 2:
+                _, ls, _, rejected = boot_budget(row, g, window, 3, False, n_bootstrap, rng)
+                boots.append(np.where(rejected, np.nan, ls))
     if len(minima) < 4:
         notes.append(f"k={k}: Approach 2 forecasts need >= 4 training budgets with a parabola minimum "
                      f"inside the sizes sampled; got {len(minima)}")
         return []
     C, L = np.array(minima).T
-    law = fit_offset_power_law(C, L).law
-    return [dict(approach="Approach 2", k=k, budget=c, kind="optimum", N=np.nan, D=np.nan, observed=l_obs,
-                 predicted=float(law.loss(c)), lo=np.nan, hi=np.nan) for c, (l_obs, _) in obs.items()]
+    fit = fit_offset_power_law(C, L)
+    law, draws = fit.law, None
+    if boots:
+        boot_loss = np.stack(boots, axis=1)  # [R, budgets]
+        laws = [b for b in refit_offset_power_laws(C, boot_loss, fit) if b is not None]
+        dev = (np.log(boot_loss) - np.log(L))[np.isfinite(boot_loss)]  # one minimum's noise, log space
+        if len(laws) >= 2:
+            draws = (laws, dev)
+    q = [(1 - level) / 2, (1 + level) / 2]
+    rows = []
+    for c, (l_obs, _) in obs.items():
+        lo = hi = np.nan
+        if draws is not None:
+            preds = np.array([b.loss(c) for b in draws[0]])
+            lo, hi = np.quantile(preds * np.exp(rng.choice(draws[1], size=len(preds))), q)
+        rows.append(dict(approach="Approach 2", k=k, budget=c, kind="optimum", N=np.nan, D=np.nan, observed=l_obs,
+                         predicted=float(law.loss(c)), lo=lo, hi=hi))
+    return rows

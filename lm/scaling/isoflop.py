@@ -195,7 +195,7 @@ def _boot_windows(x, y, w, window, min_points: int) -> np.ndarray:
     return w * (keep & present)[:, idx]
 
 
-def _boot_budget(row: dict, g: pd.DataFrame, window, min_points: int, d_from_data: bool, n_bootstrap: int,
+def boot_budget(row: dict, g: pd.DataFrame, window, min_points: int, d_from_data: bool, n_bootstrap: int,
                  rng: np.random.Generator):
     """Resample one budget's points, window each resample as the full fit was, refit the parabola
     -> vertex ln N, loss, ln D [R] and rejected [R]: not convex, or vertex outside the sizes the
@@ -242,7 +242,7 @@ def approach2(results: pd.DataFrame, *, flops_per_token: FlopsPerToken | None = 
                 skipped.append(f"{budget:.3g}: minimum outside sampled sizes (drop_off_centre)")
                 continue
         df.loc[g.index[used], "used"] = True
-        boot.append(_boot_budget(row, g, window, min_points, d_from_data, max(n_bootstrap, 0), rng))
+        boot.append(boot_budget(row, g, window, min_points, d_from_data, max(n_bootstrap, 0), rng))
         row["rejected"] = int(boot[-1][3].sum())
         rows.append(row)
     if len(rows) < 2:
