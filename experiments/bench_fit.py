@@ -166,7 +166,7 @@ def main(argv=None) -> int:
           f"alpha = {law.alpha:.4f}, beta = {law.beta:.4f}, a = {law.a:.4f}, "
           f"D/N at 5.76e23 = {law.tokens_per_parameter(5.76e23):.2f}")
     boot, w, c = timed(lambda: bootstrap_chinchilla(N, D, L, fit, n_resamples=args.resamples))
-    print(f"bootstrap, {args.resamples} resamples x 8 warm starts: wall {w:.2f} s, cpu {c:.2f} s [target <= 120 s]")
+    print(f"bootstrap, {args.resamples} resamples x 6 warm starts: wall {w:.2f} s, cpu {c:.2f} s [target <= 120 s]")
     est = boot.estimates
     print("  SE: " + ", ".join(f"{k} {est[k].se:.4f}" for k in ("E", "alpha", "beta", "a"))
           + "  (Epoch: E 0.026, alpha 0.015, beta 0.021)")
