@@ -59,7 +59,14 @@ def test_noisy_points_are_recovered_within_the_noise(law, seed, sigma):
     fit = fit_chinchilla(N, D, loss, starts=COARSE)
     J = jacobian(law, N, D)
     se = np.sqrt(np.pi / 2 * sigma ** 2 * np.diag(np.linalg.inv(J.T @ J)))
-    assert np.all(np.abs(fit.theta - law.theta) <= 6 * se + 1e-6), (fit.theta - law.theta) / se
+    near_truth = fit_chinchilla(N, D, loss, starts=law.theta[None])  # the minimum of the truth's basin
+    assert fit.objective <= near_truth.objective * (1 + 1e-9)  # the grid finds at least that basin
+    # At 2 % noise a draw can put the global minimum in another basin, a degenerate law (beta -> 0
+    # trades B/D^beta against E; e.g. E=1, A=217, B=300, alpha=0.25, beta=0.375, seed 1, sigma 0.02:
+    # objective below the truth's basin minimum, and the full 4,500-start grid agrees): the data, not
+    # the fitter, fail to identify the parameters. Otherwise they are within the noise.
+    identified = fit.objective >= near_truth.objective * (1 - 1e-6)
+    assert not identified or np.all(np.abs(fit.theta - law.theta) <= 6 * se + 1e-6), (fit.theta - law.theta) / se
 
 
 @pytest.mark.slow
@@ -72,4 +79,11 @@ def test_noisy_recovery_with_the_full_grid(law, seed):
     fit = fit_chinchilla(N, D, loss)
     J = jacobian(law, N, D)
     se = np.sqrt(np.pi / 2 * sigma ** 2 * np.diag(np.linalg.inv(J.T @ J)))
-    assert np.all(np.abs(fit.theta - law.theta) <= 6 * se + 1e-6), (fit.theta - law.theta) / se
+    near_truth = fit_chinchilla(N, D, loss, starts=law.theta[None])  # the minimum of the truth's basin
+    assert fit.objective <= near_truth.objective * (1 + 1e-9)  # the grid finds at least that basin
+    # At 2 % noise a draw can put the global minimum in another basin, a degenerate law (beta -> 0
+    # trades B/D^beta against E; e.g. E=1, A=217, B=300, alpha=0.25, beta=0.375, seed 1, sigma 0.02:
+    # objective below the truth's basin minimum, and the full 4,500-start grid agrees): the data, not
+    # the fitter, fail to identify the parameters. Otherwise they are within the noise.
+    identified = fit.objective >= near_truth.objective * (1 - 1e-6)
+    assert not identified or np.all(np.abs(fit.theta - law.theta) <= 6 * se + 1e-6), (fit.theta - law.theta) / se
