@@ -45,7 +45,7 @@ MUENNIGHOFF_R_D, MUENNIGHOFF_R_N = 15.387756, 5.309743
 """Muennighoff et al. 2023's fitted R_D* and R_N* (datablations repository, parametric fit)."""
 
 DATABLATIONS_BASE = ChinchillaLaw.from_log(6.255414, 7.3049974, 0.6254804, 0.3526596, 0.3526596)
-"""The base law the published R_D*, R_N* were fitted with (E = 1.869, A = 520.9, B = 1488.1,
+"""The base law the published R_D*, R_N* were fitted with (E = 1.869, A = 520.8, B = 1487.7,
 alpha = beta = 0.3527): the datablations notebook's Huber fit (alpha tied to beta) of 54 points
 read off Chinchilla's C4 IsoFLOP figure (Hoffmann et al. 2022, App.), (a, b, e, alpha) as printed."""
 
