@@ -17,7 +17,7 @@ from lm.scaling.approaches import (CHINCHILLA_TABLE3_BUDGETS, Approach3, Approac
                                    approach3, extrapolation, fit_approaches)
 from lm.scaling.bootstrap import ChinchillaBootstrap, Estimate, bootstrap_chinchilla
 from lm.scaling.constraints import FitConstraints
-from lm.scaling.datalimited import DataConstrainedLaw, fit_data_constrained
+from lm.scaling.datalimited import DataConstrainedLaw, fit_data_constrained, fit_data_constrained_table
 from lm.scaling.envelope import Approach1, approach1
 from lm.scaling.fit import (FitResult, chinchilla_grid, chinchilla_objective, fit_chinchilla, fit_kaplan,
                             fit_offset_power_law, fit_power_law)
@@ -36,6 +36,6 @@ __all__ = [
     "KaplanFit", "KaplanLaw", "KaplanPowerLaw", "OffsetPowerLaw",
     "PowerLaw", "approach1", "approach2", "approach3", "bootstrap_chinchilla", "chinchilla_grid",
     "chinchilla_objective", "extrapolation", "fit_approaches", "fit_chinchilla", "fit_data_constrained",
-    "fit_kaplan", "fit_kaplan_single", "fit_offset_power_law", "fit_power_law", "fit_vpnls", "forecast",
+    "fit_data_constrained_table", "fit_kaplan", "fit_kaplan_single", "fit_offset_power_law", "fit_power_law", "fit_vpnls", "forecast",
     "isoflop_grid", "kaplan_fits", "optimal_allocation", "six_n",
 ]
