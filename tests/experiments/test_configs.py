@@ -1,0 +1,44 @@
+"""The named sweeps plan what their docstrings promise (planning only: nothing trains)."""
+
+import math
+
+from experiments import configs
+from experiments.plan import make_plan
+
+
+def _planned_flops(plan):
+    """Training FLOPs of the cosine runs, and of WSD (trunks + each cooldown's steps past its branch)."""
+    cosine = sum(r.compute for r in plan.runs if r.kind == "cosine")
+    trunks = sum(r.compute for r in plan.runs if r.kind == "wsd_constant")
+    own = sum(r.compute * (r.steps - r.branch_step) / r.steps for r in plan.runs if r.kind == "wsd_cooldown")
+    return cosine, trunks + own
+
+
+def test_default_sweep_spans_100x_in_at_least_5_budgets_with_mup_at_one_depth():
+    cfg = configs.load("default")
+    plan = make_plan(cfg)
+    assert len(cfg.budgets) >= 5 and max(cfg.budgets) / min(cfg.budgets) >= 100
+    cosine = [r for r in plan.runs if r.kind == "cosine"]
+    assert {r.budget for r in cosine} == set(cfg.budgets)
+    assert {r.shape.n_layers for r in cosine} == {2}                 # muP transfers across width only
+    assert all(r.shape.d_model % cfg.model.mup_base_width == 0 for r in cosine)
+
+
+def test_wsd_sweep_uses_at_most_60_percent_of_the_cosine_flops_on_the_same_points():
+    cfg = configs.load("wsd")
+    plan = make_plan(cfg)
+    cosine, wsd = _planned_flops(plan)
+    assert wsd <= 0.60 * cosine, f"WSD plans {wsd / cosine:.1%} of cosine's FLOPs"
+    twins = {(r.shape.name, r.budget) for r in plan.runs if r.kind == "cosine"}
+    cooled = {(r.shape.name, r.budget) for r in plan.runs if r.kind == "wsd_cooldown"}
+    assert cooled == twins                                           # every WSD point has a cosine twin
+    # The saving comes from dense budgets: each trunk serves several budgets.
+    trunks = [r for r in plan.runs if r.kind == "wsd_constant"]
+    assert len(cooled) / len(trunks) >= 5
+
+
+def test_large_sweep_is_the_default_recipe_on_larger_budgets():
+    default, large = configs.load("default"), configs.load("large")
+    assert large.model == default.model and large.optim == default.optim and large.data == default.data
+    assert math.isclose(max(large.budgets) / min(large.budgets), 100)
+    assert max(large.budgets) > max(default.budgets)
