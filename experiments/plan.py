@@ -334,6 +334,14 @@ def make_plan(cfg: SweepConfig) -> Plan:
     return Plan(cfg, tuple(runs), tuple(dropped))
 
 
+def horizon_learning_rate(cfg: SweepConfig, steps: int) -> float | None:
+    """Peak learning rate of a cosine run of `steps` steps under the sweep's horizon rule
+    (SweepConfig.lr_horizon_exponent); None = the sweep's optim.learning_rate."""
+    if not cfg.lr_horizon_exponent:
+        return None
+    return cfg.optim.learning_rate * (max(steps, 1) / cfg.lr_horizon_steps) ** -cfg.lr_horizon_exponent
+
+
 def _cosine_point(cfg: SweepConfig, shape: Shape, budget: float, smallest: bool) -> tuple[RunSpec, str | None]:
     """(the cosine run of `shape` at `budget`, None) or (it, why it is dropped). The smallest size
     of a budget below min_steps is an error: the budget itself is too small for the sweep."""
@@ -341,7 +349,7 @@ def _cosine_point(cfg: SweepConfig, shape: Shape, budget: float, smallest: bool)
     probe = _spec(cfg, "", "cosine", shape, budget, 1)
     steps = int(round(budget / probe.flops_per_token / tokens_per_step))
     spec = dataclasses.replace(probe, run_id=f"cos-C{budget_label(budget)}-{shape.name}", steps=steps,
-                               tokens=steps * tokens_per_step)
+                               tokens=steps * tokens_per_step, learning_rate=horizon_learning_rate(cfg, steps))
     if steps < cfg.min_steps and smallest:
         need = cfg.min_steps * tokens_per_step * probe.flops_per_token
         raise ValueError(f"budget C={budget:.3g} gives its smallest size {shape.name} only {steps} steps of "

@@ -41,6 +41,8 @@ def get_config() -> SweepConfig:
         batch_size=8,
         seq_len=64,
         min_steps=200,
+        lr_horizon_steps=400,
+        lr_horizon_exponent=0.5,
         evals_per_run=4,
         eval_batches=8,
         checkpoints_per_run=1,

@@ -1,6 +1,7 @@
 """A WSD IsoFLOP sweep beside the cosine one (Hagele et al. 2024): `lm-sweep run wsd`.
 
-The default sweep's language, shapes (depth 2, muP, base rate 0.2) and batch, on a denser grid of
+The default sweep's language, shapes (depth 2, muP, base rate 0.2, one rate for every run: the
+trunks have no single horizon) and batch, on a denser grid of
 budgets: 10 budgets 6.3e9 .. 6.3e11 (100x, 1.7x apart), 5 sizes each from a ladder 4x around the
 guessed optimum, so each shape sits at up to 8 budgets and its one trunk serves all of them. For
 every shape, one constant-learning-rate trunk checkpoints at each of its budgets' token counts and a
@@ -20,5 +21,5 @@ BUDGETS = (6.3e9, 1.1e10, 1.8e10, 2.9e10, 4.9e10, 8.1e10, 1.4e11, 2.3e11, 3.8e11
 
 def get_config():
     base = default()
-    return replace(base, name="wsd", budgets=BUDGETS, sizes=replace(base.sizes, per_budget=5, window=4.0),
+    return replace(base, name="wsd", budgets=BUDGETS, lr_horizon_exponent=0.0, lr_horizon_steps=None, sizes=replace(base.sizes, per_budget=5, window=4.0),
                    wsd=WSDConfig(sizes=(), cooldown_frac=0.2, decay_shape="sqrt"))

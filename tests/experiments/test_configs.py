@@ -42,3 +42,26 @@ def test_large_sweep_is_the_default_recipe_on_larger_budgets():
     assert large.model == default.model and large.optim == default.optim and large.data == default.data
     assert math.isclose(max(large.budgets) / min(large.budgets), 100)
     assert max(large.budgets) > max(default.budgets)
+
+
+def test_the_horizon_rule_lowers_the_peak_rate_of_long_runs_and_is_recorded_per_run():
+    cfg = configs.load("default")
+    plan = make_plan(cfg)
+    for r in plan.runs:
+        expected = cfg.optim.learning_rate * (cfg.lr_horizon_steps / r.steps) ** cfg.lr_horizon_exponent
+        assert math.isclose(r.learning_rate, expected, rel_tol=1e-12)
+        tc = r.train_config(cfg, cfg.directory)
+        assert tc.optim.learning_rate == r.learning_rate
+    longest = max(plan.runs, key=lambda r: r.steps)
+    shortest = min(plan.runs, key=lambda r: r.steps)
+    assert longest.learning_rate < cfg.optim.learning_rate < shortest.learning_rate
+
+
+def test_a_horizon_exponent_without_its_reference_length_is_refused():
+    import pytest
+
+    from experiments.configs import replace
+    with pytest.raises(ValueError, match="needs lr_horizon_steps"):
+        replace(configs.load("default"), lr_horizon_steps=None).validate()
+    with pytest.raises(ValueError, match="lr_horizon_steps=0 must be >= 1"):
+        replace(configs.load("default"), lr_horizon_steps=0).validate()
