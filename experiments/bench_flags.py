@@ -21,14 +21,13 @@ import subprocess
 import sys
 import tempfile
 
-CANDIDATES = (
+CANDIDATES = (                         # the CPU flags of jaxlib 0.10.2 that could move a step
     "--xla_cpu_enable_fast_math=true",
     "--xla_cpu_prefer_vector_width=512",
-    "--xla_cpu_use_onednn=true",
-    "--xla_cpu_use_xnnpack=false",
+    "--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce",
     "--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY",
-    "--xla_cpu_copy_insertion_use_region_analysis=true",
-    "--xla_cpu_enable_concurrency_optimized_scheduler=false",
+    "--xla_cpu_use_onednn=true",
+    "--xla_cpu_opt_preset=CPU_OPT_PRESET_FAST_RUNTIME",
 )
 
 

@@ -23,8 +23,11 @@ import os
 import tempfile
 import time
 
-if __name__ == "__main__" and "XLA_FLAGS" not in os.environ:   # what a sweep worker runs with
-    os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false"
+if __name__ == "__main__":             # what a sweep worker runs with: one XLA thread, pinned flags
+    if "XLA_FLAGS" not in os.environ:
+        os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false"
+    from lm import xla_env
+    xla_env.apply()
 
 import jax
 import numpy as np

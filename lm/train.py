@@ -586,6 +586,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--restart", action="store_true",
                         help="when every checkpoint of the run is corrupt, train it again from scratch")
     args = parser.parse_args(argv)
+    from lm import xla_env
+    xla_env.apply()                     # before JAX starts its backend (initialize below)
     from lm.distributed import initialize
     try:
         cfg = load_train_config(args.config) if args.config else default_config()
