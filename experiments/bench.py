@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="peak FLOP/s of the device (default: CPU the matmul measured here; "
                              "GPU/TPU the dense bf16 datasheet figure of lm.flops.PEAK_FLOPS_BF16)")
     args = parser.parse_args(argv)
+    from lm import xla_env
+    xla_env.apply()                       # the pinned XLA flags, before the backend starts
     sizes = [int(s) for s in args.sizes.split(",")]
     layers = [int(n) for n in args.layers.split(",")]
     if len(layers) not in (1, len(sizes)):

@@ -184,6 +184,8 @@ def train_run(config: dict[str, Any], peak_flops: float | None = None, log_to_fi
 def run_job(config: dict[str, Any], threads: int, cache_dir: str | None) -> dict[str, Any]:
     """A submitit job: set up XLA for `threads` threads and the cache, then train the run."""
     os.environ.update(worker_env(threads))   # read when XLA's backend starts (first use), not at import
+    from lm import xla_env
+    xla_env.apply()
     configure_compile_cache(cache_dir)
     return train_run(config)
 
@@ -211,6 +213,8 @@ def worker_main(argv: list[str]) -> int:
         except (AttributeError, OSError):
             pass
     os.environ.update(worker_env(threads))
+    from lm import xla_env
+    xla_env.apply()                        # the project's pinned XLA flags (the user's win)
     configure_compile_cache(cache or None)
     from lm import flops as flops_lib
     peak = flops_lib.default_peak_flops()  # datasheet on accelerators

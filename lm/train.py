@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
@@ -22,13 +23,17 @@ import numpy as np
 from lm import flops as flops_lib
 from lm.checkpoint import Checkpoints
 from lm.distributed import broadcast_json
-from lm.config import TrainConfig, apply_overrides, from_dict, load_train_config, to_dict
+from lm.config import (MeshConfig, ModelConfig, OptimConfig, TrainConfig, apply_overrides, from_dict,
+                       load_train_config, to_dict)
 from lm.io import atomic_write_json
 from lm.lock import FolderLock
 from lm.metrics import MetricsWriter
 from lm.optim import learning_rate_at, make_optimizer, make_schedule
 from lm.sharding import make_mesh
-from lm.step import compile_steps
+from lm.step import Compiled, compile_steps
+
+if TYPE_CHECKING:
+    from lm.data.pipeline import BatchStream, Dataset
 
 # Fields that may differ between a run and its resumption: they do not change the numbers (the
 # mesh only moves them across devices: a checkpoint restores under any mesh and process count).
@@ -68,12 +73,13 @@ def _build_data(cfg: TrainConfig, batch_sharding):
     return train_ds, eval_ds, train, evals
 
 
-def _loss_fn(cfg: TrainConfig):
-    """None (next-token loss) for decoder-only runs; the target-only seq2seq loss for encoder-decoders."""
-    if not cfg.model.n_encoder_layers:
+def _loss_fn(model: ModelConfig, src_len: int):
+    """None (next-token loss) for decoder-only models; the target-only seq2seq loss for
+    encoder-decoders (sources of `src_len` tokens)."""
+    if not model.n_encoder_layers:
         return None
     from lm.step import seq2seq_loss
-    return lambda params, rows: seq2seq_loss(params, rows, cfg.model, cfg.data.seq_len)
+    return lambda params, rows: seq2seq_loss(params, rows, model, src_len)
 
 
 def _has_checkpoint(folder: str) -> bool:
@@ -161,14 +167,42 @@ def _optimizer(cfg: TrainConfig):
     """(optimizer, per-step learning rates or None). With cfg.schedule_on_host the rate is a
     hyperparameter in the optimizer state, set from the host table before each step, so nothing in
     the compiled step depends on cfg.steps (one compilation per shape across a sweep)."""
+    return _transformation(cfg.optim, cfg.model, None if cfg.schedule_on_host else cfg.steps), _lr_table(cfg)
+
+
+_LR_BLOCK = 4096
+"""Steps per evaluation of a host-fed schedule (a fixed shape: compiled once per process, whatever
+the run's length)."""
+
+
+def _lr_table(cfg: TrainConfig) -> np.ndarray | None:
+    """float32 [steps]: the learning rate of each step when the schedule is fed from the host, else None."""
     if not cfg.schedule_on_host:
-        return make_optimizer(cfg.optim, cfg.steps, model=cfg.model), None
+        return None
+    schedule = make_schedule(cfg.optim, cfg.steps)     # evaluated in blocks of one shape: its eager ops
+    blocks = [schedule(np.arange(s, s + _LR_BLOCK)) for s in range(0, cfg.steps, _LR_BLOCK)]  # compile once
+    return np.asarray(np.concatenate([np.asarray(b, np.float32) for b in blocks]))[:cfg.steps]
+
+
+def _transformation(optim: OptimConfig, model: ModelConfig, steps: int | None):
+    """The run's optimizer; steps None: its learning rate is an injected hyperparameter (fed from
+    the host each step), so it does not depend on the run's length."""
+    if steps is not None:
+        return make_optimizer(optim, steps, model=model)
     import optax
-    padded = 1 << max(cfg.steps - 1, 1).bit_length()   # eager ops compile once per length class
-    table = np.asarray(make_schedule(cfg.optim, cfg.steps)(np.arange(padded)), np.float32)[:cfg.steps]
-    tx = optax.inject_hyperparams(lambda learning_rate: make_optimizer(
-        cfg.optim, cfg.steps, schedule=learning_rate, model=cfg.model))(learning_rate=cfg.optim.learning_rate)
-    return tx, table
+    return optax.inject_hyperparams(lambda learning_rate: make_optimizer(
+        optim, 1, schedule=learning_rate, model=model))(learning_rate=optim.learning_rate)
+
+
+@functools.lru_cache(maxsize=8)
+def _steps_for(model: ModelConfig, optim: OptimConfig, mesh: MeshConfig, seq_len: int,
+               steps: int | None) -> Compiled:
+    """The sharded step functions of runs with this model, optimizer, mesh and sequence length
+    (steps None: a host-fed schedule, whatever the run's length). Cached: a sweep worker's runs of
+    one shape share them, so each shape is traced, lowered and compiled once per process (jax's
+    caches then hit), not once per run."""
+    return compile_steps(model, _transformation(optim, model, steps), make_mesh(mesh),
+                         grad_accum=optim.grad_accum, loss_fn=_loss_fn(model, seq_len), host_lr=steps is None)
 
 
 def _lr_args(lr_table: np.ndarray | None, step: int) -> tuple:
@@ -197,12 +231,10 @@ class _BatchesAhead:
 
 
 def evaluate(compiled, params, eval_batches: list[jax.Array]) -> float:
-    """Mean per-token loss over a fixed list of held-out device batches."""
-    total = count = 0.0
-    for batch in eval_batches:
-        s, n = compiled.eval_step(params, batch)
-        total, count = total + s, count + n
-    return float(total / count)
+    """Mean per-token loss over a fixed list of held-out device batches: every batch dispatched,
+    then one fetch of their (sum, count) pairs, added on the host in float64."""
+    sums = np.asarray(jax.device_get([compiled.eval_step(params, batch) for batch in eval_batches]), np.float64)
+    return float(sums[:, 0].sum() / sums[:, 1].sum())
 
 
 def train(cfg: TrainConfig, *, restart: bool = False, lock_wait_s: float = 0.0) -> dict[str, Any]:
@@ -271,162 +303,251 @@ def _resume(cfg: TrainConfig, ckpts: Checkpoints, compiled, restart: bool, probl
     return None
 
 
+@dataclasses.dataclass
+class _Run:
+    """What the stages of one run share (built by `_build`, before any state exists)."""
+
+    cfg: TrainConfig
+    compiled: Compiled
+    lr_table: np.ndarray | None        # float32 [steps]: the host-fed schedule (None: in the step)
+    stream: BatchStream                # training batches; .step is the position a checkpoint records
+    eval_stream: BatchStream           # held-out batches
+    eval_ds: Dataset                   # held-out split (its entropy floor)
+    ckpts: Checkpoints
+    lead: bool                         # process 0: the one that writes files
+    t_start: float                     # time.time() when the run started
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.cfg.batch_size * self.cfg.data.seq_len
+
+
 def _train(cfg: TrainConfig, restart: bool) -> dict[str, Any]:
-    lead = jax.process_index() == 0
-    t_start = time.time()
-    mesh = make_mesh(cfg.mesh)
-    tx, lr_table = _optimizer(cfg)
-    compiled = compile_steps(cfg.model, tx, mesh, grad_accum=cfg.optim.grad_accum, loss_fn=_loss_fn(cfg),
-                             host_lr=lr_table is not None)
-    train_ds, eval_ds, stream, eval_stream = _build_data(cfg, compiled.batch_sharding)
-    ckpts = Checkpoints(os.path.join(cfg.out_dir, "checkpoints"), keep=cfg.keep_checkpoints)
-    problems: list[str] = []
+    """The run's stages, in order: build -> restore or initialise -> held-out set -> compile the
+    step -> loop -> result.json."""
+    run = _build(cfg)
     try:
-        resumed = _resume(cfg, ckpts, compiled, restart, problems)
+        state, problems = _initial_state(run, restart)
     except BaseException:
-        ckpts.close()
+        run.ckpts.close()
         raise
+    eval_batches, floor = _held_out(run)
+    step_fn, first, compile_s = _compile_step(run, state)
+    loop = _Loop(run, eval_batches, start=int(state.step))
+    state = loop.train(state, step_fn, first)
+    return _finish(run, loop, state, {"compile_s": compile_s, "entropy_floor": floor,
+                                      "checkpoint_problems": problems})
+
+
+def _build(cfg: TrainConfig) -> _Run:
+    """Mesh, optimizer, sharded step functions (traced, not compiled), data streams, checkpoints."""
+    t_start = time.time()
+    lr_table = _lr_table(cfg)
+    compiled = _steps_for(cfg.model, cfg.optim, cfg.mesh, cfg.data.seq_len,
+                          None if cfg.schedule_on_host else cfg.steps)
+    _, eval_ds, stream, eval_stream = _build_data(cfg, compiled.batch_sharding)
+    ckpts = Checkpoints(os.path.join(cfg.out_dir, "checkpoints"), keep=cfg.keep_checkpoints)
+    return _Run(cfg=cfg, compiled=compiled, lr_table=lr_table, stream=stream, eval_stream=eval_stream,
+                eval_ds=eval_ds, ckpts=ckpts, lead=jax.process_index() == 0, t_start=t_start)
+
+
+def _initial_state(run: _Run, restart: bool):
+    """(state, checkpoint problems): resumed (data position too) or initialised; then, every restore
+    check having passed, config.json is written."""
+    problems: list[str] = []
+    resumed = _resume(run.cfg, run.ckpts, run.compiled, restart, problems)
     if resumed is not None:
         state, data_state = resumed
-        stream.restore(data_state)
+        run.stream.restore(data_state)
     else:
-        state = compiled.init(jax.random.PRNGKey(cfg.seed))
-    start = int(state.step)
-    if lead:                           # only now: every restore check has passed
-        atomic_write_json(os.path.join(cfg.out_dir, "config.json"), to_dict(cfg))
+        state = run.compiled.init(jax.random.PRNGKey(run.cfg.seed))
+    if run.lead:
+        atomic_write_json(os.path.join(run.cfg.out_dir, "config.json"), to_dict(run.cfg))
+    return state, problems
 
-    eval_batches = [eval_stream.device_batch(i, compiled.batch_sharding) for i in range(cfg.eval_batches)]
+
+def _held_out(run: _Run) -> tuple[list[jax.Array], float | None]:
+    """The held-out device batches every evaluation uses, and their exact entropy floor (synthetic data)."""
+    cfg, eval_stream = run.cfg, run.eval_stream
+    eval_batches = [eval_stream.device_batch(i, run.compiled.batch_sharding) for i in range(cfg.eval_batches)]
     floor = None
-    if eval_ds.entropy_floor is not None:
+    if run.eval_ds.entropy_floor is not None:
         from lm.data.pipeline import floor_of
-        floor = (floor_of(eval_ds, np.concatenate([eval_stream.batch(i) for i in range(cfg.eval_batches)]))
-                 if jax.process_count() == 1 else eval_ds.entropy_floor)
+        floor = (floor_of(run.eval_ds, np.concatenate([eval_stream.batch(i) for i in range(cfg.eval_batches)]))
+                 if jax.process_count() == 1 else run.eval_ds.entropy_floor)
+    return eval_batches, floor
 
+
+def _compile_step(run: _Run, state) -> tuple[Any, jax.Array, float]:
+    """(compiled train step, the first batch, seconds spent compiling): compiled ahead of the loop so
+    its time is reported apart from the steps'."""
     t0 = time.time()
-    stream.step = start
-    first = stream.device_batch(start, compiled.batch_sharding)
-    step_fn = compiled.train_step.lower(state, first, *_lr_args(lr_table, start)).compile()
-    compile_s = time.time() - t0
+    start = int(state.step)
+    run.stream.step = start
+    first = run.stream.device_batch(start, run.compiled.batch_sharding)
+    step_fn = run.compiled.train_step.lower(state, first, *_lr_args(run.lr_table, start)).compile()
+    return step_fn, first, time.time() - t0
 
-    counts = flops_lib.param_counts(cfg.model)
-    conventions = flops_lib.all_conventions(cfg.model, cfg.data.seq_len)
-    tokens_per_step = cfg.batch_size * cfg.data.seq_len
-    peak = cfg.peak_flops or flops_lib.default_peak_flops()
-    writer = MetricsWriter(cfg.out_dir, cfg.steps, start, tensorboard=cfg.tensorboard,
-                           progress=cfg.progress, enabled=lead)
-    eval_curve: list[dict[str, float]] = []
-    status, message = "completed", ""
-    timers = {"eval_s": 0.0, "checkpoint_s": 0.0, "data_s": 0.0}
-    pending = None                      # (step, device metrics) fetched one step late
-    last_log = (start, time.time())
-    loop_t0 = time.time()
-    batch = first
-    ahead = _BatchesAhead(stream, min(64, max(1, 4096 // len(stream.rows))))
 
-    for step in range(start, cfg.steps):
-        state, metrics = step_fn(state, batch, *_lr_args(lr_table, step))   # dispatched, runs async
-        done = step + 1
-        td = time.time()
-        stream.step = done             # the data position a checkpoint now records
-        if done < cfg.steps:           # the next batch is built while the step runs
-            batch = stream.device_batch(done, compiled.batch_sharding, ahead.batch(done))
-        timers["data_s"] += time.time() - td
-        writer.advance()
+_DIVERGED = "loss or gradient became NaN/Inf at step {}; lower the learning rate or clip"
 
-        if pending is not None:        # the previous step's metrics: ready without waiting
-            last_log, bad = _log_row(writer, cfg, pending, last_log, conventions["6n_attn"], peak)
-            pending = None
-            if bad >= 0:               # read from the fetched metrics: no extra host sync
-                status = "diverged"
-                message = f"loss or gradient became NaN/Inf at step {bad}; lower the learning rate or clip"
-                writer.message(message)
+
+class _Loop:
+    """The training loop: dispatch the step, build the next batch while it runs, and, as the step
+    numbers ask, log (metrics fetched one step late: no host sync), evaluate and checkpoint. A
+    NaN/Inf loss or gradient (read from the fetched metrics, or from the state before it is
+    evaluated or saved) stops the run as `diverged`."""
+
+    def __init__(self, run: _Run, eval_batches: list[jax.Array], start: int):
+        cfg = run.cfg
+        self.run, self.eval_batches, self.start = run, eval_batches, start
+        self.writer = MetricsWriter(cfg.out_dir, cfg.steps, start, tensorboard=cfg.tensorboard,
+                                    progress=cfg.progress, enabled=run.lead)
+        self.conventions = flops_lib.all_conventions(cfg.model, cfg.data.seq_len)
+        self.peak = cfg.peak_flops or flops_lib.default_peak_flops()
+        self.status, self.message = "completed", ""
+        self.eval_curve: list[dict[str, float]] = []
+        self.timers = {"eval_s": 0.0, "checkpoint_s": 0.0, "data_s": 0.0}
+        self.pending: tuple[int, Any] | None = None   # (step, device metrics) to log one step late
+        self.last_log = (start, time.time())          # (step, time) of the last logged row
+        self.loop_s = 0.0
+
+    def train(self, state, step_fn, batch):
+        """Steps from `start` to cfg.steps (or divergence); returns the last state."""
+        run, cfg, timers = self.run, self.run.cfg, self.timers
+        stream, sharding, table = run.stream, run.compiled.batch_sharding, run.lr_table
+        ahead = _BatchesAhead(stream, min(64, max(1, 4096 // len(stream.rows))))
+        t0 = time.time()
+        for step in range(self.start, cfg.steps):
+            state, metrics = step_fn(state, batch, *_lr_args(table, step))   # dispatched, runs async
+            done = step + 1
+            td = time.time()
+            stream.step = done          # the data position a checkpoint now records
+            if done < cfg.steps:        # the next batch is built while the step runs
+                batch = stream.device_batch(done, sharding, ahead.batch(done))
+            timers["data_s"] += time.time() - td
+            self.writer.advance()
+            if not self._after_step(state, metrics, done):
                 break
-        is_eval = done == cfg.steps or (cfg.eval_every and done % cfg.eval_every == 0)
-        is_ckpt = (done == cfg.steps or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
-                   or done in cfg.checkpoint_steps)
-        if done % cfg.log_every == 0 or done == cfg.steps or is_eval or is_ckpt:
-            pending = (done, metrics)
-        if is_eval or is_ckpt:        # these read the state anyway: never evaluate or save a diverged one
-            bad = int(state.first_bad_step)
+        if self.pending is not None:    # the last logged step's row (the NaN one if it diverged)
+            self._log_pending()
+        self.loop_s = time.time() - t0
+        return state
+
+    def _after_step(self, state, metrics, done: int) -> bool:
+        """Log, evaluate and checkpoint as step `done` asks; False when the run must stop."""
+        cfg = self.run.cfg
+        if self.pending is not None:    # the previous step's metrics: ready without waiting
+            bad = self._log_pending()
             if bad >= 0:
-                status = "diverged"
-                message = f"loss or gradient became NaN/Inf at step {bad}; lower the learning rate or clip"
-                writer.message(message)
-                break
-        if is_eval:
-            te = time.time()
-            loss = evaluate(compiled, state.params, eval_batches)
-            timers["eval_s"] += time.time() - te
-            eval_curve.append({"step": done, "tokens": done * tokens_per_step, "eval_loss": loss})
-            writer.write(done, {"eval_loss": loss})
-            if not np.isfinite(loss):
-                status, message = "diverged", f"eval loss became {loss} at step {done}"
-                writer.message(message)
-                break
+                return self._stop(_DIVERGED.format(bad))
+        last = done == cfg.steps
+        is_eval = last or (cfg.eval_every and done % cfg.eval_every == 0)
+        is_ckpt = (last or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
+                   or done in cfg.checkpoint_steps)
+        if done % cfg.log_every == 0 or last or is_eval or is_ckpt:
+            self.pending = (done, metrics)
+        if not (is_eval or is_ckpt):
+            return True
+        bad = int(state.first_bad_step)  # never evaluate or save a diverged state
+        if bad >= 0:
+            return self._stop(_DIVERGED.format(bad))
+        if is_eval and not self._evaluate(state, done):
+            return False
         if is_ckpt:
-            if pending is not None:    # the row of a checkpointed step is on disk before its checkpoint
-                last_log, _ = _log_row(writer, cfg, pending, last_log, conventions["6n_attn"], peak)
-                pending = None
+            if self.pending is not None:  # the row of a checkpointed step is on disk before its checkpoint
+                self._log_pending()
             tc = time.time()
-            ckpts.save(done, state, stream.state(), {"config": to_dict(cfg), "step": done})
-            timers["checkpoint_s"] += time.time() - tc
+            self.run.ckpts.save(done, state, self.run.stream.state(), {"config": to_dict(cfg), "step": done})
+            self.timers["checkpoint_s"] += time.time() - tc
+        return True
 
-    if pending is not None:           # the last logged step's row (the NaN one if it diverged)
-        p_step, p_metrics = pending
-        writer.write(p_step, {k: float(v) for k, v in jax.device_get(p_metrics).items() if k != "first_bad_step"})
+    def _evaluate(self, state, done: int) -> bool:
+        """Evaluate at step `done` and log it; False (and stop) when the loss is not finite."""
+        te = time.time()
+        loss = evaluate(self.run.compiled, state.params, self.eval_batches)
+        self.timers["eval_s"] += time.time() - te
+        self.eval_curve.append({"step": done, "tokens": done * self.run.tokens_per_step, "eval_loss": loss})
+        self.writer.write(done, {"eval_loss": loss})
+        return np.isfinite(loss) or self._stop(f"eval loss became {loss} at step {done}")
+
+    def _stop(self, message: str) -> bool:
+        self.status, self.message = "diverged", message
+        self.writer.message(message)
+        return False
+
+    def _log_pending(self) -> int:
+        """Write the row of the pending step (its device metrics fetched now); returns that step's
+        first_bad_step (-1: none), read from the same fetch. Throughput is measured from the last row."""
+        cfg, (p_step, p_metrics) = self.run.cfg, self.pending
+        self.pending = None
+        now = time.time()
+        n_steps, dt = p_step - self.last_log[0], max(now - self.last_log[1], 1e-9)
+        tokens_per_step = self.run.tokens_per_step
+        row = {k: float(v) for k, v in jax.device_get(p_metrics).items()}
+        bad = int(row.pop("first_bad_step", -1))
+        row.update(lr=_logged_lr(cfg, self.run.lr_table, p_step - 1), tokens=p_step * tokens_per_step,
+                   tokens_per_s=n_steps * tokens_per_step / dt,
+                   mfu=flops_lib.mfu(self.conventions["6n_attn"] * tokens_per_step, dt / max(n_steps, 1), self.peak))
+        self.writer.write(p_step, row)
+        self.last_log = (p_step, now)
+        return bad
+
+
+def _logged_lr(cfg: TrainConfig, lr_table: np.ndarray | None, step: int) -> float:
+    """The learning rate step `step` used: the host table's entry (what the step was fed), else the
+    schedule evaluated on the host."""
+    if lr_table is not None:
+        return float(lr_table[min(step, len(lr_table) - 1)])
+    return learning_rate_at(cfg.optim, cfg.steps, step)
+
+
+def _finish(run: _Run, loop: _Loop, state, extra: dict[str, Any]) -> dict[str, Any]:
+    """Close the checkpoints (waits for the last save), evaluate once more if the final step has
+    no evaluation yet, and write result.json."""
+    train_s = loop.loop_s - loop.timers["eval_s"] - loop.timers["checkpoint_s"]
     tc = time.time()
-    ckpts.close()
-    timers["checkpoint_s"] += time.time() - tc
-    loop_s = time.time() - loop_t0
-    writer.close()
+    run.ckpts.close()
+    loop.timers["checkpoint_s"] += time.time() - tc
+    loop.writer.close()
     bad_step = int(state.first_bad_step)
-    steps_done = bad_step if status == "diverged" and bad_step >= 0 else int(state.step)
-    if status == "completed" and (not eval_curve or eval_curve[-1]["step"] != steps_done):
-        # e.g. rerun after a crash between the final checkpoint and result.json: evaluate again.
-        loss = evaluate(compiled, state.params, eval_batches)
-        eval_curve.append({"step": steps_done, "tokens": steps_done * tokens_per_step, "eval_loss": loss})
-        if lead:
-            from lm.io import append_jsonl
-            append_jsonl(os.path.join(cfg.out_dir, "metrics.jsonl"), {"step": steps_done, "eval_loss": loss})
-    if lead and start:               # a resumed run: its eval curve includes the evaluations before the resume
-        eval_curve = _eval_curve(os.path.join(cfg.out_dir, "metrics.jsonl"), tokens_per_step) or eval_curve
-    train_s = loop_s - timers["eval_s"] - timers["checkpoint_s"]
-    steps_run = max(steps_done - start, 1)
+    steps_done = bad_step if loop.status == "diverged" and bad_step >= 0 else int(state.step)
+    eval_curve = _final_eval_curve(run, loop, state, steps_done)
+    steps_run, tokens_per_step = max(steps_done - loop.start, 1), run.tokens_per_step
+    flops_per_token = loop.conventions["6n_attn"]
     result = {
-        "status": status, "message": message, "out_dir": cfg.out_dir,
+        "status": loop.status, "message": loop.message, "out_dir": run.cfg.out_dir,
         "steps": steps_done, "tokens": steps_done * tokens_per_step,
         "eval_loss": eval_curve[-1]["eval_loss"] if eval_curve else None,
-        "train_loss": _last_train_loss(os.path.join(cfg.out_dir, "metrics.jsonl")) if lead else None,
-        "eval_curve": eval_curve, "entropy_floor": floor,
-        "params": dataclasses.asdict(counts), "flops_per_token": conventions,
-        "wall_s": time.time() - t_start, "compile_s": compile_s, "train_s": train_s, "resumed_from": start,
-        **timers,
+        "train_loss": _last_train_loss(os.path.join(run.cfg.out_dir, "metrics.jsonl")) if run.lead else None,
+        "eval_curve": eval_curve, "entropy_floor": extra["entropy_floor"],
+        "params": dataclasses.asdict(flops_lib.param_counts(run.cfg.model)), "flops_per_token": loop.conventions,
+        "wall_s": time.time() - run.t_start, "compile_s": extra["compile_s"], "train_s": train_s,
+        "resumed_from": loop.start, **loop.timers,
         "tokens_per_s": steps_run * tokens_per_step / max(train_s, 1e-9),
-        "mfu": flops_lib.mfu(conventions["6n_attn"] * tokens_per_step, train_s / steps_run, peak),
-        "peak_flops": peak, "checkpoint_problems": problems,
+        "mfu": flops_lib.mfu(flops_per_token * tokens_per_step, train_s / steps_run, loop.peak),
+        "peak_flops": loop.peak, "checkpoint_problems": extra["checkpoint_problems"],
     }
-    if lead:
-        atomic_write_json(os.path.join(cfg.out_dir, "result.json"), result)
+    if run.lead:
+        atomic_write_json(os.path.join(run.cfg.out_dir, "result.json"), result)
     return result
 
 
-def _log_row(writer: MetricsWriter, cfg: TrainConfig, pending: tuple[int, Any], last_log: tuple[int, float],
-             flops_per_token: float, peak: float | None) -> tuple[tuple[int, float], int]:
-    """Write the training row of step `pending[0]` (its device metrics fetched now); returns the
-    new (step, time) of the last logged row, from which throughput is measured, and the state's
-    first_bad_step as of that step (-1: none), read from the same fetch."""
-    p_step, p_metrics = pending
-    now = time.time()
-    n_steps = p_step - last_log[0]
-    dt = max(now - last_log[1], 1e-9)
-    tokens_per_step = cfg.batch_size * cfg.data.seq_len
-    row = {k: float(v) for k, v in jax.device_get(p_metrics).items()}
-    bad = int(row.pop("first_bad_step", -1))
-    row.update(lr=learning_rate_at(cfg.optim, cfg.steps, p_step - 1), tokens=p_step * tokens_per_step,
-               tokens_per_s=n_steps * tokens_per_step / dt,
-               mfu=flops_lib.mfu(flops_per_token * tokens_per_step, dt / max(n_steps, 1), peak))
-    writer.write(p_step, row)
-    return (p_step, now), bad
+def _final_eval_curve(run: _Run, loop: _Loop, state, steps_done: int) -> list[dict[str, float]]:
+    """The run's eval curve: a completed run whose last step has no evaluation (a rerun after a crash
+    between the final checkpoint and result.json) is evaluated now; a resumed run's curve includes
+    the evaluations logged before the resume."""
+    eval_curve, tokens_per_step = loop.eval_curve, run.tokens_per_step
+    metrics_path = os.path.join(run.cfg.out_dir, "metrics.jsonl")
+    if loop.status == "completed" and (not eval_curve or eval_curve[-1]["step"] != steps_done):
+        loss = evaluate(run.compiled, state.params, loop.eval_batches)
+        eval_curve.append({"step": steps_done, "tokens": steps_done * tokens_per_step, "eval_loss": loss})
+        if run.lead:
+            from lm.io import append_jsonl
+            append_jsonl(metrics_path, {"step": steps_done, "eval_loss": loss})
+    if run.lead and loop.start:
+        eval_curve = _eval_curve(metrics_path, tokens_per_step) or eval_curve
+    return eval_curve
 
 
 def _eval_curve(path: str, tokens_per_step: int) -> list[dict[str, float]]:
@@ -465,6 +586,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--restart", action="store_true",
                         help="when every checkpoint of the run is corrupt, train it again from scratch")
     args = parser.parse_args(argv)
+    from lm import xla_env
+    xla_env.apply()                     # before JAX starts its backend (initialize below)
     from lm.distributed import initialize
     try:
         cfg = load_train_config(args.config) if args.config else default_config()

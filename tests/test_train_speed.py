@@ -1,0 +1,72 @@
+"""The speed plumbing around the training loop: pinned XLA flags (the user's value wins) and the
+host-fed learning rate logged without evaluating the schedule on the host."""
+
+import numpy as np
+import pytest
+
+from lm import xla_env
+
+
+def test_pinned_flags_never_override_the_users_flags():
+    pinned = ("--xla_cpu_enable_fast_math=true", "--xla_cpu_prefer_vector_width=512")
+    user = "--xla_force_host_platform_device_count=8 --xla_cpu_enable_fast_math=false"
+    out = xla_env.merged(user, pinned).split()
+    assert out == ["--xla_force_host_platform_device_count=8", "--xla_cpu_enable_fast_math=false",
+                   "--xla_cpu_prefer_vector_width=512"]
+    assert xla_env.merged("", pinned).split() == list(pinned)
+
+
+def test_apply_writes_the_environment_unless_opted_out(monkeypatch):
+    monkeypatch.setattr(xla_env, "PINNED_CPU_FLAGS", ("--xla_cpu_prefer_vector_width=512",))
+    env = {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false"}
+    assert xla_env.apply(env) == env["XLA_FLAGS"] == "--xla_cpu_multi_thread_eigen=false --xla_cpu_prefer_vector_width=512"
+    env = {xla_env.OPT_OUT: "1"}
+    assert xla_env.apply(env) == "" and "XLA_FLAGS" not in env
+
+
+def test_logged_learning_rate_is_the_fed_one(tmp_path):
+    from lm.config import OptimConfig, TrainConfig
+    from lm.optim import learning_rate_at
+    from lm.train import _logged_lr, _optimizer
+
+    cfg = TrainConfig(optim=OptimConfig(learning_rate=0.1, warmup_steps=5, schedule="cosine"), steps=40,
+                      schedule_on_host=True, out_dir=str(tmp_path))
+    _, table = _optimizer(cfg)
+    assert table.shape == (40,) and table.dtype == np.float32
+    for step in (0, 3, 5, 17, 39):            # the steps a run logs: 0 .. steps - 1
+        assert _logged_lr(cfg, table, step) == float(table[step])
+        assert _logged_lr(cfg, table, step) == pytest.approx(learning_rate_at(cfg.optim, 40, step), rel=1e-6)
+    assert _logged_lr(cfg, None, 17) == learning_rate_at(cfg.optim, 40, 17)
+    assert np.all(np.diff(table[5:]) <= 0)
+
+
+def test_host_schedule_table_spans_blocks(tmp_path):
+    from lm.config import OptimConfig, TrainConfig
+    from lm.optim import make_schedule
+    from lm.train import _LR_BLOCK, _lr_table
+
+    steps = _LR_BLOCK + 904                  # two blocks, the second cut
+    cfg = TrainConfig(optim=OptimConfig(learning_rate=0.1, warmup_steps=50, schedule="cosine"), steps=steps,
+                      schedule_on_host=True, out_dir=str(tmp_path))
+    table = _lr_table(cfg)
+    direct = np.asarray(make_schedule(cfg.optim, steps)(np.arange(steps)), np.float32)
+    assert table.shape == (steps,)
+    np.testing.assert_allclose(table, direct, rtol=1e-6, atol=0)
+
+
+def test_runs_of_one_shape_share_the_step_functions(tmp_path):
+    import dataclasses
+
+    from lm.config import ModelConfig, TrainConfig
+    from lm.train import _steps_for
+
+    def steps_of(cfg):
+        return _steps_for(cfg.model, cfg.optim, cfg.mesh, cfg.data.seq_len,
+                          None if cfg.schedule_on_host else cfg.steps)
+
+    model = ModelConfig(vocab_size=64, d_model=16, n_layers=1, n_heads=2, max_seq_len=32, d_ff=32)
+    a = TrainConfig(model=model, steps=20, schedule_on_host=True, out_dir=str(tmp_path / "a"))
+    b = dataclasses.replace(a, steps=40, seed=3, out_dir=str(tmp_path / "b"))
+    assert steps_of(a) is steps_of(b)                     # the run's length is an input of the step
+    assert steps_of(dataclasses.replace(a, schedule_on_host=False)) is not steps_of(a)
+    assert steps_of(dataclasses.replace(a, model=dataclasses.replace(model, d_model=32))) is not steps_of(a)
