@@ -140,9 +140,12 @@ def _reasons(cols, est: dict[str, Estimate], delta: float) -> list[str]:
     if spread <= 2 * delta:
         out.append(f"the losses span only {spread:.2e} in log loss (<= 2 x the Huber threshold {delta:g}): every "
                    "size reaches the same loss (the task's floor, or too few steps to separate them)")
-    for name in ("p_e", "p_d"):
+    for name, part in (("p_e", "encoder"), ("p_d", "decoder")):
         e = est[name]
-        if np.isfinite(e.lo) and (e.lo <= 1e-3 or e.hi / e.lo > MAX_EXPONENT_SPAN):
+        if e.value <= 0:
+            out.append(f"{name} = {e.value:.3g} <= 0: the loss does not fall as the {part} grows (larger models "
+                       "trained less far in the same steps, or that side does not matter for this task)")
+        elif np.isfinite(e.lo) and (e.lo <= 1e-3 or e.hi / e.lo > MAX_EXPONENT_SPAN):
             out.append(f"{name}'s {100 * e.level:.0f} % bootstrap interval [{e.lo:.3g}, {e.hi:.3g}] "
                        f"{'reaches 0' if e.lo <= 1e-3 else f'spans {e.hi / e.lo:.0f}x'}")
     return out

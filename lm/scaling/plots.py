@@ -217,13 +217,14 @@ def plot_ghorbani(fit, N_e, N_d, loss) -> Figure:
             ax.plot(grid, curve, color=colors[v], lw=1.1)
         ax.axhline(fit.law.L_inf, color="gray", ls=":", lw=1, label=f"L_inf={fit.law.L_inf:.4g}")
         ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_ylim(min(loss.min(), fit.law.L_inf) * 0.97, loss.max() * 1.05)   # the data, not the curves' tails
         ax.set_xlabel(f"{xname} parameters N_{xname[0]}")
         ax.legend(fontsize=7)
     axes[0].set_ylabel("loss (nats/token)")
     est = fit.estimates
     what = (f"p_e = {est['p_e'].value:.3f} [{est['p_e'].lo:.3f}, {est['p_e'].hi:.3f}], "
             f"p_d = {est['p_d'].value:.3f} [{est['p_d'].lo:.3f}, {est['p_d'].hi:.3f}]")
-    fig.suptitle(f"L(N_e, N_d) = beta (N_e/N_e_ref)^-p_e (N_d/N_d_ref)^-p_d + L_inf: {what}" +
-                 ("" if fit.identified else "\n(not identified: " + "; ".join(fit.unidentified)[:160] + ")"),
-                 fontsize=9)
+    why = "".join(f"\nnot identified: {w[:110]}" for w in fit.unidentified)
+    fig.suptitle(f"L(N_e, N_d) = beta (N_e/N_e_ref)^-p_e (N_d/N_d_ref)^-p_d + L_inf\n{what}{why}", fontsize=9)
     return fig

@@ -35,7 +35,7 @@ def test_encdec_plan_varies_encoder_and_decoder_depth_and_counts_both():
     for spec in plan.runs:
         model = spec.train_config(cfg, "/tmp/x").model
         assert model.n_encoder_layers == spec.shape.n_encoder_layers and model.n_layers == spec.shape.n_layers
-        assert spec.run_id == f"ed-d16-E{model.n_encoder_layers}-L{model.n_layers}"
+        assert spec.run_id == f"ed-d{model.d_model}-E{model.n_encoder_layers}-L{model.n_layers}"
         assert spec.params == flops_lib.param_counts(model).total
         sizes.add(side_sizes(to_dict(model)))
     n_e, n_d = zip(*sizes)

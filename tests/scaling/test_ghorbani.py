@@ -46,6 +46,10 @@ def test_the_report_says_why_flat_or_one_sided_data_cannot_identify_the_exponent
                             n_bootstrap=0)
     assert any("N_e takes a single value" in why for why in one_side.unidentified)
     assert "cannot identify" in one_side.summary()
+    rising = GhorbaniLaw(beta=0.8, p_e=-0.2, p_d=0.45, L_inf=1.2, N_e_ref=1e5, N_d_ref=1e5)
+    worse = fit_ghorbani(*_grid(), ghorbani_surface(rising, SIZES, SIZES), n_bootstrap=0)
+    assert worse.law.p_e == pytest.approx(-0.2, abs=1e-3)
+    assert any("p_e = -0.2 <= 0: the loss does not fall as the encoder grows" in why for why in worse.unidentified)
 
 
 def test_bad_points_are_refused_where_they_enter():
