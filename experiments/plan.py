@@ -42,15 +42,20 @@ class Shape:
     d_ff: int
     head_dim: int | None = None
     """None = d_model // n_heads."""
+    n_encoder_layers: int | None = None
+    """Encoder depth of an encoder-decoder shape (n_layers is then the decoder's); None = the
+    template's (0 for decoder-only sweeps)."""
 
     @property
     def name(self) -> str:
-        return f"d{self.d_model}-L{self.n_layers}"
+        enc = "" if self.n_encoder_layers is None else f"-E{self.n_encoder_layers}"
+        return f"d{self.d_model}{enc}-L{self.n_layers}"
 
     def model(self, template: ModelConfig, seq_len: int) -> ModelConfig:
+        enc = template.n_encoder_layers if self.n_encoder_layers is None else self.n_encoder_layers
         return dataclasses.replace(template, d_model=self.d_model, n_layers=self.n_layers,
                                    n_heads=self.n_heads, head_dim=self.head_dim, n_kv_heads=None,
-                                   d_ff=self.d_ff, max_seq_len=seq_len)
+                                   d_ff=self.d_ff, max_seq_len=seq_len, n_encoder_layers=enc)
 
 
 def _nonembed(shape: Shape, template: ModelConfig) -> int:
@@ -309,6 +314,8 @@ def make_plan(cfg: SweepConfig) -> Plan:
     cfg.validate()
     if cfg.transfer is not None:
         return Plan(cfg, tuple(_transfer_runs(cfg)), ())
+    if cfg.encdec is not None:
+        return Plan(cfg, tuple(_encdec_runs(cfg)), ())
     runs: list[RunSpec] = []
     dropped: list[Dropped] = []
     empty = []
@@ -395,6 +402,24 @@ def _transfer_runs(cfg: SweepConfig) -> list[RunSpec]:
     if t.steps < cfg.min_steps or t.steps <= cfg.optim.warmup_steps:
         raise ValueError(f"transfer.steps={t.steps} is below min_steps={cfg.min_steps} or inside the warmup "
                          f"({cfg.optim.warmup_steps} steps); raise transfer.steps")
+    return runs
+
+
+def _encdec_runs(cfg: SweepConfig) -> list[RunSpec]:
+    """Every (width, encoder depth, decoder depth) of an encoder-decoder sweep: one cosine run each
+    of encdec.steps steps (kind 'cosine', budget None)."""
+    e = cfg.encdec
+    if e.steps < cfg.min_steps or e.steps <= cfg.optim.warmup_steps:
+        raise ValueError(f"encdec.steps={e.steps} is below min_steps={cfg.min_steps} or inside the warmup "
+                         f"({cfg.optim.warmup_steps} steps); raise encdec.steps")
+    runs = []
+    for width in e.widths:
+        n_heads = width // cfg.sizes.head_dim
+        for enc in e.encoder_layers:
+            for dec in e.decoder_layers:
+                shape = Shape(width, dec, n_heads, cfg.sizes.ff_mult * width, n_encoder_layers=enc)
+                runs.append(_spec(cfg, f"ed-{shape.name}", "cosine", shape, None, e.steps))
+    _check_mup_widths(cfg, [r.shape for r in runs])
     return runs
 
 
@@ -534,6 +559,10 @@ def format_plan(plan: Plan, seconds: dict[str, float] | None = None) -> str:
     t = cfg.transfer
     what = (f"learning-rate transfer, {len(t.width_mults)} widths x {'/'.join(str(len(t.grid(p))) for p in t.parametrizations)} "
             f"rates x {len(t.parametrizations)} parametrisations" if t else f"{len(cfg.budgets)} budgets")
+    if cfg.encdec is not None:
+        e = cfg.encdec
+        what = (f"encoder-decoder grid, encoder depths {list(e.encoder_layers)} x decoder depths "
+                f"{list(e.decoder_layers)} x widths {list(e.widths)}, {e.steps} steps each")
     lines = [f"Sweep {cfg.name!r}: {what}, {len(plan.runs)} runs, C in training FLOPs "
              f"({cfg.convention!r}), N = parameters, D = tokens, batch {cfg.batch_size} x {cfg.seq_len}",
              "  ".join(h.ljust(w) for h, w in zip(head, widths)),

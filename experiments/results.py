@@ -12,7 +12,7 @@ which readers ignore and `repair` truncates before the next append. Rows are uni
 were two). `load_results(dir) -> pandas.DataFrame` is what fits and notebooks read.
 
 Columns of a row: identifiers (run_id, sweep, kind, schedule, budget, shape, d_model, n_layers,
-n_heads, d_ff), N (total parameters), N_nonembed, D (tokens trained), C (training FLOPs under the
+n_encoder_layers (0: decoder-only), n_heads, d_ff), N (total parameters), N_nonembed, D (tokens trained), C (training FLOPs under the
 sweep's convention, from the actual tokens) and C_<convention> for every lm.flops convention,
 tokens_per_param (D / N_nonembed), loss (final eval loss), train_loss, eval_curve (every
 evaluation: step, tokens, eval_loss), entropy_floor, status ('completed' or 'diverged'), message,
@@ -141,7 +141,7 @@ def make_row(spec: "RunSpec", sweep: str, convention: str, result: dict[str, Any
         "run_id": spec.run_id, "sweep": sweep, "kind": spec.kind,
         "schedule": "cosine" if spec.kind == "cosine" else "wsd",
         "budget": spec.budget, "shape": spec.shape.name, "d_model": spec.shape.d_model,
-        "n_layers": spec.shape.n_layers, "n_heads": spec.shape.n_heads, "d_ff": spec.shape.d_ff,
+        "n_layers": spec.shape.n_layers, "n_encoder_layers": spec.shape.n_encoder_layers or 0, "n_heads": spec.shape.n_heads, "d_ff": spec.shape.d_ff,
         "N": spec.params, "N_nonembed": spec.params_nonembed, "D": tokens,
         "tokens_per_param": tokens / spec.params_nonembed, "convention": convention,
         "C": float(per_token.get(convention, spec.flops_per_token)) * tokens,

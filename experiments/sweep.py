@@ -465,6 +465,10 @@ def report(folder: str, n_bootstrap: int = 1000) -> dict[str, Any]:
         from experiments.transfer import report_transfer
         lines, out = report_transfer(folder, frame)
         return _write_report(folder, lines, out)
+    if cfg.encdec is not None:
+        from experiments.encdec import report_encdec
+        lines, out = report_encdec(folder, frame, n_bootstrap=min(n_bootstrap, 200))
+        return _write_report(folder, lines, out)
     table, fpt = fit_table(frame, cfg.convention)
     _check_fittable(folder, frame, table)
     lines = [f"== Sweep {cfg.name!r} in {folder}: {len(frame)} finished runs "

@@ -361,14 +361,38 @@ class DataConfig:
     """Translation task only: mean probability that a word is replaced by a random word, in [0, 0.5]."""
     max_documents: int | None = None
     """Text sources only: cap the documents read per split (None = all); for quick trials."""
+    source_feature: str | None = None
+    """Paired text (lm.data.paired_text): the feature holding the source side, e.g. 'de' of
+    tfds:wmt14_translate/de-en. Setting it (or target_feature, or a 'pairs:' source) makes the data
+    paired, for encoder-decoder models; None with a 'pairs:' source = 'source'."""
+    target_feature: str | None = None
+    """Paired text: the feature holding the target side, e.g. 'en'; None with 'pairs:' = 'target'."""
+    target_tokenizer: str | None = None
+    """Paired text: a sentencepiece model of its own for the target side (then `tokenizer` is the
+    source's; target ids follow the source's); None = one model shared by both sides."""
+    separate_tokenizers: bool = False
+    """Paired text without tokenizer files: train one model per side (vocab_size // 2 pieces each)
+    instead of one shared model."""
+
+    @property
+    def paired(self) -> bool:
+        """Whether this is paired (source, target) data for an encoder-decoder model."""
+        return (self.source == "translation" or self.source.startswith("pairs:")
+                or self.source_feature is not None or self.target_feature is not None)
 
     def validate(self) -> "DataConfig":
         check_fields(self, prefix="data.")
         _check_positive(seq_len=self.seq_len)
-        if not (self.source in ("synthetic", "translation") or self.source.startswith(("tfds:", "text:"))):
+        if not (self.source in ("synthetic", "translation") or self.source.startswith(("tfds:", "text:", "pairs:"))):
             raise ValueError(f"data source {self.source!r} is not known; use 'synthetic', 'translation', "
-                             "'tfds:NAME' (e.g. tfds:tiny_shakespeare) or 'text:/path/*.txt'")
-        if self.source.startswith(("tfds:", "text:")) and not self.source.split(":", 1)[1]:
+                             "'tfds:NAME' (e.g. tfds:tiny_shakespeare), 'text:/path/*.txt' or 'pairs:/path/*.tsv'")
+        if (self.source_feature is None) != (self.target_feature is None) and not self.source.startswith("pairs:"):
+            raise ValueError("paired text needs both data.source_feature and data.target_feature (e.g. 'de' and "
+                             "'en' of tfds:wmt14_translate/de-en)")
+        if self.paired and self.source.startswith(("text:", "synthetic")) and self.source != "translation":
+            raise ValueError(f"data.source={self.source!r} is single-stream text; paired text comes from "
+                             "'tfds:NAME' with source/target features or 'pairs:GLOB'")
+        if self.source.startswith(("tfds:", "text:", "pairs:")) and not self.source.split(":", 1)[1]:
             raise ValueError(f"data source {self.source!r} names nothing after the colon")
         if not 0.0 <= self.translation_noise <= 0.5:
             raise ValueError(f"translation_noise={self.translation_noise} is outside [0, 0.5]; pick e.g. 0.1")
@@ -483,7 +507,7 @@ class TrainConfig:
                    checkpoint_every=self.checkpoint_every, keep_checkpoints=self.keep_checkpoints,
                    seed=self.seed, d_model=self.model.d_model, n_layers=self.model.n_layers,
                    n_heads=self.model.n_heads, vocab_size=self.model.vocab_size, seq_len=self.data.seq_len)
-        paired, enc_dec = self.data.source == "translation", self.model.n_encoder_layers > 0
+        paired, enc_dec = self.data.paired, self.model.n_encoder_layers > 0
         if paired != enc_dec:
             raise ValueError(f"data.source={self.data.source!r} with model.n_encoder_layers="
                              f"{self.model.n_encoder_layers}: encoder-decoder models train on paired data and "

@@ -19,7 +19,8 @@ whose probability reaches top_p (1.0 = all), then draw. temperature 0 is greedy 
 
 Encoder-decoder models (n_encoder_layers > 0) take a source per prompt (`sources`, lm-sample
 --source): the prefill runs the encoder once and caches every decoder layer's cross-attention keys
-and values; the steps reuse them. Sources in one batch must have one length (no padding mask yet).
+and values; the steps reuse them. Sources of different lengths share a batch: right-padded, the
+padding masked in the encoder's self-attention and in the cross-attention.
 """
 
 from __future__ import annotations
@@ -131,10 +132,11 @@ def pad_prompts(prompts: Sequence[Sequence[int]], width: int) -> tuple[np.ndarra
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "max_new", "use_cache"))
-def _generate(params, tokens_BxP, positions_BxP, knobs, stop_S, key, src_BxS=None, *, cfg: ModelConfig,
-              max_new: int, use_cache: bool):
+def _generate(params, tokens_BxP, positions_BxP, knobs, stop_S, key, src_BxS=None, src_mask_BxS=None, *,
+              cfg: ModelConfig, max_new: int, use_cache: bool):
     """int32 [B, max_new]: generated ids (columns after a row's stop token are meaningless).
-    src_BxS: the sources of an encoder-decoder model (encoded once, by the prefill), else None."""
+    src_BxS: the sources of an encoder-decoder model (encoded once, by the prefill), right-padded,
+    src_mask_BxS marking their real slots; else None."""
     temperature, top_k, top_p = knobs
     b, p = tokens_BxP.shape
     lengths_B = jnp.sum(positions_BxP >= 0, axis=1).astype(jnp.int32)
@@ -142,7 +144,8 @@ def _generate(params, tokens_BxP, positions_BxP, knobs, stop_S, key, src_BxS=Non
 
     if use_cache:
         logits, state = model_lib.decode(params, tokens_BxP, positions_BxP,
-                                         model_lib.init_cache(cfg, b, p + max_new, src_len), cfg, src_BxS)
+                                         model_lib.init_cache(cfg, b, p + max_new, src_len), cfg, src_BxS,
+                                         src_mask_BxS)
 
         def advance(state, tok_B, j):   # feed generated token j (slot p + j); logits for j + 1
             logits, state = model_lib.decode(params, tok_B[:, None], (lengths_B + j)[:, None], state, cfg)
@@ -151,13 +154,13 @@ def _generate(params, tokens_BxP, positions_BxP, knobs, stop_S, key, src_BxS=Non
         empty = model_lib.init_cache(cfg, b, p + max_new, src_len)
         state = (jnp.pad(tokens_BxP, ((0, 0), (0, max_new))),
                  jnp.pad(positions_BxP, ((0, 0), (0, max_new)), constant_values=-1))
-        logits, _ = model_lib.decode(params, *state, empty, cfg, src_BxS)
+        logits, _ = model_lib.decode(params, *state, empty, cfg, src_BxS, src_mask_BxS)
 
         def advance(state, tok_B, j):   # write token j into the sequence, recompute all of it
             seq_tok, seq_pos = state
             seq_tok = jax.lax.dynamic_update_slice_in_dim(seq_tok, tok_B[:, None], p + j, axis=1)
             seq_pos = jax.lax.dynamic_update_slice_in_dim(seq_pos, (lengths_B + j)[:, None], p + j, axis=1)
-            logits, _ = model_lib.decode(params, seq_tok, seq_pos, empty, cfg, src_BxS)
+            logits, _ = model_lib.decode(params, seq_tok, seq_pos, empty, cfg, src_BxS, src_mask_BxS)
             return jax.lax.dynamic_index_in_dim(logits, p + j, axis=1, keepdims=False), (seq_tok, seq_pos)
 
     def is_stop(tok_B):
@@ -185,9 +188,10 @@ def generate(params: Any, cfg: ModelConfig, prompts: Sequence[Sequence[int]],
              sampling: SamplingConfig = SamplingConfig(), *, use_cache: bool = True,
              sources: Sequence[Sequence[int]] | None = None) -> Generation:
     """Continue each prompt (a list of token ids; lengths may differ) under `sampling`.
-    Encoder-decoder models also take one source per prompt (`sources`, all of one length): the
-    encoder runs once and its cross-attention keys/values are cached for the whole continuation."""
-    src = _check_sources(cfg, sources, len(prompts))
+    Encoder-decoder models also take one source per prompt (`sources`; lengths may differ: they are
+    right-padded and the padding masked, so each row decodes as it would alone): the encoder runs
+    once and its cross-attention keys/values are cached for the whole continuation."""
+    src, src_mask = _check_sources(cfg, sources, len(prompts))
     sampling.validate(cfg.vocab_size)
     prompts = [[int(t) for t in p] for p in prompts]
     if not prompts or any(len(p) == 0 for p in prompts):
@@ -208,7 +212,7 @@ def generate(params: Any, cfg: ModelConfig, prompts: Sequence[Sequence[int]],
     stop = np.full(-(-max(len(sampling.stop_tokens), 1) // 8) * 8, -1, np.int32)  # padded: fewer shapes
     stop[:len(sampling.stop_tokens)] = sampling.stop_tokens
     knobs = (jnp.float32(sampling.temperature), jnp.int32(sampling.top_k), jnp.float32(sampling.top_p))
-    out = np.asarray(_generate(params, tokens, positions, knobs, stop, jax.random.key(sampling.seed), src,
+    out = np.asarray(_generate(params, tokens, positions, knobs, stop, jax.random.key(sampling.seed), src, src_mask,
                                cfg=cfg, max_new=sampling.max_new_tokens, use_cache=use_cache))
     result, finish = [], []
     for row in out:
@@ -218,27 +222,30 @@ def generate(params: Any, cfg: ModelConfig, prompts: Sequence[Sequence[int]],
     return Generation(result, finish)
 
 
-def _check_sources(cfg: ModelConfig, sources, n_prompts: int) -> np.ndarray | None:
-    """int32 [B, S] sources of an encoder-decoder model (None for decoder-only), checked."""
+def _check_sources(cfg: ModelConfig, sources, n_prompts: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(int32 [B, S] sources right-padded with 0, bool [B, S] mask of their real slots) of an
+    encoder-decoder model, checked; (None, None) for decoder-only."""
     if not cfg.n_encoder_layers:
         if sources is not None:
             raise ValueError("sources are for encoder-decoder models; this one is decoder-only (drop them)")
-        return None
+        return None, None
     if sources is None:
         raise ValueError("this model is an encoder-decoder (n_encoder_layers > 0): give one source per "
                          "prompt (generate(..., sources=[[ids], ...]); lm-sample --source)")
     sources = [[int(t) for t in s] for s in sources]
     if len(sources) != n_prompts or any(len(s) == 0 for s in sources):
         raise ValueError(f"give one non-empty source per prompt: {len(sources)} sources for {n_prompts} prompts")
-    if len({len(s) for s in sources}) > 1:
-        raise ValueError(f"sources of different lengths {sorted({len(s) for s in sources})} in one batch: the "
-                         "encoder has no padding mask yet; sample sources of each length in separate calls")
-    if len(sources[0]) > cfg.max_seq_len:
-        raise ValueError(f"a source of {len(sources[0])} tokens is longer than the encoder's context "
+    longest = max(len(s) for s in sources)
+    if longest > cfg.max_seq_len:
+        raise ValueError(f"a source of {longest} tokens is longer than the encoder's context "
                          f"max_seq_len={cfg.max_seq_len}; shorten it to <= {cfg.max_seq_len} tokens")
     if min(map(min, sources)) < 0 or max(map(max, sources)) >= cfg.vocab_size:
         raise ValueError(f"a source holds ids outside the vocabulary [0, {cfg.vocab_size})")
-    return np.asarray(sources, np.int32)
+    src = np.zeros((len(sources), longest), np.int32)
+    mask = np.zeros((len(sources), longest), bool)
+    for b, s in enumerate(sources):
+        src[b, :len(s)], mask[b, :len(s)] = s, True
+    return src, mask
 
 
 # ---------------------------------------------------------------------------------------------

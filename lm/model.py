@@ -15,14 +15,16 @@ Cached decoding (`decode`, `init_cache`): the cache is a plain pytree {"k", "v":
 query's. Empty slots and padding carry position PAD_POS, which no query sees, so prompts of
 different lengths can share a batch (left-padded, pad positions = -1). Encoder-decoder models add
 "cross_k", "cross_v": [N, B, S, K, E], the cross-attention keys/values of the encoded source, computed
-once by the first call (given the source) and reused by every later one.
+once by the first call (given the source) and reused by every later one, and "src_mask": [B, S] bool,
+which source slots are real tokens: sources of different lengths share a batch right-padded, and a
+padded slot is masked out of the encoder's self-attention and of the cross-attention.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -147,18 +149,18 @@ def attention_probs(q_BxKxGxLxE: jax.Array, k_BxKxSxE: jax.Array, mask_BxLxS: ja
 def attend(q_BxKxGxLxE: jax.Array, k_BxKxSxE: jax.Array, v_BxKxSxE: jax.Array,
            mask_BxLxS: jax.Array | None, scale: float) -> jax.Array:
     """Scaled dot-product attention, explicit scores, softmax in float32. Returns [B, L, H, E]."""
-    b, k, g, l, e = q_BxKxGxLxE.shape
+    b, n_kv, g, l, e = q_BxKxGxLxE.shape
     probs = attention_probs(q_BxKxGxLxE, k_BxKxSxE, mask_BxLxS, scale).astype(v_BxKxSxE.dtype)
     out_BxKxGxLxE = jnp.einsum("bkgls,bkse->bkgle", probs, v_BxKxSxE)
-    return out_BxKxGxLxE.transpose(0, 3, 1, 2, 4).reshape(b, l, k * g, e)
+    return out_BxKxGxLxE.transpose(0, 3, 1, 2, 4).reshape(b, l, n_kv * g, e)
 
 
 def attend_fused(q_BxKxGxLxE: jax.Array, k_BxKxSxE: jax.Array, v_BxKxSxE: jax.Array,
                  mask_BxLxS: jax.Array | None, scale: float, implementation: str) -> jax.Array:
     """The same through `jax.nn.dot_product_attention` ('xla', or 'cudnn' flash attention on
     NVIDIA GPUs). A None mask is passed as is_causal, which cuDNN computes without a mask tensor."""
-    b, k, g, l, e = q_BxKxGxLxE.shape
-    q_BxLxHxE = q_BxKxGxLxE.reshape(b, k * g, l, e).transpose(0, 2, 1, 3)
+    b, n_kv, g, l, e = q_BxKxGxLxE.shape
+    q_BxLxHxE = q_BxKxGxLxE.reshape(b, n_kv * g, l, e).transpose(0, 2, 1, 3)
     k_BxSxKxE, v_BxSxKxE = k_BxKxSxE.transpose(0, 2, 1, 3), v_BxKxSxE.transpose(0, 2, 1, 3)
     mask = None if mask_BxLxS is None else mask_BxLxS[:, None]
     return jax.nn.dot_product_attention(q_BxLxHxE, k_BxSxKxE, v_BxSxKxE, mask=mask, scale=scale,
@@ -188,11 +190,11 @@ class Attention(nn.Module):
         """q [B, H, L, E], k and v [B, K, S, E] (heads-major); `kv` = cached cross-attention
         (k, v) [B, S, K, E] each: only q is computed."""
         cfg = self.cfg
-        h, k, e, d = cfg.n_heads, cfg.kv_heads, cfg.head_size, cfg.d_model
+        h, n_kv, e, d = cfg.n_heads, cfg.kv_heads, cfg.head_size, cfg.d_model
         proj = functools.partial(Dense, n_in=1, use_bias=cfg.use_bias, std=mup.hidden_std(cfg), dtype=dt)
         layers = (proj((d, h, e), ("embed", "heads", "head_dim"), name="query"),
-                  proj((d, k, e), ("embed", "kv_heads", "head_dim"), name="key"),
-                  proj((d, k, e), ("embed", "kv_heads", "head_dim"), name="value"))
+                  proj((d, n_kv, e), ("embed", "kv_heads", "head_dim"), name="key"),
+                  proj((d, n_kv, e), ("embed", "kv_heads", "head_dim"), name="value"))
         b, l = x_BxLxD.shape[:2]
         if kv is not None and kv is not True:   # cross-attention over cached keys/values [B, S, K, E]
             return _heads_major(layers[0](x_BxLxD)), _heads_major(kv[0]), _heads_major(kv[1])
@@ -205,7 +207,7 @@ class Attention(nn.Module):
             if cfg.use_bias:
                 qkv = qkv + jnp.concatenate(biases, axis=0).astype(dt)
             qkv_BxNxLxE = _heads_major(qkv)
-            q, key, v = qkv_BxNxLxE[:, :h], qkv_BxNxLxE[:, h:h + k], qkv_BxNxLxE[:, h + k:]
+            q, key, v = qkv_BxNxLxE[:, :h], qkv_BxNxLxE[:, h:h + n_kv], qkv_BxNxLxE[:, h + n_kv:]
         else:
             q = _heads_major(layers[0](x_BxLxD))
             key, v = (_heads_major(layer(context_BxSxD)) for layer in layers[1:])
@@ -215,7 +217,7 @@ class Attention(nn.Module):
     def __call__(self, x_BxLxD, context_BxSxD, mask_BxLxS, q_pos_BxL, k_pos_BxS, cache=None, kv=None):
         cfg = self.cfg
         dt = DTYPES[cfg.compute_dtype]
-        h, k, e, d = cfg.n_heads, cfg.kv_heads, cfg.head_size, cfg.d_model
+        h, n_kv, e, d = cfg.n_heads, cfg.kv_heads, cfg.head_size, cfg.d_model
         b, l = x_BxLxD.shape[:2]
         q, key, v = self._qkv(x_BxLxD, context_BxSxD, dt, kv)
         new_cache = None
@@ -229,7 +231,7 @@ class Attention(nn.Module):
                       for c, new in ((k_cache_BxCxKxE, key), (v_cache_BxCxKxE, v)))
             new_cache = (key, v)
             key, v = _heads_major(key), _heads_major(v)
-        q = q.reshape(b, k, h // k, l, e)
+        q = q.reshape(b, n_kv, h // n_kv, l, e)
         scale = 1.0 / math.sqrt(e) * (mup.query_scale(cfg) or 1.0)   # muP: q.k / E instead of q.k / sqrt(E)
         if cfg.attention_impl == "einsum":
             y_BxLxHxE = attend(q, key, v, mask_BxLxS, scale)
@@ -262,12 +264,29 @@ class Mlp(nn.Module):
                      dt, name="down")(h_BxLxF)
 
 
+class LayerInputs(NamedTuple):
+    """What every layer of a Stack reads (broadcast over a scan): a NamedTuple, so a plain pytree."""
+
+    self_mask: jax.Array | None
+    """[B, L, S] bool, which keys each query sees; None = causal over positions 0..L-1 (training)."""
+    positions: jax.Array
+    """[B, L] int32 positions of the queries (and of the self-attention keys)."""
+    context: jax.Array | None = None
+    """[B, S, D] encoder output for cross-attention (None: decoder-only, or cached cross K/V)."""
+    cross_mask: jax.Array | None = None
+    """[B, L, S] bool, which source slots each query sees (padding masked)."""
+    context_positions: jax.Array | None = None
+    """[B, S] int32 positions of the source slots."""
+    cache_index: jax.Array | None = None
+    """int32 [] first cache slot this call writes (cached decoding), else None."""
+
+
 class Block(nn.Module):
     """One layer: self-attention, optional cross-attention, MLP; pre- or post-norm residuals.
 
     Called as `(x, new_cache) = block(x, inputs, cache)` so that it can be scanned; `inputs` is a
-    tuple (self_mask, positions, context, cross_mask, context_positions, cache_index) broadcast to
-    every layer; `cache` is this layer's (k, v) or None (training: new_cache is then None too).
+    LayerInputs broadcast to every layer; `cache` is this layer's (k, v) or None (training:
+    new_cache is then None too).
     """
 
     cfg: ModelConfig
@@ -276,7 +295,9 @@ class Block(nn.Module):
     @nn.compact
     def __call__(self, x_BxLxD, inputs, cache=None):
         cfg = self.cfg
-        self_mask, pos, context, cross_mask, ctx_pos, cache_index = inputs
+        self_mask, pos, context, cross_mask, ctx_pos, cache_index = (
+            inputs.self_mask, inputs.positions, inputs.context, inputs.cross_mask, inputs.context_positions,
+            inputs.cache_index)
         rotary = cfg.positions == "rope"
         layer_cache = None if cache is None else (*cache[:2], cache_index)
         new_cache = []
@@ -341,6 +362,13 @@ class Stack(nn.Module):
         return x_BxLxD, new_cache
 
 
+def _source_mask(src_mask_BxS: jax.Array | None, b: int, l: int, s: int) -> jax.Array:
+    """[B, L, S] bool: every query sees the source slots src_mask_BxS marks True (None = all)."""
+    if src_mask_BxS is None:
+        return jnp.ones((b, l, s), bool)
+    return jnp.broadcast_to(src_mask_BxS.astype(bool)[:, None, :], (b, l, s))
+
+
 def causal_mask(q_pos_BxL: jax.Array, k_pos_BxS: jax.Array) -> jax.Array:
     """True where query position may see key position (k <= q): [B, L, S]."""
     return k_pos_BxS[:, None, :] <= q_pos_BxL[:, :, None]
@@ -378,11 +406,13 @@ class Transformer(nn.Module):
             x = x + sinusoidal(pos_BxL, cfg.d_model)
         return constrain(x.astype(DTYPES[cfg.compute_dtype]), "batch", "length", "embed")
 
-    def encode(self, src_BxS: jax.Array) -> jax.Array:
-        """Encoder output [B, S, D] with non-causal self-attention."""
-        pos = jnp.broadcast_to(jnp.arange(src_BxS.shape[1]), src_BxS.shape)
-        full = jnp.ones((src_BxS.shape[0], src_BxS.shape[1], src_BxS.shape[1]), bool)
-        return self.encoder(self._embed(src_BxS, pos), (full, pos, None, None, None, None))[0]
+    def encode(self, src_BxS: jax.Array, src_mask_BxS: jax.Array | None = None) -> jax.Array:
+        """Encoder output [B, S, D] with non-causal self-attention over the real source tokens
+        (src_mask_BxS: True where a slot holds one; None = all; padding sits at the right end)."""
+        b, s = src_BxS.shape
+        pos = jnp.broadcast_to(jnp.arange(s), (b, s))
+        full = _source_mask(src_mask_BxS, b, s, s)
+        return self.encoder(self._embed(src_BxS, pos), LayerInputs(full, pos))[0]
 
     def _logits(self, x_BxLxD: jax.Array) -> jax.Array:
         mult = mup.logit_mult(self.cfg)                   # muP: alpha_output / m; standard: none
@@ -395,8 +425,9 @@ class Transformer(nn.Module):
         return constrain(logits, "batch", "length", "vocab")
 
     def __call__(self, tokens_BxL: jax.Array, src_BxS: jax.Array | None = None,
-                 positions_BxL: jax.Array | None = None) -> jax.Array:
-        """Logits [B, L, V] in float32; position t sees tokens <= t (and all of src_BxS)."""
+                 positions_BxL: jax.Array | None = None, src_mask_BxS: jax.Array | None = None) -> jax.Array:
+        """Logits [B, L, V] in float32; position t sees tokens <= t (and all of src_BxS, but for
+        the slots src_mask_BxS marks False: right padding of a shorter source)."""
         cfg = self.cfg
         pos = positions_BxL if positions_BxL is not None else jnp.broadcast_to(
             jnp.arange(tokens_BxL.shape[1]), tokens_BxL.shape)
@@ -404,22 +435,23 @@ class Transformer(nn.Module):
         if cfg.n_encoder_layers:
             if src_BxS is None:
                 raise ValueError("an encoder-decoder model needs src tokens: call with src_BxS=...")
-            context = self.encode(src_BxS)
+            context = self.encode(src_BxS, src_mask_BxS)
             ctx_pos = jnp.broadcast_to(jnp.arange(src_BxS.shape[1]), src_BxS.shape)
-            cross_mask = jnp.ones((tokens_BxL.shape[0], tokens_BxL.shape[1], src_BxS.shape[1]), bool)
+            cross_mask = _source_mask(src_mask_BxS, tokens_BxL.shape[0], tokens_BxL.shape[1], src_BxS.shape[1])
         x = self._embed(tokens_BxL, pos)
         self_mask = None if positions_BxL is None else causal_mask(pos, pos)  # None: causal, no mask array
-        x, _ = self.decoder(x, (self_mask, pos, context, cross_mask, ctx_pos, None))
+        x, _ = self.decoder(x, LayerInputs(self_mask, pos, context, cross_mask, ctx_pos))
         return self._logits(x)
 
     def decode(self, tokens_BxL: jax.Array, positions_BxL: jax.Array, cache: dict,
-               src_BxS: jax.Array | None = None) -> tuple[jax.Array, dict]:
+               src_BxS: jax.Array | None = None, src_mask_BxS: jax.Array | None = None) -> tuple[jax.Array, dict]:
         """(logits [B, L, V] float32, new cache): the tokens' keys/values go into cache slots
         [index, index + L); each token sees the cached tokens (and those of this call) whose
         position is <= its own. A position of -1 marks padding: never seen, its logits meaningless.
         Encoder-decoder models: the cache also holds the cross-attention keys/values "cross_k",
         "cross_v" [N, B, S, K, E]; the first call passes src_BxS, which runs the encoder once and
-        fills them; later calls (src_BxS=None) reuse them."""
+        fills them (and "src_mask" from src_mask_BxS: which source slots are real; None = all);
+        later calls (src_BxS=None) reuse them."""
         cfg = self.cfg
         if bool(cfg.n_encoder_layers) != ("cross_k" in cache):
             raise ValueError("the cache does not match the model: build it with init_cache(cfg, ..., "
@@ -430,20 +462,22 @@ class Transformer(nn.Module):
         cache_pos_BxC = jax.lax.dynamic_update_slice_in_dim(cache["pos"], key_pos, index, axis=1)
         x = self._embed(tokens_BxL, pos)
         layer_cache, context, cross_mask, ctx_pos = (cache["k"], cache["v"]), None, None, None
+        src_mask = cache.get("src_mask")
         if cfg.n_encoder_layers:
             b, s = tokens_BxL.shape[0], cache["cross_k"].shape[2]
             if src_BxS is not None:
                 if src_BxS.shape != (b, s):
                     raise ValueError(f"src_BxS has shape {src_BxS.shape} but the cache holds {(b, s)}")
-                context = self.encode(src_BxS)
+                src_mask = jnp.ones((b, s), bool) if src_mask_BxS is None else src_mask_BxS.astype(bool)
+                context = self.encode(src_BxS, src_mask)
             layer_cache = (*layer_cache, cache["cross_k"], cache["cross_v"])
-            cross_mask = jnp.ones((b, tokens_BxL.shape[1], s), bool)
+            cross_mask = _source_mask(src_mask, b, tokens_BxL.shape[1], s)
             ctx_pos = jnp.broadcast_to(jnp.arange(s), (b, s))
-        inputs = (causal_mask(pos, cache_pos_BxC), pos, context, cross_mask, ctx_pos, index)
+        inputs = LayerInputs(causal_mask(pos, cache_pos_BxC), pos, context, cross_mask, ctx_pos, index)
         x, new = self.decoder(x, inputs, layer_cache)
         new_cache = {**cache, "k": new[0], "v": new[1], "pos": cache_pos_BxC, "index": index + tokens_BxL.shape[1]}
         if cfg.n_encoder_layers:
-            new_cache.update(cross_k=new[2], cross_v=new[3])
+            new_cache.update(cross_k=new[2], cross_v=new[3], src_mask=src_mask)
         return self._logits(x), new_cache
 
 
@@ -477,9 +511,10 @@ def logical_axes(cfg: ModelConfig) -> Params:
 
 
 def forward(params: Params, tokens_BxL: jax.Array, cfg: ModelConfig,
-            src_BxS: jax.Array | None = None) -> jax.Array:
-    """Logits [B, L, V] (float32) for token ids [B, L]."""
-    return Transformer(cfg).apply({"params": params}, tokens_BxL, src_BxS)
+            src_BxS: jax.Array | None = None, src_mask_BxS: jax.Array | None = None) -> jax.Array:
+    """Logits [B, L, V] (float32) for token ids [B, L] (encoder-decoder: given the sources [B, S],
+    src_mask_BxS marking their real, non-padding slots; None = all real)."""
+    return Transformer(cfg).apply({"params": params}, tokens_BxL, src_BxS, None, src_mask_BxS)
 
 
 def attention_maps(params: Params, tokens_BxL: jax.Array, cfg: ModelConfig) -> jax.Array:
@@ -492,15 +527,15 @@ def attention_maps(params: Params, tokens_BxL: jax.Array, cfg: ModelConfig) -> j
         probs = layers["layers"]["attn"]["probs"][0]                    # [N, B, K, G, L, S]
     else:
         probs = jnp.stack([layers[f"layers_{i}"]["attn"]["probs"][0] for i in range(cfg.n_layers)])
-    n, b, k, g, l, s = probs.shape
-    return probs.reshape(n, b, k * g, l, s)
+    n, b, n_kv, g, l, s = probs.shape
+    return probs.reshape(n, b, n_kv * g, l, s)
 
 
 def init_cache(cfg: ModelConfig, batch: int, length: int, src_len: int | None = None) -> dict[str, jax.Array]:
     """An empty key/value cache of `length` slots: k, v [N, B, C, K, E] in the compute dtype,
     pos [B, C] (all PAD_POS: nothing visible yet), index [] = 0 (the next slot written); for an
-    encoder-decoder model (give src_len) also cross_k, cross_v [N, B, src_len, K, E], filled by the
-    first `decode` call (the one given the source)."""
+    encoder-decoder model (give src_len) also cross_k, cross_v [N, B, src_len, K, E] and src_mask
+    [B, src_len] (all True), filled by the first `decode` call (the one given the source)."""
     if bool(cfg.n_encoder_layers) != (src_len is not None):
         raise ValueError("init_cache: pass src_len (the source length) for an encoder-decoder model, "
                          "and only for one")
@@ -510,12 +545,14 @@ def init_cache(cfg: ModelConfig, batch: int, length: int, src_len: int | None = 
              "pos": jnp.full((batch, length), PAD_POS, jnp.int32), "index": jnp.zeros((), jnp.int32)}
     if src_len is not None:
         cross = (cfg.n_layers, batch, src_len, cfg.kv_heads, cfg.head_size)
-        cache.update(cross_k=jnp.zeros(cross, dt), cross_v=jnp.zeros(cross, dt))
+        cache.update(cross_k=jnp.zeros(cross, dt), cross_v=jnp.zeros(cross, dt),
+                     src_mask=jnp.ones((batch, src_len), bool))
     return cache
 
 
 def decode(params: Params, tokens_BxL: jax.Array, positions_BxL: jax.Array, cache: dict,
-           cfg: ModelConfig, src_BxS: jax.Array | None = None) -> tuple[jax.Array, dict]:
+           cfg: ModelConfig, src_BxS: jax.Array | None = None,
+           src_mask_BxS: jax.Array | None = None) -> tuple[jax.Array, dict]:
     """Cached decoding: (logits [B, L, V] float32, new cache); see Transformer.decode."""
-    return Transformer(cfg).apply({"params": params}, tokens_BxL, positions_BxL, cache, src_BxS,
+    return Transformer(cfg).apply({"params": params}, tokens_BxL, positions_BxL, cache, src_BxS, src_mask_BxS,
                                   method=Transformer.decode)

@@ -55,12 +55,13 @@ def seq2seq_loss(params: Any, rows_BxR: jax.Array, cfg: ModelConfig, src_len: in
     """Encoder-decoder loss: (mean target cross-entropy in nats, number of scored target tokens).
 
     rows_BxR = [src (src_len) | tgt (T+1)] (lm.data.paired): the encoder reads src, the decoder reads
-    tgt[:, :-1] and is scored on tgt[:, 1:]; target ids < 0 are padding, neither scored nor counted
-    (the source must be unpadded: the encoder and cross-attention see every source position).
+    tgt[:, :-1] and is scored on tgt[:, 1:]; target ids < 0 are padding, neither scored nor counted;
+    source ids < 0 are padding too, masked out of the encoder's self-attention and the cross-attention.
     """
     src_BxS, tgt_BxT1 = rows_BxR[:, :src_len], rows_BxR[:, src_len:]
     inputs_BxT, targets_BxT = jnp.maximum(tgt_BxT1[:, :-1], 0), tgt_BxT1[:, 1:]
-    logits_BxTxV = model_lib.forward(params, inputs_BxT, cfg, src_BxS=jnp.maximum(src_BxS, 0))
+    logits_BxTxV = model_lib.forward(params, inputs_BxT, cfg, src_BxS=jnp.maximum(src_BxS, 0),
+                                     src_mask_BxS=src_BxS >= 0)
     nll_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, jnp.maximum(targets_BxT, 0))
     keep_BxT = (targets_BxT >= 0).astype(jnp.float32)
     count = jnp.sum(keep_BxT)

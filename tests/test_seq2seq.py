@@ -78,6 +78,12 @@ def test_seq2seq_loss_scores_target_tokens_only_and_masks_padding():
     keep[0, -3:] = False
     assert float(count_p) == 21
     assert float(loss_p) == pytest.approx(float(nll[keep].mean()), rel=1e-6)  # causal: earlier logits unchanged
+    short = rows.at[0, 5:8].set(-1)                          # row 0's source is 5 tokens, padded to 8
+    loss_s, count_s = loss_fn(params, short, cfg, 8)
+    own = forward(params, tgt[:1, :-1], cfg, src[:1, :5])    # that row with its unpadded source alone
+    nll_s = nll.at[0].set(optax.softmax_cross_entropy_with_integer_labels(own, tgt[:1, 1:])[0])
+    assert float(count_s) == 24 and float(loss_s) == pytest.approx(float(nll_s.mean()), rel=1e-5)
+    assert abs(float(loss_s) - float(loss)) > 1e-4                         # the source padding mattered
 
 
 def tiny(out_dir, **kw) -> TrainConfig:
@@ -216,7 +222,6 @@ def test_generate_on_an_encoder_decoder_caches_the_source_and_matches_greedy_for
 @pytest.mark.parametrize("sources, match", [
     (None, "give one source per prompt"),
     ([[1, 2]], "one non-empty source per prompt"),
-    ([[1, 2], [1, 2, 3]], "different lengths"),
     ([[1] * 17, [1] * 17], "longer than the encoder's context"),
     ([[1, 16], [1, 2]], "outside the vocabulary"),
 ])
@@ -225,6 +230,29 @@ def test_generate_refuses_bad_sources_before_compiling(sources, match):
     cfg = ENC_DEC["rope_scan"]
     with pytest.raises(ValueError, match=match):
         generate(None, cfg, [[0], [0]], SamplingConfig(max_new_tokens=2), sources=sources)  # no params needed
+
+
+def test_ragged_sources_in_one_batch_decode_as_each_would_alone():
+    """Sources of lengths 3, 6 and 5 in one batch (right-padded, the padding masked in the encoder and
+    the cross-attention): each row's logits and greedy tokens equal that row decoded by itself."""
+    from lm.generate import SamplingConfig, generate
+    cfg = ENC_DEC["learned_unrolled_gqa_post"]
+    params = init_params(cfg, jax.random.key(5))
+    sources, prompts = [[3, 1, 4], [2, 7, 1, 8, 2, 8], [5, 5, 6, 9, 11]], [[0], [0, 5], [0]]
+    greedy = SamplingConfig(max_new_tokens=5, temperature=0.0)
+    batch = generate(params, cfg, prompts, greedy, sources=sources).tokens
+    alone = [generate(params, cfg, [p], greedy, sources=[s]).tokens[0] for s, p in zip(sources, prompts)]
+    assert batch == alone
+    src = np.zeros((3, 6), np.int32)
+    mask = np.zeros((3, 6), bool)
+    for b, s in enumerate(sources):
+        src[b, :len(s)], mask[b, :len(s)] = s, True
+    src[~mask] = 13                                     # whatever the padding holds, it is never seen
+    tgt = jnp.asarray([[0, 4, 9, 2]] * 3)
+    padded = forward(params, tgt, cfg, src_BxS=jnp.asarray(src), src_mask_BxS=jnp.asarray(mask))
+    for b, s in enumerate(sources):
+        own = forward(params, tgt[b:b + 1], cfg, src_BxS=jnp.asarray([s]))
+        np.testing.assert_allclose(padded[b:b + 1], own, rtol=1e-5, atol=1e-5)
 
 
 def test_generate_refuses_sources_for_a_decoder_only_model():

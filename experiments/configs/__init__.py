@@ -183,6 +183,36 @@ class TransferConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class EncDecConfig:
+    """An encoder-decoder sweep (Ghorbani et al. 2021) instead of the IsoFLOP grid: every
+    (width, encoder depth, decoder depth) of the grid trains for `steps` steps (cosine) on the
+    sweep's paired data, and the report fits L(N_e, N_d) = beta (N_e/N_e_ref)^-p_e (N_d/N_d_ref)^-p_d
+    + L_inf (lm.scaling.ghorbani). Encoder and decoder share d_model (the model has one width), so
+    their sizes move apart through their depths; widths move both."""
+
+    encoder_layers: tuple[int, ...] = (1, 2, 4)
+    """Encoder depths trained (each >= 1)."""
+    decoder_layers: tuple[int, ...] = (1, 2, 4)
+    """Decoder depths trained (each >= 1)."""
+    widths: tuple[int, ...] = (32,)
+    """d_model of the models (n_heads = d_model / sizes.head_dim, d_ff = sizes.ff_mult x d_model)."""
+    steps: int = 300
+    """Optimizer steps of every run (a fixed horizon: the fit is over model size, not data)."""
+
+    def validate(self) -> "EncDecConfig":
+        for name in ("encoder_layers", "decoder_layers", "widths"):
+            values = getattr(self, name)
+            if not values or min(values) < 1 or len(set(values)) != len(values):
+                raise ValueError(f"encdec.{name}={values} must be distinct whole numbers >= 1, e.g. (1, 2, 4)")
+        if len(self.encoder_layers) * len(self.decoder_layers) * len(self.widths) < 5:
+            raise ValueError("encdec: the grid has fewer than 5 models; L(N_e, N_d) has 4 parameters, so give at "
+                             "least 5 (width, encoder depth, decoder depth) points, e.g. 3 x 3 depths")
+        if self.steps < 1:
+            raise ValueError(f"encdec.steps={self.steps} must be >= 1")
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
 class ExecConfig:
     """How the runs are executed. May differ between invocations of one sweep (not in sweep.json)."""
 
@@ -259,6 +289,9 @@ class SweepConfig:
     transfer: TransferConfig | None = None
     """A learning-rate transfer sweep instead of the IsoFLOP grid (budgets and sizes unused; see
     TransferConfig); None = an IsoFLOP sweep."""
+    encdec: EncDecConfig | None = None
+    """An encoder-decoder sweep over encoder and decoder sizes instead of the IsoFLOP grid (budgets
+    and sizes unused; see EncDecConfig); None = an IsoFLOP (or transfer) sweep."""
     exec: ExecConfig = dataclasses.field(default_factory=ExecConfig)
     """How to execute (not part of the sweep's identity)."""
     out_dir: str | None = None
@@ -301,8 +334,21 @@ class SweepConfig:
             if self.wsd is not None:
                 raise ValueError("a transfer sweep (transfer=...) has no IsoFLOP runs to branch WSD cooldowns "
                                  "from; set wsd=None or transfer=None")
+        if self.encdec is not None:
+            self._validate_encdec()
         self.exec.validate()
         return self
+
+    def _validate_encdec(self) -> None:
+        self.encdec.validate()
+        if self.transfer is not None or self.wsd is not None:
+            raise ValueError("an encoder-decoder sweep (encdec=...) is its own grid; set transfer=None and wsd=None")
+        if self.data.source != "translation":
+            raise ValueError(f"encdec sweeps train on paired data; data.source={self.data.source!r}: set "
+                             "data.source='translation'")
+        bad = [w for w in self.encdec.widths if w % self.sizes.head_dim]
+        if bad:
+            raise ValueError(f"encdec.widths {bad} are not multiples of sizes.head_dim={self.sizes.head_dim}")
 
     def identity(self) -> dict[str, Any]:
         """What sweep.json records: everything that changes the numbers (not exec, not out_dir)."""
@@ -357,7 +403,8 @@ def from_dict(values: dict[str, Any]) -> SweepConfig:
     """Rebuild a SweepConfig from sweep.json (identity) values."""
     from lm.config import from_dict as lm_from_dict
     values = dict(values)
-    nested = {"sizes": SizeConfig, "wsd": WSDConfig, "transfer": TransferConfig, "exec": ExecConfig}
+    nested = {"sizes": SizeConfig, "wsd": WSDConfig, "transfer": TransferConfig, "exec": ExecConfig,
+              "encdec": EncDecConfig}
     lm_nested = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig}
     for key, cls in nested.items():
         if isinstance(values.get(key), dict):

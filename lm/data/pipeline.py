@@ -147,6 +147,9 @@ def build_dataset(cfg: DataConfig, split: str, *, vocab_size_hint: int | None = 
     if cfg.source == "translation":
         from lm.data import paired
         return paired.build_translation(cfg, split, vocab_size_hint)
+    if cfg.paired:
+        from lm.data import paired_text
+        return paired_text.build_paired_text(cfg, split, vocab_size_hint, workdir)
     return _build_text_dataset(cfg, split, vocab_size_hint, workdir)
 
 

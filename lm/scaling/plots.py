@@ -197,3 +197,34 @@ def write_plots(res: Approaches, results: pd.DataFrame, out_dir: str | Path,
     if res.approach3 is not None:
         paths += save_figure(plot_contours(res.approach3.law, results, flops_per_token), out / "contours")
     return paths
+
+
+def plot_ghorbani(fit, N_e, N_d, loss) -> Figure:
+    """Encoder-decoder sweep (lm.scaling.ghorbani): loss against decoder size for each encoder size
+    (left) and against encoder size for each decoder size (right), with the fitted law's curves;
+    the title gives the fitted exponents (or says they are not identified)."""
+    N_e, N_d, loss = (np.asarray(x, float) for x in (N_e, N_d, loss))
+    fig = Figure(figsize=(11, 4.5), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, (x, other, xname, oname) in zip(axes, ((N_d, N_e, "decoder", "N_e"), (N_e, N_d, "encoder", "N_d"))):
+        values = sorted(set(other.tolist()))
+        norm, cmap, colors = _budget_colors(values)
+        grid = np.geomspace(x.min() / 1.2, x.max() * 1.2, 100)
+        for v in values:
+            pick = other == v
+            ax.scatter(x[pick], loss[pick], s=18, color=colors[v], label=f"{oname}={v:.3g}")
+            curve = fit.law.loss(np.full_like(grid, v), grid) if xname == "decoder" else fit.law.loss(grid, np.full_like(grid, v))
+            ax.plot(grid, curve, color=colors[v], lw=1.1)
+        ax.axhline(fit.law.L_inf, color="gray", ls=":", lw=1, label=f"L_inf={fit.law.L_inf:.4g}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_ylim(min(loss.min(), fit.law.L_inf) * 0.97, loss.max() * 1.05)   # the data, not the curves' tails
+        ax.set_xlabel(f"{xname} parameters N_{xname[0]}")
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("loss (nats/token)")
+    est = fit.estimates
+    what = (f"p_e = {est['p_e'].value:.3f} [{est['p_e'].lo:.3f}, {est['p_e'].hi:.3f}], "
+            f"p_d = {est['p_d'].value:.3f} [{est['p_d'].lo:.3f}, {est['p_d'].hi:.3f}]")
+    why = "".join(f"\nnot identified: {w[:110]}" for w in fit.unidentified)
+    fig.suptitle(f"L(N_e, N_d) = beta (N_e/N_e_ref)^-p_e (N_d/N_d_ref)^-p_d + L_inf\n{what}{why}", fontsize=9)
+    return fig
