@@ -45,7 +45,9 @@ def test_large_sweep_is_the_default_recipe_on_larger_budgets():
 
 
 def test_the_horizon_rule_lowers_the_peak_rate_of_long_runs_and_is_recorded_per_run():
-    cfg = configs.load("default")
+    from experiments.configs import replace
+    cfg = replace(configs.load("default"), lr_horizon_steps=400, lr_horizon_exponent=0.5)
+    assert all(r.learning_rate is None for r in make_plan(configs.load("default")).runs)   # one rate
     plan = make_plan(cfg)
     for r in plan.runs:
         expected = cfg.optim.learning_rate * (cfg.lr_horizon_steps / r.steps) ** cfg.lr_horizon_exponent
@@ -62,6 +64,6 @@ def test_a_horizon_exponent_without_its_reference_length_is_refused():
 
     from experiments.configs import replace
     with pytest.raises(ValueError, match="needs lr_horizon_steps"):
-        replace(configs.load("default"), lr_horizon_steps=None).validate()
+        replace(configs.load("default"), lr_horizon_exponent=0.5).validate()
     with pytest.raises(ValueError, match="lr_horizon_steps=0 must be >= 1"):
-        replace(configs.load("default"), lr_horizon_steps=0).validate()
+        replace(configs.load("default"), lr_horizon_steps=0, lr_horizon_exponent=0.5).validate()
