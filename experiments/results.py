@@ -60,6 +60,33 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix.rstrip(".")]
 
 
+def with_field_defaults(recorded: dict, config: Any, current: dict) -> dict:
+    """`recorded` (a config as a folder recorded it) with each field the config class has gained since
+    filled in with that field's default (only fields in `current`, the config as it would be recorded
+    now): a folder made before a field existed reads as its default, so adding a field never strands
+    old sweeps, and setting it to anything else is still a change."""
+    import dataclasses
+
+    from lm.config import to_dict
+
+    def plain(x):
+        return json.loads(json.dumps(to_dict(x) if dataclasses.is_dataclass(x) else x))
+
+    out = dict(recorded)
+    for f in dataclasses.fields(config):
+        if f.name not in current:
+            continue
+        value = getattr(config, f.name)
+        if f.name not in out:
+            if f.default is not dataclasses.MISSING:
+                out[f.name] = plain(f.default)
+            elif f.default_factory is not dataclasses.MISSING:
+                out[f.name] = plain(f.default_factory())
+        elif dataclasses.is_dataclass(value) and isinstance(out[f.name], dict) and isinstance(current[f.name], dict):
+            out[f.name] = with_field_defaults(out[f.name], value, current[f.name])
+    return out
+
+
 def check_sweep_dir(cfg: "SweepConfig") -> None:
     """Refuse a folder made by a different sweep config, or one that is not a sweep folder."""
     folder = cfg.directory
@@ -67,7 +94,8 @@ def check_sweep_dir(cfg: "SweepConfig") -> None:
     if os.path.exists(path):
         with open(path) as f:
             old = json.load(f)
-        diff = _differences(old, json.loads(json.dumps(cfg.identity())))
+        current = json.loads(json.dumps(cfg.identity()))
+        diff = _differences(with_field_defaults(old, cfg, current), current)
         if diff:
             raise ValueError(f"{folder} holds a sweep made by a different config ({', '.join(diff[:8])} "
                              f"differ{'...' if len(diff) > 8 else ''}); results of different sweeps are never "

@@ -280,8 +280,9 @@ class SweepConfig:
     lr_horizon_steps: int | None = None
     """With `lr_horizon_exponent`: the run length (optimizer steps) at which optim.learning_rate is
     the peak rate; None = every cosine run peaks at optim.learning_rate."""
-    lr_horizon_exponent: float = 0.0
-    """Peak rate of a cosine run of S steps = optim.learning_rate * (S / lr_horizon_steps)^-this: the
+    lr_horizon_exponent: float | None = None
+    """Peak rate of a cosine run of S steps = optim.learning_rate * (S / lr_horizon_steps)^-this (None:
+    off; a sweep folder made before this field existed reads as None): the
     optimal rate falls as the horizon grows (longer runs anneal more), so one rate for runs of 200 to
     20,000 steps under-trains the long ones. Recorded per run in the results table."""
     wsd: WSDConfig | None = None
@@ -317,7 +318,7 @@ class SweepConfig:
             raise ValueError(f"checkpoints_per_run={self.checkpoints_per_run} must be >= 0")
         if self.lr_horizon_steps is not None and self.lr_horizon_steps < 1:
             raise ValueError(f"lr_horizon_steps={self.lr_horizon_steps} must be >= 1 optimizer steps, or None")
-        if self.lr_horizon_exponent < 0 or (self.lr_horizon_exponent and self.lr_horizon_steps is None):
+        if self.lr_horizon_exponent is not None and (self.lr_horizon_exponent < 0 or self.lr_horizon_steps is None):
             raise ValueError(f"lr_horizon_exponent={self.lr_horizon_exponent} needs lr_horizon_steps (the run "
                              "length the base rate is tuned at) and must be >= 0, e.g. 0.5")
         if self.optim.warmup_steps >= self.min_steps:

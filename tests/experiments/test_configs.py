@@ -67,3 +67,22 @@ def test_a_horizon_exponent_without_its_reference_length_is_refused():
         replace(configs.load("default"), lr_horizon_exponent=0.5).validate()
     with pytest.raises(ValueError, match="lr_horizon_steps=0 must be >= 1"):
         replace(configs.load("default"), lr_horizon_steps=0, lr_horizon_exponent=0.5).validate()
+
+
+def test_a_sweep_folder_recorded_before_a_field_existed_resumes_and_a_changed_field_is_refused(tmp_path):
+    import json
+
+    import pytest
+
+    from experiments.configs import replace
+    from experiments.results import SWEEP_FILE, check_sweep_dir
+    cfg = replace(configs.load("default"), out_dir=str(tmp_path / "sweep"))
+    (tmp_path / "sweep").mkdir()
+    old = cfg.identity()
+    del old["lr_horizon_exponent"], old["data"]["translation_noise"]      # fields added since
+    (tmp_path / "sweep" / SWEEP_FILE).write_text(json.dumps(old))
+    check_sweep_dir(cfg)                                                  # read as their defaults
+    for changed in (replace(cfg, lr_horizon_steps=400, lr_horizon_exponent=0.5),
+                    replace(cfg, data=replace(cfg.data, translation_noise=0.2))):
+        with pytest.raises(ValueError, match="made by a different config"):
+            check_sweep_dir(changed)
