@@ -12,8 +12,8 @@ Every run trains with `schedule_on_host`, so runs of one shape share one compile
 their length (the sweep's persistent compilation cache); a windowed range draws every budget's
 sizes from one shared ladder of shapes for the same reason.
 
-`format_plan(plan, seconds)` renders the table `lm-sweep plan` shows; `probe(...)` times a short
-run of some shapes and `estimate_seconds` turns that into a wall-time estimate.
+Shapes and the size rule live in experiments.shapes; the table `lm-sweep plan` shows in
+experiments.plan_table; the probe and wall-time estimates in experiments.estimate.
 """
 
 from __future__ import annotations
@@ -22,88 +22,14 @@ import dataclasses
 import functools
 import math
 import os
-import tempfile
 from typing import Any, Iterable
 
-from experiments.configs import SizeConfig, SweepConfig
+from experiments.configs import SweepConfig
+from experiments.shapes import Shape, _nonembed, preset_shape, shape_for, shape_grid
 from lm import flops as flops_lib
-from lm.config import MODEL_PRESETS, ModelConfig, TrainConfig
+from lm.config import ModelConfig, TrainConfig
 
 KINDS = ("cosine", "wsd_constant", "wsd_cooldown", "lr_transfer")
-
-
-@dataclasses.dataclass(frozen=True)
-class Shape:
-    """The size-dependent part of a model."""
-
-    d_model: int
-    n_layers: int
-    n_heads: int
-    d_ff: int
-    head_dim: int | None = None
-    """None = d_model // n_heads."""
-    n_encoder_layers: int | None = None
-    """Encoder depth of an encoder-decoder shape (n_layers is then the decoder's); None = the
-    template's (0 for decoder-only sweeps)."""
-
-    @property
-    def name(self) -> str:
-        enc = "" if self.n_encoder_layers is None else f"-E{self.n_encoder_layers}"
-        return f"d{self.d_model}{enc}-L{self.n_layers}"
-
-    def model(self, template: ModelConfig, seq_len: int) -> ModelConfig:
-        enc = template.n_encoder_layers if self.n_encoder_layers is None else self.n_encoder_layers
-        return dataclasses.replace(template, d_model=self.d_model, n_layers=self.n_layers,
-                                   n_heads=self.n_heads, head_dim=self.head_dim, n_kv_heads=None,
-                                   d_ff=self.d_ff, max_seq_len=seq_len, n_encoder_layers=enc)
-
-
-def _nonembed(shape: Shape, template: ModelConfig) -> int:
-    return flops_lib.param_counts(shape.model(template, template.max_seq_len)).non_embedding
-
-
-def _aspect_shape(d_model: int, n_layers: int, sizes: SizeConfig) -> Shape:
-    n_heads = max(1, round(d_model / sizes.head_dim))
-    head_dim = None if n_heads * sizes.head_dim == d_model else sizes.head_dim
-    return Shape(d_model, n_layers, n_heads, sizes.ff_mult * d_model, head_dim)
-
-
-def shape_for(target: float, sizes: SizeConfig, template: ModelConfig) -> Shape:
-    """The 'aspect' rule (see SizeConfig.rule): the shape for a target non-embedding N."""
-    best = None
-    for n_layers in range(sizes.min_layers, sizes.max_layers + 1):
-        step = sizes.width_step
-        lo, hi = 1, 1
-        while _nonembed(_aspect_shape(hi * step, n_layers, sizes), template) < target:
-            lo, hi = hi, hi * 2
-        while hi - lo > 1:                 # smallest width with N >= target
-            mid = (lo + hi) // 2
-            if _nonembed(_aspect_shape(mid * step, n_layers, sizes), template) < target:
-                lo = mid
-            else:
-                hi = mid
-        options = [_aspect_shape(k * step, n_layers, sizes) for k in {max(hi - 1, 1), hi}]
-        shape = min(options, key=lambda s: abs(math.log(_nonembed(s, template) / target)))
-        score = abs(math.log(shape.d_model / n_layers / sizes.aspect))
-        if best is None or score < best[0]:
-            best = (score, shape)
-    return best[1]
-
-
-def shape_grid(sizes: SizeConfig, template: ModelConfig, lo: float, hi: float) -> list[tuple[int, Shape]]:
-    """The distinct shapes the 'aspect' rule gives for targets in [lo, hi], as (N, shape) by N."""
-    found: dict[Shape, int] = {}
-    target = lo
-    while target <= hi * 1.0001:
-        shape = shape_for(target, sizes, template)
-        found.setdefault(shape, _nonembed(shape, template))
-        target *= 1.02
-    return sorted(((n, s) for s, n in found.items()), key=lambda item: item[0])
-
-
-def preset_shape(name: str) -> Shape:
-    p = MODEL_PRESETS[name]
-    return Shape(p.d_model, p.n_layers, p.n_heads, p.ff_size)
 
 
 def _log_spaced(lo: float, hi: float, k: int) -> list[float]:
@@ -112,11 +38,15 @@ def _log_spaced(lo: float, hi: float, k: int) -> list[float]:
     return [lo * (hi / lo) ** (i / (k - 1)) for i in range(k)]
 
 
+def budget_steps(cfg: SweepConfig, flops_per_token: float, budget: float) -> int:
+    """Whole optimizer steps of batch_size x seq_len tokens that spend budget C (nearest)."""
+    return int(round(budget / flops_per_token / (cfg.batch_size * cfg.seq_len)))
+
+
 def _steps(cfg: SweepConfig, shape: Shape, budget: float) -> tuple[int, float]:
     """(optimizer steps, tokens per non-embedding parameter) of `shape` trained on budget C."""
     model = shape.model(cfg.model, cfg.seq_len)
-    fpt = flops_lib.flops_per_token(model, cfg.seq_len, cfg.convention)
-    steps = int(round(budget / fpt / (cfg.batch_size * cfg.seq_len)))
+    steps = budget_steps(cfg, flops_lib.flops_per_token(model, cfg.seq_len, cfg.convention), budget)
     return steps, steps * cfg.batch_size * cfg.seq_len / flops_lib.param_counts(model).non_embedding
 
 
@@ -354,7 +284,7 @@ def _cosine_point(cfg: SweepConfig, shape: Shape, budget: float, smallest: bool)
     of a budget below min_steps is an error: the budget itself is too small for the sweep."""
     tokens_per_step = cfg.batch_size * cfg.seq_len
     probe = _spec(cfg, "", "cosine", shape, budget, 1)
-    steps = int(round(budget / probe.flops_per_token / tokens_per_step))
+    steps = budget_steps(cfg, probe.flops_per_token, budget)
     spec = dataclasses.replace(probe, run_id=f"cos-C{budget_label(budget)}-{shape.name}", steps=steps,
                                tokens=steps * tokens_per_step, learning_rate=horizon_learning_rate(cfg, steps))
     if steps < cfg.min_steps and smallest:
@@ -460,122 +390,3 @@ def _wsd_runs(cfg: SweepConfig, cosine: list[RunSpec]) -> list[RunSpec]:
             out.append(_spec(cfg, f"wsd-C{budget_label(twin.budget)}-{name}", "wsd_cooldown", twin.shape,
                              twin.budget, twin.steps, parent=trunk_id, branch_step=branch))
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Throughput probe and the plan table.
-
-def probe(cfg: SweepConfig, shapes: Iterable[Shape], steps: int = 60) -> dict[str, dict[str, float]]:
-    """{shape name: {'step_s', 'compile_s'}} from a short real training run of each shape, run the
-    way the sweep runs them (so their compilations land in the persistent cache too). step_s is the
-    median over the logged intervals, so start-up effects of the first steps do not count."""
-    import numpy as np
-
-    from lm.io import read_jsonl
-    from lm.train import train
-
-    out = {}
-    with tempfile.TemporaryDirectory(prefix="lm-probe-") as tmp:
-        for shape in shapes:
-            spec = _spec(cfg, "probe", "cosine", shape, None, steps)
-            tc = dataclasses.replace(spec.train_config(cfg, tmp), out_dir=os.path.join(tmp, shape.name),
-                                     eval_every=0, eval_batches=1, checkpoint_every=0, log_every=10,
-                                     optim=dataclasses.replace(cfg.optim, warmup_steps=min(cfg.optim.warmup_steps, steps)))
-            result = train(tc)
-            rates = [r["tokens_per_s"] for r in read_jsonl(os.path.join(tc.out_dir, "metrics.jsonl"))
-                     if "tokens_per_s" in r]
-            rate = float(np.median(rates)) if rates else result["tokens_per_s"]
-            out[shape.name] = {"step_s": cfg.batch_size * cfg.seq_len / rate, "compile_s": result["compile_s"]}
-    return out
-
-
-def estimate_seconds(plan: Plan, probed: dict[str, dict[str, float]]) -> dict[str, float]:
-    """{run_id: seconds}: steps x seconds per step, interpolated (log-log in FLOPs per step) between
-    the probed shapes, plus evaluation time."""
-    if not probed:
-        return {}
-    cfg = plan.config
-    points = []
-    for spec in plan.runs:
-        if spec.shape.name in probed:
-            points.append((math.log(spec.flops_per_token), math.log(probed[spec.shape.name]["step_s"])))
-    points = sorted(set(points))
-    if len(points) >= 2:
-        n = len(points)
-        mx = sum(p[0] for p in points) / n
-        my = sum(p[1] for p in points) / n
-        sxx = sum((p[0] - mx) ** 2 for p in points)
-        slope = sum((p[0] - mx) * (p[1] - my) for p in points) / sxx if sxx > 0 else 1.0
-    else:
-        mx, my, slope = points[0][0], points[0][1], 1.0
-    out = {}
-    for spec in plan.runs:
-        if spec.shape.name in probed:
-            step_s = probed[spec.shape.name]["step_s"]
-        else:
-            step_s = math.exp(my + slope * (math.log(spec.flops_per_token) - mx))
-        evals = 0 if spec.kind == "wsd_cooldown" else cfg.evals_per_run
-        out[spec.run_id] = step_s * (spec.new_steps + (evals + 1) * cfg.eval_batches / 3)
-    return out
-
-
-def makespan(seconds: Iterable[float], workers: int) -> float:
-    """Wall time of longest-first scheduling of jobs over `workers` workers."""
-    loads = [0.0] * max(workers, 1)
-    for s in sorted(seconds, reverse=True):
-        loads[loads.index(min(loads))] += s
-    return max(loads)
-
-
-def _fmt(x: float) -> str:
-    """3 significant digits: 512, 6.19e3, 1.2e11."""
-    if abs(x) < 1000:
-        return f"{x:.3g}"
-    mantissa, exponent = f"{x:.2e}".split("e")
-    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
-
-
-def format_plan(plan: Plan, seconds: dict[str, float] | None = None) -> str:
-    """The plan as a table: one row per run, then the dropped points with their reasons."""
-    seconds = seconds or {}
-    cfg = plan.config
-    head = ["run", "kind", "C budget", "shape", "N", "N non-emb", "D", "D/N", "steps", "C actual"]
-    tuned = any(r.learning_rate is not None or r.parametrization is not None for r in plan.runs)
-    if tuned:
-        head += ["lr", "param"]
-    if seconds:
-        head.append("est. s")
-    rows = []
-    for r in sorted(plan.runs, key=lambda r: (KINDS.index(r.kind), r.budget or 0, r.params)):
-        row = [r.run_id, r.kind, _fmt(r.budget) if r.budget else "-", r.shape.name, _fmt(r.params),
-               _fmt(r.params_nonembed), _fmt(r.tokens), f"{r.tokens / r.params_nonembed:.1f}",
-               str(r.steps) if not r.branch_step else f"{r.branch_step}+{r.new_steps}", _fmt(r.compute)]
-        if tuned:
-            row += [f"{r.learning_rate or cfg.optim.learning_rate:g}", r.parametrization or cfg.model.parametrization]
-        if seconds:
-            row.append(f"{seconds.get(r.run_id, float('nan')):.0f}")
-        rows.append(row)
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
-    t = cfg.transfer
-    what = (f"learning-rate transfer, {len(t.width_mults)} widths x {'/'.join(str(len(t.grid(p))) for p in t.parametrizations)} "
-            f"rates x {len(t.parametrizations)} parametrisations" if t else f"{len(cfg.budgets)} budgets")
-    if cfg.encdec is not None:
-        e = cfg.encdec
-        what = (f"encoder-decoder grid, encoder depths {list(e.encoder_layers)} x decoder depths "
-                f"{list(e.decoder_layers)} x widths {list(e.widths)}, {e.steps} steps each")
-    lines = [f"Sweep {cfg.name!r}: {what}, {len(plan.runs)} runs, C in training FLOPs "
-             f"({cfg.convention!r}), N = parameters, D = tokens, batch {cfg.batch_size} x {cfg.seq_len}",
-             "  ".join(h.ljust(w) for h, w in zip(head, widths)),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
-    if plan.dropped:
-        lines.append("")
-        lines.append(f"Dropped ({len(plan.dropped)}):")
-        lines += [f"  C={d.budget:.3g} {d.shape} (N non-emb {d.params_nonembed}): {d.reason}" for d in plan.dropped]
-    if seconds:
-        total = sum(seconds.values())
-        lines.append("")
-        lines.append(f"Estimated: {total / 60:.1f} worker-minutes of training; about "
-                     f"{makespan(seconds.values(), cfg.exec.workers) / 60:.1f} minutes on {cfg.exec.workers} "
-                     f"worker(s), plus start-up and compilation")
-    return "\n".join(lines)

@@ -29,7 +29,9 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from lm import flops as flops_lib
-from lm.io import atomic_write_text, dumps_strict, truncate_torn_tail
+from lm.config_fields import differences
+from lm.io import atomic_write_text, dumps_strict, read_jsonl, truncate_torn_tail
+from lm.metrics import read_eval_curve
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,15 +52,6 @@ TIMING_COLUMNS = ("wall_s", "train_s", "compile_s", "eval_s", "checkpoint_s", "d
 
 # ---------------------------------------------------------------------------------------------
 # The folder's identity.
-
-def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in sorted(set(old) | set(new)):
-            out += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
-        return out
-    return [] if old == new else [prefix.rstrip(".")]
-
 
 def with_field_defaults(recorded: dict, config: Any, current: dict) -> dict:
     """`recorded` (a config as a folder recorded it) with each field the config class has gained since
@@ -95,7 +88,7 @@ def check_sweep_dir(cfg: "SweepConfig") -> None:
         with open(path) as f:
             old = json.load(f)
         current = json.loads(json.dumps(cfg.identity()))
-        diff = _differences(with_field_defaults(old, cfg, current), current)
+        diff = differences(with_field_defaults(old, cfg, current), current)
         if diff:
             raise ValueError(f"{folder} holds a sweep made by a different config ({', '.join(diff[:8])} "
                              f"differ{'...' if len(diff) > 8 else ''}); results of different sweeps are never "
@@ -135,36 +128,15 @@ def results_path(sweep_dir: str) -> str:
     return os.path.join(sweep_dir, RESULTS_FILE)
 
 
-def read_curve(run_dir: str) -> list[dict[str, float]]:
-    """Every evaluation of a run from its metrics.jsonl: [{step, tokens, eval_loss}] by step.
-
-    Tolerant of what a killed-and-resumed run leaves: steps logged twice (the last wins) and a
-    torn line."""
-    path = os.path.join(run_dir, "metrics.jsonl")
-    evals: dict[int, float] = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(row, dict) and "eval_loss" in row:
-                    value = row["eval_loss"]       # null: a NaN/Inf evaluation (strict JSON)
-                    evals[int(row["step"])] = float("nan") if value is None else float(value)
-    return [{"step": s, "eval_loss": v} for s, v in sorted(evals.items())]
-
-
 def make_row(spec: "RunSpec", sweep: str, convention: str, result: dict[str, Any], config: dict[str, Any],
              attempts: int) -> dict[str, Any]:
     """The table row of a finished run from its plan entry and its result.json."""
     tokens = int(result["tokens"])
     per_token = result.get("flops_per_token") or {}
     tokens_per_step = config["batch_size"] * config["data"]["seq_len"]
-    curve = read_curve(config["out_dir"]) or [{"step": e["step"], "eval_loss": e["eval_loss"]}
-                                               for e in result.get("eval_curve", [])]
-    for point in curve:
-        point["tokens"] = point["step"] * tokens_per_step
+    curve = read_eval_curve(os.path.join(config["out_dir"], "metrics.jsonl"), tokens_per_step) or [
+        {"step": e["step"], "tokens": e["step"] * tokens_per_step, "eval_loss": e["eval_loss"]}
+        for e in result.get("eval_curve", [])]
     row = {
         "run_id": spec.run_id, "sweep": sweep, "kind": spec.kind,
         "schedule": "cosine" if spec.kind == "cosine" else "wsd",
@@ -222,12 +194,8 @@ def append_row(sweep_dir: str, row: dict[str, Any]) -> None:
         os.close(fd)
 
 
-def _bad_line(line: bytes) -> str | None:
-    """Why one line of the table is not a row (None when it is one)."""
-    try:
-        row = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return "is not JSON"
+def _bad_row(row: Any) -> str | None:
+    """Why one parsed line of the table is not a row (None when it is one)."""
     if not isinstance(row, dict):
         return "is not a JSON object"
     if not isinstance(row.get("run_id"), str):
@@ -235,25 +203,22 @@ def _bad_line(line: bytes) -> str | None:
     return None
 
 
+def _bad_line(line: bytes) -> str | None:
+    """Why one line of the table is not a row (None when it is one)."""
+    try:
+        row = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return "is not JSON"
+    return _bad_row(row)
+
+
 def read_rows(sweep_dir: str) -> list[dict[str, Any]]:
     """The rows of the table in file order, first row per run_id, a torn last line ignored. Any
     other bad line is an error naming the line and the fix."""
-    path = results_path(sweep_dir)
-    if not os.path.exists(path):
-        return []
+    fix = (lambda line: f"run `lm-sweep repair {sweep_dir}` (it moves bad lines to {REJECTED_FILE}), "
+                        f"or delete line {line} by hand")
     rows, seen = [], set()
-    with open(path, "rb") as f:
-        lines = f.read().split(b"\n")
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        problem = _bad_line(line)
-        if problem == "is not JSON" and i == len(lines) - 1:
-            continue                       # torn last line (no newline after it)
-        if problem:
-            raise ValueError(f"{path}: line {i + 1} {problem}; run `lm-sweep repair {sweep_dir}` (it moves bad "
-                             f"lines to {REJECTED_FILE}), or delete line {i + 1} by hand")
-        row = json.loads(line)
+    for row in read_jsonl(results_path(sweep_dir), _bad_row, fix):
         if row["run_id"] not in seen:
             seen.add(row["run_id"])
             rows.append(row)

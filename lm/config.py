@@ -1,19 +1,21 @@
-"""Frozen configuration dataclasses, their validation and the named presets.
+"""Frozen configuration dataclasses and their validation.
 
 Every knob of a run lives here, documented under its field. `validate()` on each config
 raises a ValueError that names the problem and the fix, before anything compiles or writes.
-Configs are plain data: `dataclasses.replace` to vary them, `to_dict`/`from_dict` to store them.
+Configs are plain data: `dataclasses.replace` to vary them, `to_dict`/`from_dict` to store them
+(lm.config_fields), overrides and config files in lm.config_io, named presets in lm.presets; every
+public name of those is importable from here too.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-import os
-import types
-import typing
-from typing import Any, Mapping
+
+from lm.config_fields import check_fields
+from lm.config_fields import check_choice as _check_choice
+from lm.config_fields import check_int as _check_int
+from lm.config_fields import check_positive as _check_positive
+from lm.config_fields import divisors as _divisors
 
 POSITIONS = ("learned", "sinusoidal", "rope", "none")
 NORMS = ("rmsnorm", "layernorm")
@@ -24,121 +26,6 @@ ATTENTION_IMPLS = ("einsum", "xla", "cudnn")
 SCHEDULES = ("cosine", "wsd", "constant", "linear")
 DECAY_SHAPES = ("linear", "cosine", "sqrt")
 PARAMETRIZATIONS = ("standard", "mup")
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is not known; pick one of {list(choices)}")
-
-
-def _check_positive(**values: float) -> None:
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{name}={value!r} must be a number; set {name} to a positive number")
-        if not value > 0:
-            raise ValueError(f"{name}={value} must be positive; set {name} > 0")
-
-
-def _check_int(**values: int) -> None:
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{name}={value!r} must be an integer; set {name} to a whole number")
-
-
-# ---------------------------------------------------------------------------------------------
-# Types: every field checked against its annotation (bool only from true/false, ints only
-# integral, floats finite, tuples element by element, sections as their dataclass).
-
-def _type_name(tp: Any) -> str:
-    if tp is type(None):
-        return "null"
-    if dataclasses.is_dataclass(tp):
-        return f"a {tp.__name__} section"
-    args = typing.get_args(tp)
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in args)
-    if typing.get_origin(tp) is tuple:
-        return f"a list whose items are each {_type_name(args[0])}"
-    return {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}.get(
-        tp, getattr(tp, "__name__", str(tp)))
-
-
-def _convert(value: Any, tp: Any, strict: bool) -> Any:
-    """`value` as type `tp`, or raise TypeError. strict: no conversions (ints stay ints, tuples tuples)."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        for option in sorted(args, key=lambda a: a is not type(None)):   # None first, then the rest
-            try:
-                return _convert(value, option, strict)
-            except TypeError:
-                continue
-        raise TypeError
-    if tp is type(None):
-        if value is None:
-            return None
-        raise TypeError
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not strict and isinstance(value, Mapping):
-            return from_dict(tp, value)
-        raise TypeError
-    if origin is tuple:
-        if isinstance(value, tuple) or (not strict and isinstance(value, list)):
-            items = tuple(_convert(v, args[0], strict) for v in value)
-            same = isinstance(value, tuple) and all(a is b for a, b in zip(items, value))
-            return value if same else items
-        raise TypeError
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise TypeError
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if not strict and isinstance(value, float) and math.isfinite(value) and value.is_integer():
-            return int(value)
-        raise TypeError
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise OverflowError           # NaN/Inf: a number, but never a valid setting
-            return float(value) if not strict else value
-        raise TypeError
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise TypeError
-    return value                              # an annotation this checker does not know
-
-
-def check_fields(config: Any, *, strict: bool = True, prefix: str = "") -> Any:
-    """`config` with every field checked against its annotation (recursively into sections).
-
-    strict=False (input from JSON, overrides, files) also converts: integral floats to ints
-    (1e9 -> 1000000000), lists to tuples, dicts to sections. Raises a ValueError naming the field."""
-    hints = typing.get_type_hints(type(config))
-    changes = {}
-    for f in dataclasses.fields(config):
-        value, tp = getattr(config, f.name), hints[f.name]
-        name = f"{prefix}{f.name}"
-        try:
-            new = _convert(value, tp, strict)
-        except OverflowError:
-            raise ValueError(f"{name}={value!r} is not a finite number; NaN and Inf are never valid "
-                             f"settings: give {name} a finite value") from None
-        except TypeError:
-            raise ValueError(f"{name}={value!r} ({type(value).__name__}) must be {_type_name(tp)}; "
-                             f"set {name} to {_type_name(tp)}") from None
-        if dataclasses.is_dataclass(new):
-            new = check_fields(new, strict=strict, prefix=f"{name}.")
-        if new is not value:
-            changes[f.name] = new
-    return dataclasses.replace(config, **changes) if changes else config
-
-
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -555,149 +442,7 @@ class TrainConfig:
         return self
 
 
-# ---------------------------------------------------------------------------------------------
-# Serialisation: plain dicts (JSON) with nested configs, overrides as dotted keys.
-
-_NESTED = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "mesh": MeshConfig}
-
-
-def to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
-
-
-def from_dict(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
-    """Build `cls` from a dict, refusing unknown keys with the list of known ones and values of the
-    wrong type (integral floats become ints, lists tuples), naming the field."""
-    if not isinstance(values, Mapping):
-        raise ValueError(f"{prefix.rstrip('.') or cls.__name__}={values!r} must be a section (an object "
-                         f"of {cls.__name__} fields), not {type(values).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} field(s) {[prefix + u for u in unknown]}; "
-                         f"known fields: {sorted(names)}")
-    kwargs = {}
-    for key, value in values.items():
-        if cls is TrainConfig and key in _NESTED and isinstance(value, Mapping):
-            value = from_dict(_NESTED[key], value, prefix=f"{key}.")
-        kwargs[key] = value
-    return check_fields(cls(**kwargs), strict=False, prefix=prefix)
-
-
-def _parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
-    """Apply `key=value` overrides such as `model.d_model=128` or `steps=50` (values as JSON)."""
-    values = to_dict(config)
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} is not key=value (e.g. model.d_model=128)")
-        key, raw = item.split("=", 1)
-        target = values
-        *parents, leaf = key.split(".")
-        for parent in parents:
-            if parent not in target or not isinstance(target[parent], dict):
-                raise ValueError(f"override {key!r}: {parent!r} is not a config section; "
-                                 f"sections: {sorted(_NESTED)}")
-            target = target[parent]
-        if leaf not in target:
-            raise ValueError(f"override {key!r}: unknown field {leaf!r}; known: {sorted(target)}")
-        target[leaf] = _parse_value(raw)
-    return from_dict(TrainConfig, values)
-
-
-def save_json(config: Any, path: str) -> None:
-    from lm.io import atomic_write_text, dumps_strict
-    atomic_write_text(path, dumps_strict(to_dict(config), indent=2, sort_keys=True))
-
-
-def load_train_config(path: str) -> TrainConfig:
-    """A TrainConfig from a JSON file or a Python file that defines `config` (or `get_config()`).
-    Every way the file can be wrong is one ValueError line naming the file."""
-    if not os.path.isfile(path):
-        raise ValueError(f"--config {path}: no such file; give the path of a .json or .py config")
-    try:
-        if path.endswith(".py"):
-            import runpy
-            namespace = runpy.run_path(path)
-            if "get_config" in namespace:
-                config = namespace["get_config"]()
-            elif "config" in namespace:
-                config = namespace["config"]
-            else:
-                raise ValueError("it defines neither `config` nor `get_config()`; define one that returns "
-                                 "a TrainConfig")
-        else:
-            with open(path) as f:
-                config = json.load(f)
-    except SyntaxError as e:
-        raise ValueError(f"--config {path}: syntax error at line {e.lineno}: {e.msg}") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"--config {path}: not valid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-    except ValueError as e:
-        raise ValueError(f"--config {path}: {e}") from None
-    except Exception as e:  # noqa: BLE001 - the user's file raised: one line, not its traceback
-        raise ValueError(f"--config {path}: running it raised {type(e).__name__}: {e}") from None
-    try:
-        if isinstance(config, Mapping):
-            return from_dict(TrainConfig, config)
-        if not isinstance(config, TrainConfig):
-            raise ValueError(f"its config is a {type(config).__name__}, not a TrainConfig (or a dict of fields)")
-        return check_fields(config, strict=False)
-    except ValueError as e:
-        raise ValueError(f"--config {path}: {e}") from None
-
-
-# ---------------------------------------------------------------------------------------------
-# Named presets.
-
-def _gpt2(**kw: Any) -> ModelConfig:
-    base = dict(vocab_size=50257, max_seq_len=1024, positions="learned", norm="layernorm",
-                norm_bias=True, norm_eps=1e-5, activation="gelu_tanh", use_bias=True,
-                tie_embeddings=True)
-    base.update(kw)
-    return ModelConfig(**base)
-
-
-def _llama(**kw: Any) -> ModelConfig:
-    base = dict(vocab_size=32000, max_seq_len=2048, positions="rope", norm="rmsnorm",
-                activation="swiglu", use_bias=False, tie_embeddings=False, norm_eps=1e-5)
-    base.update(kw)
-    return ModelConfig(**base)
-
-
-def _tiny(d_model: int, n_layers: int, n_heads: int, vocab_size: int = 64) -> ModelConfig:
-    return _llama(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
-                  max_seq_len=256, d_ff=4 * d_model, norm_eps=1e-6)
-
-
-MODEL_PRESETS: dict[str, ModelConfig] = {
-    "gpt2-small": _gpt2(d_model=768, n_layers=12, n_heads=12),
-    "gpt2-medium": _gpt2(d_model=1024, n_layers=24, n_heads=16),
-    "gpt3-175b": _gpt2(d_model=12288, n_layers=96, n_heads=96, max_seq_len=2048,
-                       count_only=True),
-    "llama-tiny": _llama(vocab_size=4096, d_model=256, n_layers=4, n_heads=4, max_seq_len=512),
-    "llama-small": _llama(vocab_size=32000, d_model=768, n_layers=12, n_heads=12, n_kv_heads=4),
-    "llama-1b": _llama(vocab_size=32000, d_model=2048, n_layers=16, n_heads=32, n_kv_heads=8,
-                       d_ff=5632),
-    # Tiny sizes for CPU sweeps on the synthetic language (vocabulary 64).
-    "tiny-16": _tiny(16, 2, 2),
-    "tiny-32": _tiny(32, 2, 2),
-    "tiny-48": _tiny(48, 3, 3),
-    "tiny-64": _tiny(64, 3, 4),
-    "tiny-96": _tiny(96, 4, 4),
-    "tiny-128": _tiny(128, 4, 4),
-    "tiny-192": _tiny(192, 5, 6),
-    "tiny-256": _tiny(256, 6, 8),
-}
-
-
-def model_preset(name: str, **overrides: Any) -> ModelConfig:
-    if name not in MODEL_PRESETS:
-        raise ValueError(f"unknown model preset {name!r}; presets: {sorted(MODEL_PRESETS)}")
-    return dataclasses.replace(MODEL_PRESETS[name], **overrides)
+# The rest of the public config API, defined in modules that need the classes above.
+from lm.config_fields import from_dict, to_dict  # noqa: E402
+from lm.config_io import apply_overrides, load_train_config, save_json  # noqa: E402
+from lm.presets import MODEL_PRESETS, model_preset  # noqa: E402

@@ -6,7 +6,7 @@ import json
 import math
 import os
 import tempfile
-from typing import Any
+from typing import Any, Callable
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -68,19 +68,30 @@ def append_jsonl(path: str | os.PathLike, row: dict[str, Any]) -> None:
         f.flush()
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read a JSONL file, dropping a torn last line left by a crash."""
-    rows = []
+def read_jsonl(path: str | os.PathLike, problem: Callable[[Any], str | None] | None = None,
+               fix: Callable[[int], str] = lambda line: "only a last line may be torn") -> list[Any]:
+    """Read a JSONL file, dropping a torn last line left by a crash (text that is not JSON). Any other
+    line that is not JSON, or for which `problem(row)` names a problem, is a ValueError naming the
+    line, the problem and `fix(line number)`. Blank lines are skipped."""
+    rows: list[Any] = []
     if not os.path.exists(path):
         return rows
-    with open(path) as f:
-        lines = f.readlines()
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
     for i, line in enumerate(lines):
+        if not line.strip():
+            continue
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i != len(lines) - 1:
-                raise ValueError(f"{path}: line {i + 1} is not JSON (only a last line may be torn)")
+            row = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            if i == len(lines) - 1:
+                continue                   # torn last line (no newline after it)
+            why = "is not JSON"
+        else:
+            why = problem(row) if problem is not None else None
+        if why:
+            raise ValueError(f"{path}: line {i + 1} {why}; {fix(i + 1)}")
+        rows.append(row)
     return rows
 
 

@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any
 
-from lm.io import append_jsonl, rewind_jsonl
+from lm.io import append_jsonl, read_jsonl, rewind_jsonl
 
 
 class MetricsWriter:
@@ -61,3 +61,12 @@ class MetricsWriter:
             self._tb.close()
         if self._bar is not None:
             self._bar.close()
+
+
+def read_eval_curve(path: str, tokens_per_step: int) -> list[dict[str, float]]:
+    """Every evaluation logged in a metrics.jsonl: [{step, tokens, eval_loss}] by step. What a
+    killed-and-resumed run leaves reads as it should: a step logged twice (the newest kept), a torn
+    last line (dropped); a null loss (a NaN/Inf evaluation in strict JSON) reads as NaN."""
+    by_step = {int(r["step"]): float("nan") if r["eval_loss"] is None else float(r["eval_loss"])
+               for r in read_jsonl(path) if isinstance(r, dict) and "eval_loss" in r}
+    return [{"step": s, "tokens": s * tokens_per_step, "eval_loss": v} for s, v in sorted(by_step.items())]

@@ -25,9 +25,10 @@ from lm.checkpoint import Checkpoints
 from lm.distributed import broadcast_json
 from lm.config import (MeshConfig, ModelConfig, OptimConfig, TrainConfig, apply_overrides, from_dict,
                        load_train_config, to_dict)
+from lm.config_fields import differences
 from lm.io import atomic_write_json
 from lm.lock import FolderLock
-from lm.metrics import MetricsWriter
+from lm.metrics import MetricsWriter, read_eval_curve
 from lm.optim import learning_rate_at, make_optimizer, make_schedule
 from lm.sharding import make_mesh
 from lm.step import Compiled, compile_steps
@@ -48,7 +49,7 @@ def _check_resumable(cfg: TrainConfig) -> None:
     with open(path) as f:
         old = json.load(f)
     new = json.loads(json.dumps(to_dict(cfg)))
-    diff = sorted(k for k in set(old) | set(new) if k not in _RESUMABLE_CHANGES and old.get(k) != new.get(k))
+    diff = differences(old, new, _RESUMABLE_CHANGES)
     if diff:
         raise ValueError(f"{cfg.out_dir} holds a run with a different config (fields {diff} differ); "
                          "resume with the same config or choose a new out_dir")
@@ -546,15 +547,8 @@ def _final_eval_curve(run: _Run, loop: _Loop, state, steps_done: int) -> list[di
             from lm.io import append_jsonl
             append_jsonl(metrics_path, {"step": steps_done, "eval_loss": loss})
     if run.lead and loop.start:
-        eval_curve = _eval_curve(metrics_path, tokens_per_step) or eval_curve
+        eval_curve = read_eval_curve(metrics_path, tokens_per_step) or eval_curve
     return eval_curve
-
-
-def _eval_curve(path: str, tokens_per_step: int) -> list[dict[str, float]]:
-    """Every evaluation logged in metrics.jsonl (one per step, the newest kept)."""
-    from lm.io import read_jsonl
-    by_step = {r["step"]: r["eval_loss"] for r in read_jsonl(path) if "eval_loss" in r}
-    return [{"step": s, "tokens": s * tokens_per_step, "eval_loss": v} for s, v in sorted(by_step.items())]
 
 
 def _last_train_loss(path: str) -> float | None:

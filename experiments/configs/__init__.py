@@ -14,7 +14,7 @@ import os
 import runpy
 from typing import Any
 
-from lm.config import DataConfig, ModelConfig, OptimConfig, to_dict
+from lm.config import DECAY_SHAPES, DataConfig, ModelConfig, OptimConfig, to_dict
 from lm.flops import CONVENTIONS
 
 SIZE_RULES = ("aspect", "preset")
@@ -127,8 +127,8 @@ class WSDConfig:
             raise ValueError(f"wsd.cooldown_frac={self.cooldown_frac} must be in (0, 1)")
         if self.trunk_steps is not None and self.trunk_steps < 1:
             raise ValueError(f"wsd.trunk_steps={self.trunk_steps} must be >= 1, or None (up to the last branch)")
-        if self.decay_shape not in ("linear", "cosine", "sqrt"):
-            raise ValueError(f"wsd.decay_shape={self.decay_shape!r}; pick 'linear', 'cosine' or 'sqrt'")
+        if self.decay_shape not in DECAY_SHAPES:
+            raise ValueError(f"wsd.decay_shape={self.decay_shape!r}; pick one of {list(DECAY_SHAPES)}")
         return self
 
 

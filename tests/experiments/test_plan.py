@@ -7,7 +7,9 @@ import pytest
 
 from experiments import configs
 from experiments.configs import SizeConfig, SweepConfig, TransferConfig, WSDConfig
-from experiments.plan import format_plan, make_plan, shape_for, shapes_for_budget
+from experiments.plan import make_plan, shapes_for_budget
+from experiments.plan_table import format_plan
+from experiments.shapes import shape_for
 from lm import flops as flops_lib
 from lm.config import ModelConfig
 from lm.optim import make_schedule

@@ -46,7 +46,9 @@ def test_curve_from_metrics_tolerates_resume_duplicates(tmp_path):
     (tmp_path / "metrics.jsonl").write_text(
         '{"step": 10, "eval_loss": 3.0}\n{"step": 10, "loss": 3.1}\n{"step": 20, "eval_loss": 2.5}\n'
         '{"step": 20, "eval_loss": 2.5}\n{"step": 30, "eval')
-    assert results.read_curve(str(tmp_path)) == [{"step": 10, "eval_loss": 3.0}, {"step": 20, "eval_loss": 2.5}]
+    from lm.metrics import read_eval_curve
+    assert read_eval_curve(str(tmp_path / "metrics.jsonl"), 4) == [{"step": 10, "tokens": 40, "eval_loss": 3.0},
+                                                                   {"step": 20, "tokens": 80, "eval_loss": 2.5}]
 
 
 @pytest.mark.parametrize("bad, why", [(b'{"loss": 1.0}', "has no run_id"), (b'{"run_id"', "is not JSON"),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from experiments import results as results_lib
-from experiments import runner
+from experiments import backends, runner, worker
 from experiments.configs import WSDConfig, replace
 from experiments.results import load_results, read_rows, results_path
 from lm import flops as flops_lib
@@ -59,7 +59,7 @@ def test_a_torn_metrics_line_from_a_kill_does_not_break_the_resume(tiny):
 
 def test_failures_are_retried_up_to_the_limit_and_never_stop_the_sweep(tiny, monkeypatch):
     cfg = tiny(budgets=(4e8, 8e8, 1.2e9), targets=(5e3,))
-    real = runner.train_run
+    real = backends.train_run
     calls = {}
 
     def flaky(config, *args, **kw):
@@ -71,14 +71,14 @@ def test_failures_are_retried_up_to_the_limit_and_never_stop_the_sweep(tiny, mon
             return {"ok": False, "error": "worker process died (exit code -9)"}
         return real(config, *args, **kw)
 
-    monkeypatch.setattr(runner, "train_run", flaky)
+    monkeypatch.setattr(backends, "train_run", flaky)
     outcome = runner.run_sweep(cfg)
     broken = "cos-C4e8-d16-L1"
     assert set(outcome.failed) == {broken} and calls[broken] == cfg.exec.max_retries + 1
     assert calls["cos-C8e8-d16-L1"] == 2 and len(outcome.trained) == 2
     assert len(runner.failures(os.path.join(cfg.directory, "runs", broken))) == 3
     # A re-run skips the exhausted run; --retry-failed tries it again.
-    monkeypatch.setattr(runner, "train_run", real)
+    monkeypatch.setattr(backends, "train_run", real)
     assert set(runner.run_sweep(cfg).failed) == {broken}
     assert runner.run_sweep(cfg, retry_failed=True).trained == [broken]
     assert len(read_rows(cfg.directory)) == 3
@@ -183,11 +183,11 @@ def test_status_names_a_bad_results_line_and_repair_moves_it_aside(tiny, capsys)
 
 def test_worker_env_gives_each_worker_one_gpu_without_preallocation():
     base = {"CUDA_VISIBLE_DEVICES": "0,1", "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-    envs = [runner.worker_env(1, base, index=i) for i in range(3)]
+    envs = [worker.worker_env(1, base, index=i) for i in range(3)]
     assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0", "1", "0"]
     assert all(e["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false" for e in envs)
     assert envs[0]["XLA_FLAGS"] == "--xla_cpu_multi_thread_eigen=false"
-    again = runner.worker_env(1, envs[1])              # the worker re-applying its own environment
+    again = worker.worker_env(1, envs[1])              # the worker re-applying its own environment
     assert again["CUDA_VISIBLE_DEVICES"] == "1"
-    cpu = runner.worker_env(2, {"CUDA_VISIBLE_DEVICES": ""}, index=1)
+    cpu = worker.worker_env(2, {"CUDA_VISIBLE_DEVICES": ""}, index=1)
     assert cpu["CUDA_VISIBLE_DEVICES"] == "" and "XLA_PYTHON_CLIENT_PREALLOCATE" not in cpu

@@ -1,0 +1,309 @@
+"""Fit and report a sweep: Approaches 1-3 (bootstrap intervals), the held-out extrapolation and the
+forecast, E beside the language's entropy floor, WSD cooldowns beside their cosine twins, the time
+the sweep spent; printed, and written as report.txt, report.json and plots into the sweep folder."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from experiments import results as results_lib
+
+
+def sweep_timing(folder: str) -> dict[str, Any] | None:
+    """Where the sweep's wall time went, over every invocation that trained runs (timing.jsonl)."""
+    from lm.io import read_jsonl
+    parts = [t for t in read_jsonl(os.path.join(folder, "timing.jsonl")) if t.get("runs")]
+    if not parts:
+        return None
+    total = {k: sum(t[k] for t in parts) for k in ("wall_s", "runs", "train_s", "compile_s", "eval_s",
+                                                     "checkpoint_s", "data_s", "run_wall_s")}
+    worker_s = sum(t["wall_s"] * t["workers"] for t in parts)
+    return {**total, "invocations": len(parts), "workers": parts[-1]["workers"], "worker_s": worker_s,
+            "train_fraction": total["train_s"] / worker_s if worker_s else None}
+
+
+def fit_table(frame, convention: str, kind: str = "cosine", shapes=None):
+    """(the table lm.scaling fits: run, N, D, C, loss, budget, shape; FLOPs per token as f(N)).
+
+    `kind`: 'cosine' (ended cosine runs) or 'wsd_cooldown' (cooldown ends): each row is a finished
+    horizon, never a mid-run evaluation. `shapes`: only these shape names (None = all).
+    Under '6n' the fits use N = non-embedding parameters, so C = 6 N D holds exactly and
+    f = None (lm.scaling's default). Under another convention N is the total count and f(N)
+    interpolates the runs' own FLOPs per token (log-log)."""
+    import numpy as np
+    import pandas as pd
+
+    ok = (frame["kind"] == kind) & (frame["status"] == "completed") & frame["loss"].notna()
+    if shapes is not None:
+        ok &= frame["shape"].isin(list(shapes))
+    rows = frame[ok]
+    n_col = "N_nonembed" if convention == "6n" else "N"
+    table = pd.DataFrame({
+        "run": rows["run_id"].to_numpy(), "N": rows[n_col].astype(float).to_numpy(),
+        "D": rows["D"].astype(float).to_numpy(), "C": rows["C"].astype(float).to_numpy(),
+        "loss": rows["loss"].astype(float).to_numpy(), "budget": rows["budget"].astype(float).to_numpy(),
+        "shape": (rows["shape"] if "shape" in rows else rows[n_col].astype(str)).to_numpy()})
+    if convention == "6n":
+        return table, None
+    return table, loglog_interpolant(table["N"].to_numpy(), (table["C"] / table["D"]).to_numpy())
+
+
+def loglog_interpolant(n, f):
+    """f(N) through the points (n, f), piecewise linear in log-log, continued past both ends along
+    the end segments' slopes (slope 1, f proportional to N, with one distinct N): a fit's optimum
+    may lie outside the sizes trained, and a flat continuation would make f(N) stop growing there."""
+    import numpy as np
+
+    log_n, inverse = np.unique(np.log(np.asarray(n, float)), return_inverse=True)
+    log_f = np.bincount(inverse, np.log(np.asarray(f, float))) / np.bincount(inverse)
+    if len(log_n) == 1:
+        lo_slope = hi_slope = 1.0
+    else:
+        lo_slope = (log_f[1] - log_f[0]) / (log_n[1] - log_n[0])
+        hi_slope = (log_f[-1] - log_f[-2]) / (log_n[-1] - log_n[-2])
+
+    def flops_per_token(N):
+        x = np.log(N)
+        y = np.interp(x, log_n, log_f)
+        y = np.where(x < log_n[0], log_f[0] + lo_slope * (x - log_n[0]), y)
+        y = np.where(x > log_n[-1], log_f[-1] + hi_slope * (x - log_n[-1]), y)
+        return float(np.exp(y))
+
+    return flops_per_token
+
+
+def horizon_curves(table):
+    """Approach 1's curves from finished horizons only: per shape, the (D, final loss) of each of
+    its runs in `table` (ended cosine runs, or WSD cooldown ends), as one curve named after the
+    shape's first run. Mid-cosine evaluations, whose learning rate has not annealed, never enter."""
+    import pandas as pd
+
+    rows = []
+    for _, g in table.groupby(["shape", "N"], sort=False):
+        name = g.sort_values("D")["run"].iloc[0]
+        rows += [dict(run=name, tokens=float(d), loss=float(l)) for d, l in zip(g["D"], g["loss"])]
+    return pd.DataFrame(rows, columns=["run", "tokens", "loss"])
+
+
+def sweep_flops(frame, shapes=None) -> dict[str, float]:
+    """Training FLOPs (the C column, the sweep's convention) spent by the cosine runs and by the
+    WSD runs (trunks plus the cooldowns' own steps past their branch points), on `shapes`."""
+    done = frame[frame["status"].isin(["completed", "diverged"])]
+    if shapes is not None:
+        done = done[done["shape"].isin(list(shapes))]
+    cosine = float(done.loc[done["kind"] == "cosine", "C"].sum())
+    trunks = float(done.loc[done["kind"] == "wsd_constant", "C"].sum())
+    own = 0.0
+    for r in done[done["kind"] == "wsd_cooldown"].to_dict("records"):
+        steps, branch = r.get("steps"), r.get("branch_step")
+        own += float(r["C"]) * ((steps - branch) / steps if steps and branch is not None else 1.0)
+    return {"cosine": cosine, "wsd": trunks + own, "wsd_trunks": trunks, "wsd_cooldowns": own}
+
+
+def wsd_law(frame, cfg, fpt, cosine_res, n_bootstrap: int) -> tuple[list[str], dict[str, Any]]:
+    """The WSD IsoFLOP sweep's fit (cooldown ends) beside the cosine sweep's on the same shapes and
+    budgets: exponents a, b and Approach 3's law, and the FLOPs each used."""
+    from lm.scaling import fit_approaches
+
+    wsd = fit_table(frame, cfg.convention, kind="wsd_cooldown")[0]
+    shapes = sorted(set(wsd["shape"]))
+    cos = fit_table(frame, cfg.convention, shapes=shapes)[0]
+    cos = cos[cos["budget"].isin(set(wsd["budget"]))]
+    if len(cos) != len(fit_table(frame, cfg.convention)[0]):        # WSD covers only part of the sweep
+        cosine_res = fit_approaches(cos, horizon_curves(cos), flops_per_token=fpt, budgets=cfg.budgets,
+                                    n_bootstrap=n_bootstrap)
+    res = fit_approaches(wsd, horizon_curves(wsd), flops_per_token=fpt, budgets=cfg.budgets, n_bootstrap=n_bootstrap)
+    flops = sweep_flops(frame, shapes)
+    lines = [f"WSD IsoFLOP sweep ({len(wsd)} cooldowns on {len(shapes)} shapes) vs cosine on the same shapes "
+             f"and budgets ({len(cos)} runs):",
+             f"  {'approach':<12} {'a (cosine)':>22} {'a (WSD)':>22} {'|diff|':>7}"]
+    a_cos = {r["approach"]: r for r in cosine_res.exponents_table().to_dict("records")}
+    out: dict[str, Any] = {"flops": flops, "exponents": res.exponents_table().to_dict("records")}
+    for r in out["exponents"]:
+        c = a_cos.get(r["approach"])
+        if c is not None:
+            lines.append(f"  {r['approach']:<12} {c['a']:7.3f} [{c['a_lo']:.3f}, {c['a_hi']:.3f}] "
+                         f"{r['a']:7.3f} [{r['a_lo']:.3f}, {r['a_hi']:.3f}] {abs(r['a'] - c['a']):7.3f}")
+    for name, fitted in (("cosine", cosine_res), ("WSD", res)):
+        if fitted.approach3 is not None:
+            est = fitted.approach3.estimates
+            lines.append(f"  Approach 3 law ({name}): E {est['E'].value:.4f}, alpha {est['alpha'].value:.3f}, "
+                         f"beta {est['beta'].value:.3f}")
+    lines.append(f"  FLOPs used: cosine {flops['cosine']:.3g}, WSD {flops['wsd']:.3g} (trunks "
+                 f"{flops['wsd_trunks']:.3g} + cooldowns {flops['wsd_cooldowns']:.3g}) = "
+                 f"{100 * flops['wsd'] / flops['cosine']:.0f} % of cosine" if flops["cosine"] else "")
+    return lines, out
+
+
+def wsd_comparison(frame):
+    """WSD cooldowns beside their cosine twins at equal (N, D)."""
+    import pandas as pd
+
+    done = frame[frame["status"] == "completed"].set_index("run_id")
+    rows = []
+    for run_id, row in done[done["kind"] == "wsd_cooldown"].iterrows():
+        twin = run_id.replace("wsd-", "cos-", 1)
+        if twin in done.index:
+            rows.append(dict(shape=row["shape"], N=row["N"], D=row["D"], budget=row["budget"],
+                             loss_cosine=done.loc[twin, "loss"], loss_wsd=row["loss"],
+                             delta=row["loss"] - done.loc[twin, "loss"]))
+    return pd.DataFrame(rows)
+
+
+def _check_fittable(folder: str, frame, table) -> None:
+    """Refuse to fit nothing, saying why (every run diverged, or no completed cosine run yet)."""
+    if len(table):
+        return
+    diverged = frame[frame["status"] == "diverged"]
+    if len(diverged) == len(frame):
+        first = diverged.iloc[0]
+        raise ValueError(f"every one of the {len(frame)} finished runs in {folder} diverged (e.g. {first['run_id']}: "
+                         f"{first.get('message', '')}); nothing to fit. Lower optim.learning_rate (or clip "
+                         "harder) and run the sweep again in a new folder")
+    raise ValueError(f"{folder} has no completed cosine run to fit yet ({len(frame)} finished: "
+                     f"{frame['status'].value_counts().to_dict()}); run the sweep further first")
+
+
+def _fit_lines(res, fc, out: dict[str, Any]) -> list[str]:
+    """Report lines for the approaches (failures named), grid vs VPNLS, IsoFLOP minima, forecasts."""
+    lines = [res.summary()]
+    for name, why in res.failed:
+        lines.append(f"FIT FAILED: {name}: {why}")
+    out["failed"] = [dict(approach=a, reason=r) for a, r in res.failed]
+    if res.approach3_vpnls is not None and res.approach3 is not None:
+        g, v = res.approach3.fit, res.approach3_vpnls.fit
+        lines.append(f"Approach 3, grid L-BFGS vs VPNLS: objective {g.objective:.6e} vs {v.objective:.6e}; "
+                     f"grid {g.law}; VPNLS {v.law}")
+    if res.approach2 is not None:  # its per-budget table is part of res.summary()
+        out["isoflops"] = res.approach2.isoflops.to_dict("records")
+    if fc is not None:
+        lines.append(fc.summary())
+        out["forecast"] = fc.errors().to_dict("records")
+    elif "forecast_error" in out:
+        lines.append(f"FIT FAILED: forecast: {out['forecast_error']}")
+    return lines
+
+
+def _wsd_lines(frame, out: dict[str, Any], fit: tuple) -> list[str]:
+    """Report lines comparing WSD cooldowns with their cosine twins, then the WSD sweep's law beside
+    the cosine one's (wsd_law; fit = (cfg, fpt, cosine fit, n_bootstrap)); none without WSD runs."""
+    import warnings
+
+    wsd = wsd_comparison(frame)
+    if not len(wsd):
+        return []
+    lines = [f"WSD cooldowns vs cosine runs at equal (N, D) ({len(wsd)} pairs): loss(WSD) - loss(cosine) "
+             f"mean {wsd['delta'].mean():+.4f}, range [{wsd['delta'].min():+.4f}, {wsd['delta'].max():+.4f}]"]
+    for r in wsd.itertuples():
+        lines.append(f"  {r.shape:>8} D={r.D:9.3g}  cosine {r.loss_cosine:.4f}  wsd {r.loss_wsd:.4f}  "
+                     f"{r.delta:+.4f}")
+    out["wsd"] = wsd.to_dict("records")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        law_lines, out["wsd_law"] = wsd_law(frame, *fit[:3], fit[3])
+    return lines + law_lines
+
+
+def _law_lines(res, ext, frame, out: dict[str, Any]) -> list[str]:
+    """E beside the language's entropy floor, exponents and allocations (into out), extrapolation."""
+    lines = []
+    floors = frame["entropy_floor"].dropna()
+    floor = float(floors.mean()) if len(floors) else None
+    if res.approach3 is not None:
+        e = res.approach3.estimates["E"]
+        lines.append(f"Irreducible loss: fitted E = {e}" + (
+            f"; the language's entropy floor = {floor:.4f} nats/token (E - floor = {e.value - floor:+.4f})"
+            if floor is not None else "; no entropy floor known for this data"))
+        out["E"] = dict(value=e.value, lo=e.lo, hi=e.hi)
+    out["entropy_floor"] = floor
+    out["exponents"] = res.exponents_table().to_dict("records")
+    out["allocations"] = res.allocation_table().to_dict("records")
+    if "extrapolation_error" in out:
+        lines.append(f"FIT FAILED: extrapolation: {out['extrapolation_error']}")
+    if ext is not None:
+        lines.append(ext.summary())
+        out["extrapolation"] = dict(budget=ext.held_out_budget, predicted=ext.predicted_loss,
+                                    observed=ext.observed_loss, error=ext.error, observed_kind=ext.observed_kind)
+    return lines
+
+
+def report(folder: str, n_bootstrap: int = 1000) -> dict[str, Any]:
+    """Fit Approaches 1-3 (bootstrap intervals), print the report, write report.json, report.txt
+    and the plots (IsoFLOP parabolas, N_opt(C) and D_opt(C), ...) into the sweep folder."""
+    import warnings
+
+    from lm.scaling import extrapolation, fit_approaches
+    from lm.scaling.forecast import forecast
+    from lm.scaling.plots import write_plots
+
+    cfg = results_lib.load_sweep_config(folder)
+    frame = results_lib.load_results(folder)
+    if frame.empty:
+        raise ValueError(f"{folder} has no finished runs yet; run the sweep first")
+    if cfg.transfer is not None:
+        from experiments.transfer import report_transfer
+        lines, out = report_transfer(folder, frame)
+        return _write_report(folder, lines, out)
+    if cfg.encdec is not None:
+        from experiments.encdec import report_encdec
+        lines, out = report_encdec(folder, frame, n_bootstrap=min(n_bootstrap, 200))
+        return _write_report(folder, lines, out)
+    table, fpt = fit_table(frame, cfg.convention)
+    _check_fittable(folder, frame, table)
+    lines = [f"== Sweep {cfg.name!r} in {folder}: {len(frame)} finished runs "
+             f"({int((frame['status'] == 'diverged').sum())} diverged, left out of fits); "
+             f"{len(table)} cosine runs fitted; C in {cfg.convention!r} FLOPs, N = "
+             f"{'non-embedding' if cfg.convention == '6n' else 'total'} parameters"]
+    out: dict[str, Any] = {"runs": len(frame), "fitted": len(table), "convention": cfg.convention}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = fit_approaches(table, horizon_curves(table), flops_per_token=fpt, budgets=cfg.budgets,
+                             n_bootstrap=n_bootstrap, vpnls=True)
+        ext = _guarded(out, "extrapolation", lambda: extrapolation(table, flops_per_token=fpt))
+        fc = _guarded(out, "forecast", lambda: forecast(table, flops_per_token=fpt, n_bootstrap=min(n_bootstrap, 200)))
+    lines += _fit_lines(res, fc, out)
+    lines += _law_lines(res, ext, frame, out)
+    lines += _wsd_lines(frame, out, (cfg, fpt, res, n_bootstrap))
+    plots = _guarded(out, "plots", lambda: [str(p) for p in write_plots(res, table, os.path.join(folder, "plots"), fpt)])
+    if plots is not None:
+        lines.append(f"Plots: {', '.join(sorted({os.path.basename(p) for p in plots}))} in {os.path.join(folder, 'plots')}")
+    else:
+        lines.append(f"FIT FAILED: plots: {out['plots_error']}")
+    lines += [f"Warning: {w.message}" for w in caught
+              if any(s in str(w.message) for s in ("minimum", "repeat an (N, D)", "wrong units"))]
+    timing = sweep_timing(folder)
+    if timing:
+        lines.append(f"Training: {timing['runs']} runs in {timing['wall_s']:.0f} s wall over {timing['invocations']} "
+                     f"invocation(s) on {timing['workers']} worker(s); {100 * timing['train_fraction']:.1f} % of "
+                     f"worker time inside training steps (compile {timing['compile_s']:.0f} s, evaluation "
+                     f"{timing['eval_s']:.0f} s, checkpoints {timing['checkpoint_s']:.0f} s)")
+        out["timing"] = timing
+    return _write_report(folder, lines, out)
+
+
+def _write_report(folder: str, lines: list[str], out: dict[str, Any]) -> dict[str, Any]:
+    """Print the report and write report.txt and report.json into the sweep folder."""
+    from lm.io import atomic_write_json, atomic_write_text
+    text = "\n".join(lines)
+    print(text, flush=True)
+    atomic_write_text(os.path.join(folder, "report.txt"), text + "\n")
+    atomic_write_json(os.path.join(folder, "report.json"), json.loads(json.dumps(out, default=_plain)))
+    return out
+
+
+def _guarded(out: dict[str, Any], name: str, fn):
+    """fn() or None, recording out[name + '_error'] when it raises: one part of the report failing
+    (a fit on too few budgets, a plot) never hides the others or fails the sweep."""
+    try:
+        return fn()
+    except Exception as err:  # noqa: BLE001
+        out[f"{name}_error"] = err if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
+        out[f"{name}_error"] = str(out[f"{name}_error"])
+        return None
+
+
+def _plain(x: Any) -> Any:
+    import numpy as np
+    return x.item() if isinstance(x, np.generic) else str(x)

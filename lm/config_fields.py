@@ -1,0 +1,163 @@
+"""Typed config fields: every field of a config dataclass checked against its annotation (bool only
+from true/false, ints only integral, floats finite, tuples element by element, sections as their
+dataclass), configs built from plain dicts (JSON) and back, and the small checks `validate()`
+methods share. Errors are one ValueError line naming the field and the fix."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from typing import Any, Iterable, Mapping
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not known; pick one of {list(choices)}")
+
+
+def check_positive(**values: float) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{name}={value!r} must be a number; set {name} to a positive number")
+        if not value > 0:
+            raise ValueError(f"{name}={value} must be positive; set {name} > 0")
+
+
+def check_int(**values: int) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name}={value!r} must be an integer; set {name} to a whole number")
+
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return f"a {tp.__name__} section"
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if typing.get_origin(tp) is tuple:
+        return f"a list whose items are each {_type_name(args[0])}"
+    return {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp)))
+
+
+def _convert(value: Any, tp: Any, strict: bool) -> Any:
+    """`value` as type `tp`, or raise TypeError. strict: no conversions (ints stay ints, tuples tuples)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        for option in sorted(args, key=lambda a: a is not type(None)):   # None first, then the rest
+            try:
+                return _convert(value, option, strict)
+            except TypeError:
+                continue
+        raise TypeError
+    if tp is type(None):
+        if value is None:
+            return None
+        raise TypeError
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not strict and isinstance(value, Mapping):
+            return from_dict(tp, value)
+        raise TypeError
+    if origin is tuple:
+        if isinstance(value, tuple) or (not strict and isinstance(value, list)):
+            items = tuple(_convert(v, args[0], strict) for v in value)
+            same = isinstance(value, tuple) and all(a is b for a, b in zip(items, value))
+            return value if same else items
+        raise TypeError
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise TypeError
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if not strict and isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            return int(value)
+        raise TypeError
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise OverflowError           # NaN/Inf: a number, but never a valid setting
+            return float(value) if not strict else value
+        raise TypeError
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise TypeError
+    return value                              # an annotation this checker does not know
+
+
+def check_fields(config: Any, *, strict: bool = True, prefix: str = "") -> Any:
+    """`config` with every field checked against its annotation (recursively into sections).
+
+    strict=False (input from JSON, overrides, files) also converts: integral floats to ints
+    (1e9 -> 1000000000), lists to tuples, dicts to sections. Raises a ValueError naming the field."""
+    hints = typing.get_type_hints(type(config))
+    changes = {}
+    for f in dataclasses.fields(config):
+        value, tp = getattr(config, f.name), hints[f.name]
+        name = f"{prefix}{f.name}"
+        try:
+            new = _convert(value, tp, strict)
+        except OverflowError:
+            raise ValueError(f"{name}={value!r} is not a finite number; NaN and Inf are never valid "
+                             f"settings: give {name} a finite value") from None
+        except TypeError:
+            raise ValueError(f"{name}={value!r} ({type(value).__name__}) must be {_type_name(tp)}; "
+                             f"set {name} to {_type_name(tp)}") from None
+        if dataclasses.is_dataclass(new):
+            new = check_fields(new, strict=strict, prefix=f"{name}.")
+        if new is not value:
+            changes[f.name] = new
+    return dataclasses.replace(config, **changes) if changes else config
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
+    """Build `cls` from a dict, refusing unknown keys with the list of known ones and values of the
+    wrong type (integral floats become ints, lists tuples), naming the field; sections (fields whose
+    type is a dataclass) are built the same way from their dicts."""
+    if not isinstance(values, Mapping):
+        raise ValueError(f"{prefix.rstrip('.') or cls.__name__}={values!r} must be a section (an object "
+                         f"of {cls.__name__} fields), not {type(values).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s) {[prefix + u for u in unknown]}; "
+                         f"known fields: {sorted(names)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        if dataclasses.is_dataclass(hints[key]) and isinstance(value, Mapping):
+            value = from_dict(hints[key], value, prefix=f"{prefix}{key}.")
+        kwargs[key] = value
+    return check_fields(cls(**kwargs), strict=False, prefix=prefix)
+
+
+def differences(old: Any, new: Any, ignore: Iterable[str] = (), prefix: str = "") -> list[str]:
+    """The dotted names of the fields whose values differ between two config dicts (recursively into
+    sections), sorted; fields named in `ignore` (top-level names or dotted paths) are left out."""
+    name = prefix.rstrip(".")
+    if name in ignore:
+        return []
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new)):
+            out += differences(old.get(key), new.get(key), ignore, f"{prefix}{key}.")
+        return out
+    return [] if old == new else [name]
