@@ -160,6 +160,8 @@ class SubmititBackend:
         params.setdefault("timeout_min", 60)
         if cfg.exec.cluster != "local":
             params.setdefault("cpus_per_task", cfg.exec.threads)
+            params.setdefault("nodes", cfg.exec.nodes)
+        params.setdefault("tasks_per_node", cfg.exec.tasks_per_node)
         self.executor.update_parameters(**params)
         self.jobs: dict[str, Any] = {}
 
@@ -167,7 +169,8 @@ class SubmititBackend:
         return list(self.jobs)
 
     def start(self, spec: RunSpec, config: dict[str, Any]) -> None:
-        job = self.executor.submit(run_job, config, self.cfg.exec.threads, self.cache_dir)
+        port = _free_port() if self.cfg.exec.processes_per_run > 1 else None   # the local executor's coordinator
+        job = self.executor.submit(run_job, config, self.cfg.exec.threads, self.cache_dir, port)
         from lm.io import atomic_write_json
         atomic_write_json(os.path.join(config["out_dir"], "job.json"), {"job_id": str(job.job_id)})
         self.jobs[spec.run_id] = job
@@ -180,9 +183,12 @@ class SubmititBackend:
                 continue
             del self.jobs[run_id]
             try:
-                done.append((run_id, job.result()))
+                outcomes = job.results()          # one per task; process 0's says how the run ended
             except Exception as e:  # noqa: BLE001 - the job crashed or was cancelled
                 done.append((run_id, {"ok": False, "error": f"submitit job {job.job_id} failed: {e}"[-4000:]}))
+                continue
+            failed = [o for o in outcomes if not o.get("ok")]
+            done.append((run_id, failed[0] if failed else outcomes[0]))
         return done
 
     def close(self) -> None:
@@ -191,3 +197,11 @@ class SubmititBackend:
 
 
 BACKENDS = {"inline": InlineBackend, "pool": PoolBackend, "submitit": SubmititBackend}
+
+
+def _free_port() -> int:
+    """A TCP port free on this machine now (for a local multi-process job's coordinator)."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -101,13 +101,49 @@ def train_run(config: dict[str, Any], peak_flops: float | None = None, log_to_fi
             os.close(saved[1])
 
 
-def run_job(config: dict[str, Any], threads: int, cache_dir: str | None) -> dict[str, Any]:
-    """A submitit job: set up XLA for `threads` threads and the cache, then train the run."""
-    os.environ.update(worker_env(threads))   # read when XLA's backend starts (first use), not at import
+def run_job(config: dict[str, Any], threads: int, cache_dir: str | None, port: int | None = None) -> dict[str, Any]:
+    """A submitit job (one task of it): set up XLA for `threads` threads and the cache, join the job's
+    other processes when it has several (see join_job_processes), then train the run together."""
+    local_rank = _local_rank()
+    os.environ.update(worker_env(threads, index=local_rank))   # read when XLA's backend starts, not at import
     from lm import xla_env
     xla_env.apply()
     configure_compile_cache(cache_dir)
-    return train_run(config)
+    try:
+        join_job_processes(port)
+    except Exception as e:  # noqa: BLE001 - one run's start-up failure must not stop the sweep
+        return {"ok": False, "error": f"joining the job's processes failed: {type(e).__name__}: {e}"}
+    outcome = train_run(config, log_to_file=local_rank in (None, 0))
+    import jax
+    return {**outcome, "process": jax.process_index(), "processes": jax.process_count()}
+
+
+def _local_rank() -> int | None:
+    """This task's local rank in a multi-process submitit job (its GPU, if any), else None."""
+    import submitit
+    env = submitit.JobEnvironment()
+    return env.local_rank if env.num_tasks > 1 else None
+
+
+def join_job_processes(port: int | None) -> bool:
+    """Start jax.distributed for a submitit job of several tasks (True), or do nothing (one task).
+
+    Under SLURM JAX finds the cluster itself (coordinator, process count and id from SLURM's
+    variables). submitit's local executor sets no SLURM variables, so its tasks meet at
+    127.0.0.1:`port` (chosen by the orchestrator) with submitit's own ranks."""
+    import submitit
+    env = submitit.JobEnvironment()
+    if env.num_tasks == 1:
+        return False
+    import jax
+    if env.name() == "slurm":
+        jax.distributed.initialize()
+        return True
+    if port is None:
+        raise ValueError(f"a {env.num_tasks}-task job on submitit's {env.name()!r} executor needs a coordinator "
+                         "port (the sweep's submitit back-end passes one)")
+    from lm.distributed import initialize
+    return initialize(f"127.0.0.1:{port}", env.num_tasks, env.global_rank)
 
 
 def _die_with_parent(parent_pid: int) -> None:

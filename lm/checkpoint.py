@@ -1,5 +1,5 @@
 """Orbax checkpoints of a run that prove their integrity: train state (params, optimizer state,
-step, RNG), data position, config, and a checksum manifest.
+step), data position, config, and a checksum manifest.
 
 Orbax writes each step into a temporary folder and renames it when complete, so a crash (even
 `kill -9`) mid-save leaves the previous checkpoint intact and the torn one is ignored. Once the

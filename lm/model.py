@@ -498,16 +498,20 @@ def init_params(cfg: ModelConfig, rng: jax.Array) -> Params:
     return nn.meta.unbox(init_boxed(cfg, rng))
 
 
+def abstract_params_and_axes(cfg: ModelConfig) -> tuple[Params, Params]:
+    """(abstract_params(cfg), logical_axes(cfg)) from one abstract trace of the initialiser."""
+    boxed = jax.eval_shape(lambda: Transformer(cfg).init(jax.random.key(0), **_dummy_inputs(cfg)))
+    return nn.meta.unbox(boxed["params"]), nn.get_partition_spec(boxed)["params"]
+
+
 def abstract_params(cfg: ModelConfig) -> Params:
     """The parameter pytree as jax.ShapeDtypeStruct leaves, without allocating anything."""
-    boxed = jax.eval_shape(lambda: Transformer(cfg).init(jax.random.key(0), **_dummy_inputs(cfg)))
-    return nn.meta.unbox(boxed["params"])
+    return abstract_params_and_axes(cfg)[0]
 
 
 def logical_axes(cfg: ModelConfig) -> Params:
     """A pytree like the params whose leaves are PartitionSpecs of logical axis names."""
-    boxed = jax.eval_shape(lambda: Transformer(cfg).init(jax.random.key(0), **_dummy_inputs(cfg)))
-    return nn.get_partition_spec(boxed)["params"]
+    return abstract_params_and_axes(cfg)[1]
 
 
 def forward(params: Params, tokens_BxL: jax.Array, cfg: ModelConfig,

@@ -109,9 +109,10 @@ def param_shardings(abstract: Any, logical: Any, mesh: Mesh) -> Any:
                         abstract, logical, is_leaf=lambda x: isinstance(x, P))
 
 
-def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
-    """Batch arrays [batch, ...]: the batch axis split over data and fsdp."""
-    return NamedSharding(mesh, P(("data", "fsdp"), *([None] * (ndim - 1))))
+def batch_sharding(mesh: Mesh, ndim: int = 2, rules: dict[str, Any] = RULES) -> NamedSharding:
+    """Batch arrays [batch, ...]: the batch axis split over the mesh axes RULES maps `batch` to
+    (data and fsdp), the other axes replicated."""
+    return NamedSharding(mesh, P(rules["batch"], *([None] * (ndim - 1))))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

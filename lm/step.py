@@ -31,7 +31,6 @@ class TrainState:
     step: jax.Array            # int32 []: optimizer steps taken
     params: Any                # float32 parameter pytree
     opt_state: Any             # optax state
-    rng: jax.Array             # uint32 [2]: a raw PRNG key, folded with the step where randomness is needed
     first_bad_step: jax.Array  # int32 []: first step whose loss or gradient was not finite; -1 if none
 
 
@@ -185,22 +184,22 @@ def compile_steps(cfg: ModelConfig, tx: optax.GradientTransformation, mesh: Mesh
         warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
     check_attention_backend(cfg, mesh)
     loss_fn = sh.with_mesh(loss_fn or (lambda params, batch: lm_loss(params, batch, cfg)), mesh)
-    abstract_params = model_lib.abstract_params(cfg)
-    param_sh = sh.param_shardings(abstract_params, model_lib.logical_axes(cfg), mesh)
+    abstract_params, logical = model_lib.abstract_params_and_axes(cfg)   # the model's one abstract trace
+    param_sh = sh.param_shardings(abstract_params, logical, mesh)
     abstract_opt = jax.eval_shape(tx.init, abstract_params)
     if host_lr:
         _set_learning_rate(abstract_opt, jnp.zeros((), jnp.float32))   # fails now, not inside the jit
     rep = sh.replicated(mesh)
     state_sh = TrainState(step=rep, params=param_sh,
-                          opt_state=sh.opt_state_shardings(tx, abstract_opt, param_sh, mesh),
-                          rng=rep, first_bad_step=rep)
+                          opt_state=sh.opt_state_shardings(tx, abstract_opt, param_sh, mesh), first_bad_step=rep)
 
     def init(key: jax.Array) -> TrainState:
         params = model_lib.init_params(cfg, key)
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                          rng=jax.random.fold_in(key, 1), first_bad_step=jnp.full((), -1, jnp.int32))
+                          first_bad_step=jnp.full((), -1, jnp.int32))
 
-    abstract_state = jax.eval_shape(init, jax.random.PRNGKey(0))
+    scalar = jax.ShapeDtypeStruct((), jnp.int32)
+    abstract_state = TrainState(step=scalar, params=abstract_params, opt_state=abstract_opt, first_bad_step=scalar)
     abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                                   abstract_state, state_sh)
     batch_sh = sh.batch_sharding(mesh)

@@ -1,7 +1,7 @@
 """Train one model: `train(TrainConfig) -> result dict`, and the `lm-train` command.
 
 The recipe: validate the config against the devices -> build the data -> mesh and optimizer ->
-compile the sharded steps -> resume from the newest checkpoint (weights, optimizer, step, RNG and
+compile the sharded steps -> resume from the newest checkpoint (weights, optimizer, step and
 data position) or initialise -> loop (step, log one step late, evaluate, checkpoint) -> result.json.
 A resumed run continues bit-identically. A NaN/Inf loss or gradient stops the run as `diverged`.
 """

@@ -314,7 +314,8 @@ def test_lm_sample_on_a_text_run_with_and_without_chat(text_run, capsys):
                  "--max-new-tokens", "16", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(rows) == 2 and all(isinstance(r["continuation"], str) for r in rows)
-    assert rows[0]["continuation"] == run.tokenizer.decode(rows[0]["tokens"]) or rows[0]["finish"] == "stop"
+    assert rows[0]["continuation"] == run.tokenizer.decode(rows[0]["tokens"])       # no stop string: uncut
+    assert len(rows[0]["tokens"]) == 16 if rows[0]["finish"] == "length" else len(rows[0]["tokens"]) < 16
     assert main([text_run.out_dir, "--chat", "--prompt", "who sang?", "--system", "Answer.",
                  "--max-new-tokens", "16", "--stop", "river", "--json"]) == 0
     row = json.loads(capsys.readouterr().out)

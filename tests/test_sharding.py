@@ -83,3 +83,12 @@ def test_indivisible_axis_is_replicated_not_an_error():
 def test_bad_mesh_is_refused(mesh, error):
     with pytest.raises(ValueError, match=error):
         mesh.shape(8)
+
+
+def test_batch_sharding_follows_the_rules_table():
+    """The batch's spec comes from RULES['batch'] (declared once), not a second hard-coded copy."""
+    mesh = sh.make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
+    assert sh.batch_sharding(mesh, 3).spec == jax.sharding.PartitionSpec(sh.RULES["batch"], None, None)
+    only_data = dict(sh.RULES, batch="data")
+    assert sh.batch_sharding(mesh, rules=only_data).spec == jax.sharding.PartitionSpec("data", None)
+    assert sh.batch_sharding(mesh).spec == sh.logical_to_spec(jax.sharding.PartitionSpec("batch", None), (8, 4), mesh)

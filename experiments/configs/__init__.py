@@ -232,6 +232,17 @@ class ExecConfig:
     ('timeout_min', 60))."""
     poll_s: float = 0.5
     """How often the sweep refreshes its progress bars and checks on workers."""
+    nodes: int = 1
+    """submitit: nodes per run; each run is one job of nodes x tasks_per_node JAX processes (one
+    device each on CPU, one GPU each with one task per GPU) that train it together, data-parallel
+    over the mesh. Under SLURM jax.distributed finds the cluster itself; submitit's local executor
+    (one node) has its tasks meet at a coordinator on 127.0.0.1."""
+    tasks_per_node: int = 1
+    """submitit: JAX processes per node of each run (see nodes)."""
+
+    @property
+    def processes_per_run(self) -> int:
+        return self.nodes * self.tasks_per_node
 
     def validate(self) -> "ExecConfig":
         if self.backend not in BACKENDS:
@@ -239,6 +250,14 @@ class ExecConfig:
         if self.workers < 1 or self.threads < 1 or self.max_retries < 0:
             raise ValueError(f"workers={self.workers} and threads={self.threads} must be >= 1, "
                              f"max_retries={self.max_retries} >= 0")
+        if self.nodes < 1 or self.tasks_per_node < 1:
+            raise ValueError(f"exec.nodes={self.nodes} and exec.tasks_per_node={self.tasks_per_node} must be >= 1")
+        if self.processes_per_run > 1 and self.backend != "submitit":
+            raise ValueError(f"runs of {self.processes_per_run} processes (exec.nodes x exec.tasks_per_node) need "
+                             f"backend='submitit', not {self.backend!r}; set exec.backend=submitit or 1 process per run")
+        if self.nodes > 1 and self.cluster == "local":
+            raise ValueError(f"submitit's local executor runs on one node, not exec.nodes={self.nodes}; set "
+                             "exec.nodes=1 (more processes: exec.tasks_per_node) or a SLURM cluster")
         return self
 
 
@@ -338,6 +357,10 @@ class SweepConfig:
         if self.encdec is not None:
             self._validate_encdec()
         self.exec.validate()
+        if self.batch_size % self.exec.processes_per_run:
+            raise ValueError(f"batch_size={self.batch_size} does not split over the {self.exec.processes_per_run} "
+                             "processes of each run (exec.nodes x exec.tasks_per_node); pick a batch_size that "
+                             f"is a multiple of {self.exec.processes_per_run}")
         return self
 
     def _validate_encdec(self) -> None:

@@ -86,40 +86,13 @@ def approach1(results: pd.DataFrame, curves: pd.DataFrame | None = None, *,
     rng = np.random.default_rng(seed)
     if curves is not None:
         cv = prepare_curves(curves, df, flops_per_token)
-        grid, runs, N_run, M = _envelope_matrix(cv, n_grid)
-
-        def envelope(mask):
-            Mm = np.where(mask[:, None], M, np.inf)
-            best = np.argmin(Mm, axis=0)
-            ok = np.isfinite(Mm[best, np.arange(len(grid))])
-            if drop_extremes:
-                sizes = N_run[mask]
-                ok &= (N_run[best] > sizes.min()) & (N_run[best] < sizes.max())
-            return best[ok], ok
-
-        best, ok = envelope(np.ones(len(runs), bool))
-        C, N = grid[ok], N_run[best]
-        env = pd.DataFrame({"C": C, "N": N, "D": C / _flops_per_token(flops_per_token, N),
-                            "loss": M[best, np.flatnonzero(ok)], "run": [runs[i] for i in best]})
-        samples = []
-        for _ in range(n_bootstrap):
-            b, okb = envelope(rng.multinomial(len(runs), np.full(len(runs), 1 / len(runs))) > 0)
-            Cb, Nb = grid[okb], N_run[b]
-            samples.append((Cb, Nb, Cb / _flops_per_token(flops_per_token, Nb)))
+        env, samples = _curve_envelope(cv, flops_per_token, n_grid, n_bootstrap, rng, drop_extremes)
         source = "curves"
     elif not final_points:
         raise ValueError("Approach 1 needs per-run loss curves (a curves frame with run, tokens, loss, "
                          "or a 'curve' column); pass final_points=True to use the frontier of final losses")
     else:
-        C_all, L_all = df["C"].to_numpy(), df["loss"].to_numpy()
-        front = _pareto(C_all, L_all, np.arange(len(df)))
-        env = df.iloc[front][["C", "N", "D", "loss"]].assign(
-            run=df["run"].to_numpy()[front] if "run" in df.columns else df.index[front])
-        samples = []
-        for _ in range(n_bootstrap):
-            members = np.flatnonzero(rng.multinomial(len(df), np.full(len(df), 1 / len(df))) > 0)
-            f = _pareto(C_all, L_all, members)
-            samples.append((C_all[f], df["N"].to_numpy()[f], df["D"].to_numpy()[f]))
+        env, samples = _final_point_envelope(df, n_bootstrap, rng)
         source = "final points (no curves given)"
     if env["C"].nunique() < 2:
         raise ValueError("Approach 1's envelope has fewer than 2 distinct FLOP values"
@@ -128,3 +101,44 @@ def approach1(results: pd.DataFrame, curves: pd.DataFrame | None = None, *,
     fits = power_law_fits(env["C"].to_numpy(), env["N"].to_numpy(), env["D"].to_numpy(),
                            samples, budgets, level)
     return Approach1(envelope=env.reset_index(drop=True), fits=fits, source=source)
+
+
+def _curve_envelope(cv: pd.DataFrame, flops_per_token, n_grid: int, n_bootstrap: int,
+                    rng: np.random.Generator, drop_extremes: bool) -> tuple[pd.DataFrame, list]:
+    """The envelope of the curves (C, N, D, loss, run per grid FLOP value) and its bootstrap samples
+    [(C, N, D)] over resampled runs."""
+    grid, runs, N_run, M = _envelope_matrix(cv, n_grid)
+
+    def envelope(mask):
+        Mm = np.where(mask[:, None], M, np.inf)
+        best = np.argmin(Mm, axis=0)
+        ok = np.isfinite(Mm[best, np.arange(len(grid))])
+        if drop_extremes:
+            sizes = N_run[mask]
+            ok &= (N_run[best] > sizes.min()) & (N_run[best] < sizes.max())
+        return best[ok], ok
+
+    best, ok = envelope(np.ones(len(runs), bool))
+    C, N = grid[ok], N_run[best]
+    env = pd.DataFrame({"C": C, "N": N, "D": C / _flops_per_token(flops_per_token, N),
+                        "loss": M[best, np.flatnonzero(ok)], "run": [runs[i] for i in best]})
+    samples = []
+    for _ in range(n_bootstrap):
+        b, okb = envelope(rng.multinomial(len(runs), np.full(len(runs), 1 / len(runs))) > 0)
+        Cb, Nb = grid[okb], N_run[b]
+        samples.append((Cb, Nb, Cb / _flops_per_token(flops_per_token, Nb)))
+    return env, samples
+
+
+def _final_point_envelope(df: pd.DataFrame, n_bootstrap: int, rng: np.random.Generator) -> tuple[pd.DataFrame, list]:
+    """The Pareto frontier of the runs' final (C, loss) and its bootstrap samples [(C, N, D)]."""
+    C_all, L_all = df["C"].to_numpy(), df["loss"].to_numpy()
+    front = _pareto(C_all, L_all, np.arange(len(df)))
+    env = df.iloc[front][["C", "N", "D", "loss"]].assign(
+        run=df["run"].to_numpy()[front] if "run" in df.columns else df.index[front])
+    samples = []
+    for _ in range(n_bootstrap):
+        members = np.flatnonzero(rng.multinomial(len(df), np.full(len(df), 1 / len(df))) > 0)
+        f = _pareto(C_all, L_all, members)
+        samples.append((C_all[f], df["N"].to_numpy()[f], df["D"].to_numpy()[f]))
+    return env, samples

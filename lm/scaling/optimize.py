@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -92,20 +92,154 @@ def _two_loop(g, S, Y, rho, k, memory):
     return -r
 
 
-_STATE = ("x", "f", "g", "d", "gd", "t", "lo", "hi", "f_lo", "g_lo", "S", "Y", "rho", "k", "it",
-          "nls", "fresh", "active", "conv")
+class Lanes(NamedTuple):
+    """The state of every lane (one problem each) between steps, a pytree of arrays.
+    L = lanes, P = parameters, m = memory."""
+
+    x: jax.Array
+    """[L, P] current point."""
+    f: jax.Array
+    """[L] objective at x (inf before the start is evaluated)."""
+    g: jax.Array
+    """[L, P] gradient at x."""
+    d: jax.Array
+    """[L, P] search direction of the line search in progress."""
+    gd: jax.Array
+    """[L] g . d at x (negative: a descent direction)."""
+    t: jax.Array
+    """[L] step length of the next trial point x + t d."""
+    lo: jax.Array
+    """[L] bracket from below: the largest step known to be too short (Armijo holds, curvature fails)."""
+    hi: jax.Array
+    """[L] bracket from above: the smallest step known to be too long (Armijo fails); inf = none yet."""
+    f_lo: jax.Array
+    """[L] objective at x + lo d."""
+    g_lo: jax.Array
+    """[L, P] gradient at x + lo d."""
+    S: jax.Array
+    """[L, m, P] ring buffer of the last m accepted steps s = x_new - x."""
+    Y: jax.Array
+    """[L, m, P] their gradient changes y = g_new - g."""
+    rho: jax.Array
+    """[L, m] 1 / (s . y) of each stored pair."""
+    k: jax.Array
+    """[L] int: pairs stored so far (the next one goes to slot k % m)."""
+    it: jax.Array
+    """[L] int: accepted steps."""
+    nls: jax.Array
+    """[L] int: consecutive rejected trials of the line search in progress (0 = pick a new direction)."""
+    fresh: jax.Array
+    """[L] bool: a just-filled lane whose start is evaluated by the next step."""
+    active: jax.Array
+    """[L] bool: still being minimised."""
+    conv: jax.Array
+    """[L] bool: stopped by gtol or ftol."""
+
+
+class _Trial(NamedTuple):
+    """What one step's line search made of its trial point, per lane."""
+
+    acc: jax.Array
+    """[L] bool: a point was accepted (the trial, or the best Armijo point of a search out of trials)."""
+    stuck: jax.Array
+    """[L] bool: out of trials with no Armijo point at all."""
+    x: jax.Array
+    """[L, P] the accepted point (where acc)."""
+    f: jax.Array
+    """[L] its objective."""
+    g: jax.Array
+    """[L, P] its gradient."""
+
+
 _C1, _C2 = 1e-4, 0.9  # Armijo and (weak) Wolfe curvature constants, as scipy's L-BFGS-B
+
+
+def _new_directions(st: Lanes, m: int) -> Lanes:
+    """Lanes between line searches pick a new L-BFGS direction (steepest descent where it is not a
+    descent direction) and a first step; fresh lanes try t = 0 (they evaluate their start)."""
+    new_dir = (st.nls == 0) & ~st.fresh
+    d_new = jax.vmap(lambda *a: _two_loop(*a, m))(st.g, st.S, st.Y, st.rho, st.k)
+    gd_new = jnp.sum(st.g * d_new, axis=1)
+    bad = ~(gd_new < 0) | ~jnp.all(jnp.isfinite(d_new), axis=1)
+    d_new = jnp.where(bad[:, None], -st.g, d_new)
+    gd_new = jnp.where(bad, -jnp.sum(st.g * st.g, axis=1), gd_new)
+    gnorm = jnp.sqrt(jnp.sum(st.g * st.g, axis=1))
+    t_new = jnp.where((st.k == 0) | bad, jnp.minimum(1.0, 1.0 / jnp.maximum(gnorm, 1e-300)), 1.0)
+    return st._replace(d=jnp.where(new_dir[:, None], d_new, st.d), gd=jnp.where(new_dir, gd_new, st.gd),
+                       t=jnp.where(new_dir, t_new, jnp.where(st.fresh, 0.0, st.t)),
+                       lo=jnp.where(new_dir, 0.0, st.lo), hi=jnp.where(new_dir, jnp.inf, st.hi))
+
+
+def _line_search(st: Lanes, xt, ft, gt, max_ls) -> tuple[Lanes, _Trial]:
+    """Judge the trial x + t d (objective ft, gradient gt) by the weak Wolfe conditions; accept it,
+    or bracket and pick the next trial (safeguarded quadratic interpolation, or 4x expansion)."""
+    x, f, d, gd, t = st.x, st.f, st.d, st.gd, st.t
+    searching = st.active & ~st.fresh
+    armijo = jnp.isfinite(ft) & (ft <= f + _C1 * t * gd)
+    curv = jnp.sum(gt * d, axis=1) >= _C2 * gd
+    acc = searching & armijo & curv
+    too_short = searching & armijo & ~curv  # weak Wolfe fails: expand (bracket from below)
+    too_long = searching & ~armijo  # shrink (bracket from above)
+    nls = jnp.where(acc, 0, jnp.where(searching, st.nls + 1, st.nls))
+    # Out of trials: fall back to the best Armijo point found, if any.
+    give_up = searching & ~acc & (nls > max_ls)
+    lo = jnp.where(too_short, t, st.lo)
+    f_lo = jnp.where(too_short, ft, st.f_lo)
+    g_lo = jnp.where(too_short[:, None], gt, st.g_lo)
+    fallback = give_up & (lo > 0)
+    trial = _Trial(acc | fallback, give_up & ~(lo > 0), jnp.where(fallback[:, None], x + lo[:, None] * d, xt),
+                   jnp.where(fallback, f_lo, ft), jnp.where(fallback[:, None], g_lo, gt))
+    # Next trial: safeguarded quadratic interpolation inside [lo, hi], or expansion.
+    hi = jnp.where(too_long, t, st.hi)
+    denom = 2.0 * (ft - f - gd * t)
+    tq = -gd * t * t / jnp.where(denom > 0, denom, 1.0)
+    tq = jnp.where((denom > 0) & jnp.isfinite(tq), tq, 0.5 * (lo + t))
+    width = hi - lo
+    t_shrink = jnp.clip(tq, lo + 0.1 * width, hi - 0.1 * width)
+    t_grow = jnp.where(jnp.isinf(hi), 4.0 * t, 0.5 * (lo + hi))
+    t = jnp.where(too_long, t_shrink, jnp.where(too_short, t_grow, t))
+    return st._replace(t=t, lo=lo, hi=hi, f_lo=f_lo, g_lo=g_lo, nls=jnp.where(trial.acc, 0, nls)), trial
+
+
+def _remember(st: Lanes, trial: _Trial, m: int) -> Lanes:
+    """Store the accepted step's (s, y) pair in the ring buffer, unless s . y is not positive."""
+    s, y = trial.x - st.x, trial.g - st.g
+    sy = jnp.sum(s * y, axis=1)
+    store = trial.acc & (sy > 1e-10 * jnp.sum(y * y, axis=1))
+    onehot = (jnp.arange(m)[None, :] == (st.k % m)[:, None]) & store[:, None]  # [L, m]
+    return st._replace(S=jnp.where(onehot[:, :, None], s[:, None, :], st.S),
+                       Y=jnp.where(onehot[:, :, None], y[:, None, :], st.Y),
+                       rho=jnp.where(onehot, (1.0 / jnp.where(sy > 0, sy, 1.0))[:, None], st.rho),
+                       k=st.k + store.astype(st.k.dtype))
+
+
+def _settle(st: Lanes, trial: _Trial, ft, gt, tol) -> Lanes:
+    """Move lanes to their accepted points (fresh lanes to their evaluated starts) and stop the
+    lanes that converged (gtol, ftol), ran out of steps, got stuck, or started at a non-finite f."""
+    gtol, ftol, max_iter = tol[0], tol[1], tol[2]
+    small_g = jnp.max(jnp.abs(trial.g), axis=1) <= gtol
+    small_f = (st.f - trial.f) <= ftol * jnp.maximum(jnp.abs(st.f), jnp.abs(trial.f))
+    done = trial.acc & (small_g | small_f)
+    start = st.fresh & st.active
+    take = trial.acc | start
+    it = st.it + trial.acc.astype(st.it.dtype)
+    start_ok = jnp.isfinite(ft)
+    start_conv = start & start_ok & (jnp.max(jnp.abs(gt), axis=1) <= gtol)
+    return st._replace(
+        x=jnp.where(take[:, None], trial.x, st.x), g=jnp.where(take[:, None], trial.g, st.g),
+        f=jnp.where(take, trial.f, st.f), it=it, conv=st.conv | done | start_conv,
+        active=st.active & ~done & ~trial.stuck & (it < max_iter) & ~(start & ~start_ok) & ~start_conv,
+        fresh=jnp.zeros_like(st.fresh))
 
 
 @functools.lru_cache(maxsize=64)
 def _compiled_chunk(objective: Objective, memory: int, n_steps: int):
-    """Jitted chunk(state, w, data, tol) advancing every lane by n_steps steps.
+    """Jitted chunk(state: Lanes, w, data, tol) advancing every lane by n_steps steps.
 
     tol = [gtol, ftol, max_iter, max_linesearch] is traced, so changing a tolerance does not
-    recompile; jit retraces per lane count and data shapes.
+    recompile; jit retraces per lane count and data shapes. Each step evaluates the objective and
+    its gradient once per lane, at the lane's trial point.
     """
-    m = memory
-
     def vg(theta, w, data):
         f_lanes = jax.vmap(objective, in_axes=(0, 0) + (None,) * len(data))
 
@@ -116,79 +250,12 @@ def _compiled_chunk(objective: Objective, memory: int, n_steps: int):
         (_, f), g = jax.value_and_grad(total, has_aux=True)(theta)
         return f, g
 
-    def step(st, w, data, tol):
-        gtol, ftol, max_iter, max_ls = tol[0], tol[1], tol[2], tol[3]
-        (x, f, g, d, gd, t, lo, hi, f_lo, g_lo, S, Y, rho, k, it, nls, fresh, active, conv) = st
-        # Lanes between line searches pick a new direction; fresh lanes evaluate their start.
-        new_dir = (nls == 0) & ~fresh
-        d_new = jax.vmap(lambda *a: _two_loop(*a, m))(g, S, Y, rho, k)
-        gd_new = jnp.sum(g * d_new, axis=1)
-        bad = ~(gd_new < 0) | ~jnp.all(jnp.isfinite(d_new), axis=1)
-        d_new = jnp.where(bad[:, None], -g, d_new)
-        gd_new = jnp.where(bad, -jnp.sum(g * g, axis=1), gd_new)
-        gnorm = jnp.sqrt(jnp.sum(g * g, axis=1))
-        t_new = jnp.where((k == 0) | bad, jnp.minimum(1.0, 1.0 / jnp.maximum(gnorm, 1e-300)), 1.0)
-        d = jnp.where(new_dir[:, None], d_new, d)
-        gd = jnp.where(new_dir, gd_new, gd)
-        t = jnp.where(new_dir, t_new, jnp.where(fresh, 0.0, t))
-        lo = jnp.where(new_dir, 0.0, lo)
-        hi = jnp.where(new_dir, jnp.inf, hi)
-
-        xt = x + t[:, None] * d
+    def step(st: Lanes, w, data, tol) -> Lanes:
+        st = _new_directions(st, memory)
+        xt = st.x + st.t[:, None] * st.d
         ft, gt = vg(xt, w, data)
-        searching = active & ~fresh
-        armijo = jnp.isfinite(ft) & (ft <= f + _C1 * t * gd)
-        curv = jnp.sum(gt * d, axis=1) >= _C2 * gd
-        acc = searching & armijo & curv
-        too_short = searching & armijo & ~curv  # weak Wolfe fails: expand (bracket from below)
-        too_long = searching & ~armijo  # shrink (bracket from above)
-        nls = jnp.where(acc, 0, jnp.where(searching, nls + 1, nls))
-        # Out of trials: fall back to the best Armijo point found, if any.
-        give_up = searching & ~acc & (nls > max_ls)
-        lo_new = jnp.where(too_short, t, lo)
-        f_lo = jnp.where(too_short, ft, f_lo)
-        g_lo = jnp.where(too_short[:, None], gt, g_lo)
-        fallback = give_up & (lo_new > 0)
-        stuck = give_up & ~(lo_new > 0)
-        x_acc = jnp.where(fallback[:, None], x + lo_new[:, None] * d, xt)
-        f_acc = jnp.where(fallback, f_lo, ft)
-        g_acc = jnp.where(fallback[:, None], g_lo, gt)
-        acc = acc | fallback
-        # Next trial: safeguarded quadratic interpolation inside [lo, hi], or expansion.
-        hi = jnp.where(too_long, t, hi)
-        lo = lo_new
-        denom = 2.0 * (ft - f - gd * t)
-        tq = -gd * t * t / jnp.where(denom > 0, denom, 1.0)
-        tq = jnp.where((denom > 0) & jnp.isfinite(tq), tq, 0.5 * (lo + t))
-        width = hi - lo
-        t_shrink = jnp.clip(tq, lo + 0.1 * width, hi - 0.1 * width)
-        t_grow = jnp.where(jnp.isinf(hi), 4.0 * t, 0.5 * (lo + hi))
-        t = jnp.where(too_long, t_shrink, jnp.where(too_short, t_grow, t))
-        nls = jnp.where(acc, 0, nls)
-
-        s, y = x_acc - x, g_acc - g
-        sy = jnp.sum(s * y, axis=1)
-        store = acc & (sy > 1e-10 * jnp.sum(y * y, axis=1))
-        onehot = (jnp.arange(m)[None, :] == (k % m)[:, None]) & store[:, None]  # [L, m]
-        S = jnp.where(onehot[:, :, None], s[:, None, :], S)
-        Y = jnp.where(onehot[:, :, None], y[:, None, :], Y)
-        rho = jnp.where(onehot, (1.0 / jnp.where(sy > 0, sy, 1.0))[:, None], rho)
-        k = k + store.astype(k.dtype)
-        small_g = jnp.max(jnp.abs(g_acc), axis=1) <= gtol
-        small_f = (f - f_acc) <= ftol * jnp.maximum(jnp.abs(f), jnp.abs(f_acc))
-        done = acc & (small_g | small_f)
-        start = fresh & active
-        take = acc | start
-        x = jnp.where(take[:, None], x_acc, x)
-        g = jnp.where(take[:, None], g_acc, g)
-        f = jnp.where(take, f_acc, f)
-        it = it + acc.astype(it.dtype)
-        start_ok = jnp.isfinite(ft)
-        start_conv = start & start_ok & (jnp.max(jnp.abs(gt), axis=1) <= gtol)
-        conv = conv | done | start_conv
-        active = active & ~done & ~stuck & (it < max_iter) & ~(start & ~start_ok) & ~start_conv
-        fresh = jnp.zeros_like(fresh)
-        return (x, f, g, d, gd, t, lo, hi, f_lo, g_lo, S, Y, rho, k, it, nls, fresh, active, conv)
+        st, trial = _line_search(st, xt, ft, gt, tol[3])
+        return _settle(_remember(st, trial, memory), trial, ft, gt, tol)
 
     def chunk(st, w, data, tol):
         return jax.lax.fori_loop(0, n_steps, lambda _, s: step(s, w, data, tol), st)
@@ -246,37 +313,21 @@ def minimize_batch(
     small = max(8, opts.lanes // 16)
     L, m = (small if B <= small else opts.lanes), opts.memory
     out = BatchResult(theta0.copy(), np.full(B, np.inf), np.zeros(B, np.int64), np.zeros(B, bool))
-    shapes = dict(x=(P,), f=(), g=(P,), d=(P,), gd=(), t=(), lo=(), hi=(), f_lo=(), g_lo=(P,),
-                  S=(m, P), Y=(m, P), rho=(m,))
-    st = {key: np.zeros((L,) + shapes[key]) for key in shapes}
-    st.update({key: np.zeros(L, np.int64) for key in ("k", "it", "nls")})
-    st.update({key: np.zeros(L, bool) for key in ("fresh", "active", "conv")})
-    W = np.ones((L, n))
-    lane_task = np.full(L, -1)
+    st, W, lane_task = _empty_lanes(L, P, m), np.ones((L, n)), np.full(L, -1)
     next_task = 0
     with jax.enable_x64(True):
         chunk = _compiled_chunk(objective, opts.memory, opts.chunk)
         tol = jnp.asarray([opts.gtol, opts.ftol, opts.max_iter, opts.max_linesearch], dtype=jnp.float64)
         data_j = tuple(jnp.asarray(a) for a in data)
         while True:
-            free = np.flatnonzero(~st["active"])
-            harvest = free[lane_task[free] >= 0]
-            tasks = lane_task[harvest]
-            out.theta[tasks], out.value[tasks] = st["x"][harvest], st["f"][harvest]
-            out.n_iter[tasks], out.converged[tasks] = st["it"][harvest], st["conv"][harvest]
-            lane_task[harvest] = -1
+            free = _harvest(st, lane_task, out)
             n_new = min(len(free), B - next_task)
             if n_new > 0:
-                lanes = free[:n_new]
-                tasks = np.arange(next_task, next_task + n_new)
+                lanes, tasks = free[:n_new], np.arange(next_task, next_task + n_new)
                 next_task += n_new
                 lane_task[lanes] = tasks
                 W[lanes] = weights if shared_w else weights[tasks]
-                for key in st:
-                    st[key][lanes] = 0
-                st["x"][lanes] = theta0[tasks]
-                st["f"][lanes] = np.inf
-                st["fresh"][lanes] = st["active"][lanes] = True
+                _fill(st, lanes, theta0[tasks])
             n_active = int(st["active"].sum())
             if n_active == 0:
                 break
@@ -286,7 +337,36 @@ def minimize_batch(
                 keep = np.concatenate([np.flatnonzero(st["active"]), np.flatnonzero(~st["active"])])[:small]
                 st = {key: v[keep] for key, v in st.items()}
                 W, lane_task = W[keep], lane_task[keep]
-            state = tuple(jnp.asarray(st[key]) for key in _STATE)
-            state = chunk(state, jnp.asarray(W), data_j, tol)
-            st = {key: np.array(a) for key, a in zip(_STATE, state)}
+            state = chunk(Lanes(**{key: jnp.asarray(v) for key, v in st.items()}), jnp.asarray(W), data_j, tol)
+            st = {key: np.array(a) for key, a in state._asdict().items()}
     return out
+
+
+def _empty_lanes(L: int, P: int, m: int) -> dict[str, np.ndarray]:
+    """Host copy of a Lanes state of L idle lanes (numpy arrays by field name)."""
+    shapes = dict(x=(P,), f=(), g=(P,), d=(P,), gd=(), t=(), lo=(), hi=(), f_lo=(), g_lo=(P,),
+                  S=(m, P), Y=(m, P), rho=(m,))
+    st = {key: np.zeros((L,) + shapes[key]) for key in shapes}
+    st.update({key: np.zeros(L, np.int64) for key in ("k", "it", "nls")})
+    st.update({key: np.zeros(L, bool) for key in ("fresh", "active", "conv")})
+    return {key: st[key] for key in Lanes._fields}
+
+
+def _harvest(st: dict[str, np.ndarray], lane_task: np.ndarray, out: BatchResult) -> np.ndarray:
+    """Copy the results of lanes that stopped into `out` (by task), free them; returns the free lanes."""
+    free = np.flatnonzero(~st["active"])
+    harvest = free[lane_task[free] >= 0]
+    tasks = lane_task[harvest]
+    out.theta[tasks], out.value[tasks] = st["x"][harvest], st["f"][harvest]
+    out.n_iter[tasks], out.converged[tasks] = st["it"][harvest], st["conv"][harvest]
+    lane_task[harvest] = -1
+    return free
+
+
+def _fill(st: dict[str, np.ndarray], lanes: np.ndarray, theta0: np.ndarray) -> None:
+    """Start new problems in `lanes` at theta0: [len(lanes), P] (evaluated by the next step)."""
+    for key in st:
+        st[key][lanes] = 0
+    st["x"][lanes] = theta0
+    st["f"][lanes] = np.inf
+    st["fresh"][lanes] = st["active"][lanes] = True

@@ -2,6 +2,7 @@
 learning rate fed from the host (one compilation per shape, whatever the run's length)."""
 
 import dataclasses
+import math
 
 import jax
 import numpy as np
@@ -28,11 +29,22 @@ def test_checkpoint_steps_are_saved(tmp_path):
         tiny(tmp_path / "bad", checkpoint_steps=(13,)).validate()
 
 
+def _cosine_lr(step: int, peak: float = 1e-2, warmup: int = 3, total: int = 12, final: float = 0.1) -> float:
+    """The learning rate of optimizer step `step` (0-based) written out from the recipe, independently of
+    lm.optim: linear warmup 0 -> peak over `warmup` steps, then half a cosine to final * peak at `total`."""
+    if step < warmup:
+        return peak * step / warmup
+    return peak * (final + (1 - final) * 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup))))
+
+
 def test_host_fed_schedule_matches_the_compiled_one(tmp_path):
     runs = {host: train(tiny(tmp_path / str(host), schedule_on_host=host)) for host in (False, True)}
     assert runs[True]["eval_loss"] == pytest.approx(runs[False]["eval_loss"], rel=1e-4)
-    lrs = [[r["lr"] for r in read_jsonl(tmp_path / str(host) / "metrics.jsonl") if "lr" in r] for host in (False, True)]
-    assert lrs[0] == lrs[1] and len(lrs[0]) >= 10
+    expected = [_cosine_lr(s) for s in range(12)]         # the row of step p logs optimizer step p - 1
+    for host in (False, True):
+        rows = [r for r in read_jsonl(tmp_path / str(host) / "metrics.jsonl") if "lr" in r]
+        assert [r["step"] for r in rows] == list(range(1, 13))
+        np.testing.assert_allclose([r["lr"] for r in rows], [expected[r["step"] - 1] for r in rows], rtol=1e-6)
 
 
 def test_runs_of_one_shape_share_one_compiled_step(tmp_path):

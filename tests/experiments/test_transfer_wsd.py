@@ -1,6 +1,5 @@
 """The learning-rate transfer report, and a small real WSD-vs-cosine IsoFLOP sweep end to end."""
 
-import json
 import math
 import os
 
