@@ -150,13 +150,22 @@ def test_report_fits_all_approaches_from_the_table(tmp_path, tiny, capsys):
                    "Extrapolation to C = 3e+11", "WSD cooldowns vs cosine runs at equal (N, D) (28 pairs)",
                    "IsoFLOP minima"):
         assert phrase in text, phrase
-    assert abs(out["E"]["value"] - E) < 0.1
+    # Tolerances from the noise. Each estimate's 95 % bootstrap interval (the runs resampled: its width
+    # is what the 0.2 % noise leaves of the estimate), widened by half its width on each side for the
+    # few (20) resamples, holds the truth; the held-out budget's loss is forecast within 3 sigma of
+    # its noise.
+    def holds(truth, lo, hi):
+        return lo - (hi - lo) / 2 <= truth <= hi + (hi - lo) / 2
+
+    assert holds(E, out["E"]["lo"], out["E"]["hi"]), out["E"]
+    a_true = beta / (alpha + beta)
+    assert all(holds(a_true, row["a_lo"], row["a_hi"]) for row in out["exponents"]), out["exponents"]
     a = {row["approach"]: row["a"] for row in out["exponents"]}
-    assert all(abs(v - beta / (alpha + beta)) < 0.1 for v in a.values()), a
-    assert abs(out["extrapolation"]["error"]) < 0.02
+    assert abs(out["extrapolation"]["error"]) < 3 * 0.002 * out["extrapolation"]["observed"]
     assert all(abs(r["delta"] - 0.01) < 1e-9 for r in out["wsd"])
     assert "WSD IsoFLOP sweep (28 cooldowns on" in text and "= 20 % of cosine" in text
     a_wsd = {row["approach"]: row["a"] for row in out["wsd_law"]["exponents"]}
-    assert abs(a_wsd["Approach 2"] - a["Approach 2"]) < 0.03 and abs(a_wsd["Approach 3"] - a["Approach 3"]) < 0.03
+    # The WSD rows are the cosine rows + 0.01 nats: a constant offset moves E, never an exponent.
+    assert all(abs(a_wsd[k] - a[k]) < 1e-3 for k in ("Approach 1", "Approach 2", "Approach 3")), (a_wsd, a)
     assert {"isoflops.png", "allocations.png"} <= set(os.listdir(os.path.join(cfg.directory, "plots")))
     assert json.load(open(os.path.join(cfg.directory, "report.json")))["fitted"] == 28
