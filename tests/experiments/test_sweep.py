@@ -150,16 +150,17 @@ def test_report_fits_all_approaches_from_the_table(tmp_path, tiny, capsys):
                    "Extrapolation to C = 3e+11", "WSD cooldowns vs cosine runs at equal (N, D) (28 pairs)",
                    "IsoFLOP minima"):
         assert phrase in text, phrase
-    # Tolerances from the noise. Each estimate's 95 % bootstrap interval (the runs resampled: its width
-    # is what the 0.2 % noise leaves of the estimate), widened by half its width on each side for the
-    # few (20) resamples, holds the truth; the held-out budget's loss is forecast within 3 sigma of
-    # its noise.
-    def holds(truth, lo, hi):
-        return lo - (hi - lo) / 2 <= truth <= hi + (hi - lo) / 2
+    # Tolerances from the noise: each estimate lies within the width of its 95 % bootstrap interval (the
+    # runs resampled: what the 0.2 % noise leaves of that estimate) of the truth, and never further
+    # than 0.1. Measured (2026-11-30): E 1.364, interval width 0.125; a (Approach 3) off by 0.006,
+    # width 0.021; Approach 2 off by 0.002, width 0.038. The held-out budget's loss is forecast
+    # within 3 sigma of its noise.
+    def near(estimate, truth, lo, hi):
+        return abs(estimate - truth) <= min(0.1, hi - lo)
 
-    assert holds(E, out["E"]["lo"], out["E"]["hi"]), out["E"]
+    assert near(out["E"]["value"], E, out["E"]["lo"], out["E"]["hi"]), out["E"]
     a_true = beta / (alpha + beta)
-    assert all(holds(a_true, row["a_lo"], row["a_hi"]) for row in out["exponents"]), out["exponents"]
+    assert all(near(row["a"], a_true, row["a_lo"], row["a_hi"]) for row in out["exponents"]), out["exponents"]
     a = {row["approach"]: row["a"] for row in out["exponents"]}
     assert abs(out["extrapolation"]["error"]) < 3 * 0.002 * out["extrapolation"]["observed"]
     assert all(abs(r["delta"] - 0.01) < 1e-9 for r in out["wsd"])
