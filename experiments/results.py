@@ -29,7 +29,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from lm import flops as flops_lib
-from lm.config_fields import differences
+from lm.config_fields import differences, with_field_defaults
 from lm.io import atomic_write_text, dumps_strict, read_jsonl, truncate_torn_tail
 from lm.metrics import read_eval_curve
 
@@ -52,33 +52,6 @@ TIMING_COLUMNS = ("wall_s", "train_s", "compile_s", "eval_s", "checkpoint_s", "d
 
 # ---------------------------------------------------------------------------------------------
 # The folder's identity.
-
-def with_field_defaults(recorded: dict, config: Any, current: dict) -> dict:
-    """`recorded` (a config as a folder recorded it) with each field the config class has gained since
-    filled in with that field's default (only fields in `current`, the config as it would be recorded
-    now): a folder made before a field existed reads as its default, so adding a field never strands
-    old sweeps, and setting it to anything else is still a change."""
-    import dataclasses
-
-    from lm.config import to_dict
-
-    def plain(x):
-        return json.loads(json.dumps(to_dict(x) if dataclasses.is_dataclass(x) else x))
-
-    out = dict(recorded)
-    for f in dataclasses.fields(config):
-        if f.name not in current:
-            continue
-        value = getattr(config, f.name)
-        if f.name not in out:
-            if f.default is not dataclasses.MISSING:
-                out[f.name] = plain(f.default)
-            elif f.default_factory is not dataclasses.MISSING:
-                out[f.name] = plain(f.default_factory())
-        elif dataclasses.is_dataclass(value) and isinstance(out[f.name], dict) and isinstance(current[f.name], dict):
-            out[f.name] = with_field_defaults(out[f.name], value, current[f.name])
-    return out
-
 
 def check_sweep_dir(cfg: "SweepConfig") -> None:
     """Refuse a folder made by a different sweep config, or one that is not a sweep folder."""

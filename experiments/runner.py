@@ -28,7 +28,7 @@ from experiments import results as results_lib
 from experiments.backends import BACKENDS
 from experiments.configs import SweepConfig
 from experiments.plan import Plan, RunSpec, make_plan
-from lm.config_fields import differences
+from lm.config_fields import differences, with_field_defaults
 
 ATTEMPTS_FILE = "attempts.json"
 _IGNORED_TRAIN_FIELDS = ("peak_flops", "progress", "tensorboard", "out_dir", "init_from")
@@ -72,13 +72,14 @@ def _record_failure(run_dir: str, error: str) -> int:
 
 def finished_result(spec: RunSpec, cfg: SweepConfig) -> dict[str, Any] | None:
     """result.json of a run that finished (completed or diverged) with the planned config, else None."""
-    planned = _json(dataclasses.asdict(spec.train_config(cfg, cfg.directory)))
+    train_cfg = spec.train_config(cfg, cfg.directory)
+    planned = _json(dataclasses.asdict(train_cfg))
     run_dir = planned["out_dir"]
     result = _read_json(os.path.join(run_dir, "result.json"))
     saved = _read_json(os.path.join(run_dir, "config.json"))
     if result is None or saved is None or result.get("status") not in results_lib.FINISHED:
         return None
-    if differences(saved, planned, _IGNORED_TRAIN_FIELDS):
+    if differences(with_field_defaults(saved, train_cfg, planned), planned, _IGNORED_TRAIN_FIELDS):
         raise ValueError(f"{run_dir} was trained with a different config than this sweep plans; refusing to "
                          "mix results. Start a new sweep folder (--out) or delete that run folder")
     return result

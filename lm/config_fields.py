@@ -161,3 +161,30 @@ def differences(old: Any, new: Any, ignore: Iterable[str] = (), prefix: str = ""
             out += differences(old.get(key), new.get(key), ignore, f"{prefix}{key}.")
         return out
     return [] if old == new else [name]
+
+
+def with_field_defaults(recorded: dict, config: Any, current: dict | None = None) -> dict:
+    """`recorded` (a config as a folder recorded it) with each field the config class has gained since
+    filled in with that field's default (only fields in `current`, the config as it would be recorded
+    now; default: to_dict(config)): a folder made before a field existed reads as its default, so
+    adding a field never strands old runs or sweeps, and setting it to anything else is still a change."""
+    import json
+
+    current = json.loads(json.dumps(to_dict(config))) if current is None else current
+
+    def plain(x):
+        return json.loads(json.dumps(to_dict(x) if dataclasses.is_dataclass(x) else x))
+
+    out = dict(recorded)
+    for f in dataclasses.fields(config):
+        if f.name not in current:
+            continue
+        value = getattr(config, f.name)
+        if f.name not in out:
+            if f.default is not dataclasses.MISSING:
+                out[f.name] = plain(f.default)
+            elif f.default_factory is not dataclasses.MISSING:
+                out[f.name] = plain(f.default_factory())
+        elif dataclasses.is_dataclass(value) and isinstance(out[f.name], dict) and isinstance(current[f.name], dict):
+            out[f.name] = with_field_defaults(out[f.name], value, current[f.name])
+    return out

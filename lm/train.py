@@ -25,7 +25,7 @@ from lm.checkpoint import Checkpoints
 from lm.distributed import broadcast_json
 from lm.config import (MeshConfig, ModelConfig, OptimConfig, TrainConfig, apply_overrides, from_dict,
                        load_train_config, to_dict)
-from lm.config_fields import differences
+from lm.config_fields import differences, with_field_defaults
 from lm.io import atomic_write_json
 from lm.lock import FolderLock
 from lm.metrics import MetricsWriter, read_eval_curve
@@ -49,7 +49,7 @@ def _check_resumable(cfg: TrainConfig) -> None:
     with open(path) as f:
         old = json.load(f)
     new = json.loads(json.dumps(to_dict(cfg)))
-    diff = differences(old, new, _RESUMABLE_CHANGES)
+    diff = differences(with_field_defaults(old, cfg, new), new, _RESUMABLE_CHANGES)
     if diff:
         raise ValueError(f"{cfg.out_dir} holds a run with a different config (fields {diff} differ); "
                          "resume with the same config or choose a new out_dir")
