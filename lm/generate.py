@@ -284,6 +284,8 @@ def _tokenizer(cfg: TrainConfig, run_dir: str, override: str | None):
         return tok.load_tokenizer(override)
     if cfg.data.source in ("synthetic", "translation"):   # plain token ids
         return None
+    if cfg.data.paired:
+        return _pair_tokenizers(cfg, run_dir)
     candidates = []
     if cfg.data.tokenizer == tok.BYTE:
         return tok.ByteTokenizer()
@@ -295,6 +297,48 @@ def _tokenizer(cfg: TrainConfig, run_dir: str, override: str | None):
             return tok.SentencePieceTokenizer.load(c)
     raise ValueError(f"the run in {run_dir} trained on {cfg.data.source} but no tokenizer is found at "
                      f"{candidates}; pass --tokenizer PATH (the sentencepiece .model it trained with)")
+
+
+def _pair_tokenizers(cfg: TrainConfig, run_dir: str):
+    """A paired-text run's tokenizers, as lm-train copied them into the run folder: tokenizer.model
+    (the source side, or both when shared) and target_tokenizer.model (separate models)."""
+    from lm.data import tokenizer as tok
+    from lm.data.paired_text import PairTokenizers
+    separate = cfg.data.separate_tokenizers or cfg.data.target_tokenizer is not None
+    paths = [os.path.join(run_dir, "tokenizer.model")] + (
+        [os.path.join(run_dir, "target_tokenizer.model")] if separate else [])
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise ValueError(f"the paired-text run in {run_dir} lacks its tokenizer file(s) {missing}; copy the "
+                         "sentencepiece models it trained with there")
+    source = tok.SentencePieceTokenizer.load(paths[0])
+    if not separate:
+        return PairTokenizers(source, source, 0)
+    return PairTokenizers(source, tok.SentencePieceTokenizer.load(paths[1]), source.vocab_size)
+
+
+def _sample_pairs(run: Run, prompts: Sequence[str], sources: Sequence[str] | None, sampling: SamplingConfig,
+                  num_samples: int, use_cache: bool) -> list[dict[str, Any]]:
+    """Translations on a paired-text run: each source text through the source tokenizer into the
+    encoder; the decoder starts at BOS plus the prompt's target pieces (usually none: --prompt '')
+    and stops at the target side's end of sentence; continuations decoded by the target tokenizer."""
+    toks = run.tokenizer
+    if not sources or len(sources) != len(prompts):
+        raise ValueError(f"an encoder-decoder run on paired text needs one --source text per --prompt (the "
+                         f"prompt is the start of the target, usually ''): got {len(sources or [])} source(s) "
+                         f"for {len(prompts)} prompt(s)")
+    off, eos = toks.target_offset, toks.target_offset + toks.target.eos_id
+    encoded = [[toks.bos_id] + [t + off for t in toks.target.encode(p)] for p in prompts]
+    srcs = [list(toks.source.encode(s)) for s in sources]
+    sampling = dataclasses.replace(sampling, stop_tokens=tuple(dict.fromkeys([*sampling.stop_tokens, eos])))
+    gen = generate(run.params, run.config.model, [e for e in encoded for _ in range(num_samples)], sampling,
+                   use_cache=use_cache, sources=[s for s in srcs for _ in range(num_samples)])
+    rows = []
+    for i, (ids, finish) in enumerate(zip(gen.tokens, gen.finish)):
+        text = toks.target.decode([t - off for t in ids if t >= off and t != eos])
+        rows.append({"prompt": prompts[i // num_samples], "source": sources[i // num_samples],
+                     "continuation": text, "tokens": ids, "finish": finish})
+    return rows
 
 
 def load_run(path: str, step: int | None = None, tokenizer: str | None = None,
@@ -374,6 +418,12 @@ def sample_run(run: Run, prompts: Sequence[str], sampling: SamplingConfig, *, nu
     from lm import chat as chat_lib
     if num_samples < 1:
         raise ValueError(f"num_samples={num_samples} must be >= 1")
+    from lm.data.paired_text import PairTokenizers
+    if isinstance(run.tokenizer, PairTokenizers):
+        if chat or stop:
+            raise ValueError("--chat and --stop are for decoder-only text runs; a paired-text run stops at the "
+                             "target's end of sentence")
+        return _sample_pairs(run, prompts, sources, sampling, num_samples, use_cache)
     tok, vocab = run.tokenizer, run.config.model.vocab_size
     stop_tokens, stop_strings = list(sampling.stop_tokens), list(stop)
     tmpl = None
@@ -440,8 +490,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop", action="append", default=[],
                         help="a string that ends a continuation (a token id for synthetic runs); repeatable")
     parser.add_argument("--source", action="append",
-                        help="encoder-decoder runs: the source ids to translate, one per --prompt (whose "
-                             "'0' is BOS)")
+                        help="encoder-decoder runs: the source to translate, one per --prompt: ids for the "
+                             "synthetic translation task (the prompt's '0' is BOS), text for paired-text runs "
+                             "(the prompt is the start of the target, usually '')")
     parser.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
     parser.add_argument("--tokenizer", help="sentencepiece .model (or 'byte') instead of the run's own")
     parser.add_argument("--chat", action="store_true", help="wrap each prompt as a user turn of a chat template")

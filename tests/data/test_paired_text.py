@@ -128,3 +128,23 @@ def test_lm_train_on_paired_text_lowers_the_loss(pairs_glob, tmp_path):
     assert result["status"] == "completed" and result["eval_loss"] < 3.0       # ln(96) = 4.56 at the start
     with pytest.raises(ValueError, match="encoder-decoder models train on paired data"):
         dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, n_encoder_layers=0)).validate()
+    _lm_sample_translates(str(tmp_path / "run"))
+
+
+def _lm_sample_translates(run_dir):
+    """lm-sample on the paired-text run: the source text through the run's own tokenizers, greedy decoding
+    equal to generate() on the same ids, the target side's pieces decoded; no source: one clear error."""
+    from lm.generate import SamplingConfig, generate, load_run, sample_run
+    run = load_run(run_dir)
+    toks = run.tokenizer
+    sampling = SamplingConfig(max_new_tokens=6, temperature=0.0)
+    rows = sample_run(run, ["", ""], sampling, sources=["the king sang", "old miller"])
+    eos = toks.target_offset + toks.target.eos_id
+    ref = generate(run.params, run.config.model, [[toks.bos_id]] * 2,
+                   SamplingConfig(max_new_tokens=6, temperature=0.0, stop_tokens=(eos,)),
+                   sources=[list(toks.source.encode("the king sang")), list(toks.source.encode("old miller"))])
+    for row, ids in zip(rows, ref.tokens):
+        assert row["tokens"] == ids
+        assert row["continuation"] == toks.target.decode([t - toks.target_offset for t in ids if t != eos])
+    with pytest.raises(ValueError, match="needs one --source text per --prompt"):
+        sample_run(run, [""], sampling)
