@@ -86,6 +86,7 @@ def test_encoder_decoder_needs_source():
         forward(params, jnp.zeros((1, 4), jnp.int32), cfg)
 
 
+@pytest.mark.slow
 def test_encoder_decoder_learns_to_reverse():
     """A small encoder-decoder learns to reverse sequences to near-zero loss (cross-attention works)."""
     cfg = ModelConfig(vocab_size=12, d_model=64, n_layers=2, n_encoder_layers=2, n_heads=4, max_seq_len=16,

@@ -69,6 +69,7 @@ def test_coordinate_check_mup_is_stable_across_widths_and_standard_drifts():
     assert len(drifting) >= 3, sp_spread
 
 
+@pytest.mark.slow
 def test_standard_path_numbers_are_unchanged(tmp_path):
     """The standard parametrisation gives the numbers it gave before muP existed (measured on the
     parent commit with this exact script: logits at init, 4 AdamW steps, and a 12-step lm.train run)."""

@@ -49,6 +49,7 @@ def test_chinchilla_reproduction(tmp_path, monkeypatch):
     assert (tmp_path / "plots" / "contours.png").exists() and (tmp_path / "plots" / "contours.svg").exists()
 
 
+@pytest.mark.slow
 def test_model_inspection_on_a_text_run(tmp_path, monkeypatch):
     import random
 

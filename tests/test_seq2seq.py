@@ -232,6 +232,7 @@ def test_generate_refuses_bad_sources_before_compiling(sources, match):
         generate(None, cfg, [[0], [0]], SamplingConfig(max_new_tokens=2), sources=sources)  # no params needed
 
 
+@pytest.mark.slow
 def test_ragged_sources_in_one_batch_decode_as_each_would_alone():
     """Sources of lengths 3, 6 and 5 in one batch (right-padded, the padding masked in the encoder and
     the cross-attention): each row's logits and greedy tokens equal that row decoded by itself."""

@@ -113,7 +113,7 @@ def test_sweep_report_names_a_failed_fit_and_still_reports(tmp_path, capsys, mon
                                                         zip(table["D"], table["loss"])]})
 
     class Cfg:
-        name, convention, budgets, transfer, wsd = "t", "6n", (1e21,), None, None
+        name, convention, budgets, transfer, wsd, encdec = "t", "6n", (1e21,), None, None, None
 
     monkeypatch.setattr(sweep.results_lib, "load_sweep_config", lambda folder: Cfg)
     monkeypatch.setattr(sweep.results_lib, "load_results", lambda folder: frame)
