@@ -20,6 +20,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from lm import model as model_lib
 from lm import sharding as sh
+from lm import xla_env
 from lm.config import ModelConfig
 
 Batch = Any
@@ -204,9 +205,11 @@ def compile_steps(cfg: ModelConfig, tx: optax.GradientTransformation, mesh: Mesh
                                   abstract_state, state_sh)
     batch_sh = sh.batch_sharding(mesh)
     in_sh = (state_sh, batch_sh, rep) if host_lr else (state_sh, batch_sh)
+    options = xla_env.compile_options(mesh.devices.flat[0].platform)   # CPU: -O2, no YNNPACK fusions
     train_step = jax.jit(make_train_step(loss_fn, tx, grad_accum, host_lr, batch_sh), in_shardings=in_sh,
-                         out_shardings=(state_sh, rep), donate_argnums=0)
-    eval_step = jax.jit(make_eval_step(loss_fn), in_shardings=(param_sh, batch_sh), out_shardings=rep)
+                         out_shardings=(state_sh, rep), donate_argnums=0, compiler_options=options)
+    eval_step = jax.jit(make_eval_step(loss_fn), in_shardings=(param_sh, batch_sh), out_shardings=rep,
+                        compiler_options=options)
     return Compiled(mesh=mesh, state_shardings=state_sh, batch_sharding=batch_sh,
-                    init=jax.jit(init, out_shardings=state_sh), train_step=train_step,
+                    init=jax.jit(init, out_shardings=state_sh, compiler_options=options), train_step=train_step,
                     eval_step=eval_step, abstract_state=abstract_state)

@@ -24,6 +24,40 @@ def test_apply_writes_the_environment_unless_opted_out(monkeypatch):
     assert xla_env.apply(env) == "" and "XLA_FLAGS" not in env
 
 
+def test_cpu_compile_options_yield_to_the_users_flags():
+    opts = xla_env.compile_options("cpu", {})
+    assert opts == xla_env.CPU_COMPILE_OPTIONS
+    user = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=3"}
+    assert "xla_backend_optimization_level" not in xla_env.compile_options("cpu", user)
+    assert xla_env.compile_options("gpu", {}) is None and xla_env.compile_options("tpu", {}) is None
+    assert xla_env.compile_options("cpu", {xla_env.OPT_OUT: "1"}) is None
+
+
+def test_cpu_training_programs_are_compiled_with_the_options(monkeypatch):
+    """The train and eval steps of a CPU mesh get CPU_COMPILE_OPTIONS (no YNNPACK fusion left in
+    the compiled program); opted out, XLA's defaults fuse dots with YNNPACK again."""
+    import jax
+    import optax
+
+    from lm.config import MeshConfig, ModelConfig
+    from lm.sharding import make_mesh
+    from lm.step import compile_steps
+
+    cfg = ModelConfig(vocab_size=32, d_model=16, n_layers=1, n_heads=2, max_seq_len=8, d_ff=32,
+                      compute_dtype="float32")
+    batch = np.zeros((2, 9), np.int32)
+
+    def programs():
+        c = compile_steps(cfg, optax.adamw(1e-3), make_mesh(MeshConfig(data=1), jax.devices()[:1]))
+        state = c.init(jax.random.PRNGKey(0))
+        return (c.train_step.lower(state, batch).compile().as_text(),
+                c.eval_step.lower(state.params, batch).compile().as_text())
+
+    assert not any("ynn_fusion" in text for text in programs())
+    monkeypatch.setenv(xla_env.OPT_OUT, "1")
+    assert all("ynn_fusion" in text for text in programs())
+
+
 def test_logged_learning_rate_is_the_fed_one(tmp_path):
     from lm.config import OptimConfig, TrainConfig
     from lm.optim import learning_rate_at
