@@ -348,7 +348,8 @@ class Stack(nn.Module):
         if cfg.scan_layers:
             scanned = nn.scan(block, variable_axes={"params": 0, "intermediates": 0}, split_rngs={"params": True},
                               in_axes=nn.broadcast if cache is None else (nn.broadcast, 0),
-                              length=self.n_layers, metadata_params={nn.PARTITION_NAME: "layers"})
+                              length=self.n_layers, metadata_params={nn.PARTITION_NAME: "layers"},
+                              unroll=layers_per_iteration(cfg, self.n_layers))
             x_BxLxD, new_cache = scanned(cfg, self.cross, name="layers")(x_BxLxD, *args)
         else:
             per_layer = []
@@ -360,6 +361,14 @@ class Stack(nn.Module):
         if cfg.norm_position == "pre":
             x_BxLxD = Norm(cfg, name="final_norm")(x_BxLxD)
         return x_BxLxD, new_cache
+
+
+def layers_per_iteration(cfg: ModelConfig, n_layers: int) -> int:
+    """The scanned stack's unroll: cfg.scan_unroll (at most n_layers), or when 0 every layer on CPU
+    and one per iteration on accelerators (see ModelConfig.scan_unroll)."""
+    if cfg.scan_unroll:
+        return min(cfg.scan_unroll, n_layers)
+    return n_layers if jax.default_backend() == "cpu" else 1
 
 
 def _source_mask(src_mask_BxS: jax.Array | None, b: int, l: int, s: int) -> jax.Array:

@@ -165,3 +165,28 @@ def test_cudnn_attention_refuses_a_cpu_mesh_before_compiling():
     with pytest.raises(ValueError, match="attention_impl='cudnn' needs NVIDIA GPUs but the mesh is on cpu"):
         compile_steps(dataclasses.replace(BASE, attention_impl="cudnn"), optax.sgd(0.1),
                       make_mesh(MeshConfig(data=1), jax.devices()[:1]))
+
+
+def test_scan_unroll_keeps_parameters_and_numbers():
+    """Unrolling the scanned layer loop (ModelConfig.scan_unroll; 0 = all layers on CPU) is a speed
+    knob: same parameter tree, same logits and gradients as one layer per iteration."""
+    from lm.model import layers_per_iteration
+
+    one = dataclasses.replace(BASE, n_layers=3, scan_unroll=1)
+    assert layers_per_iteration(dataclasses.replace(one, scan_unroll=0), 3) == (3 if jax.default_backend() == "cpu" else 1)
+    assert layers_per_iteration(dataclasses.replace(one, scan_unroll=5), 3) == 3
+    params = init_params(one, jax.random.key(0))
+    tokens = jax.random.randint(jax.random.key(1), (2, 12), 0, one.vocab_size)
+
+    def loss(p, cfg):
+        return jnp.mean(jax.nn.logsumexp(forward(p, tokens, cfg), -1))
+
+    ref_loss, ref_grad = jax.jit(jax.value_and_grad(loss), static_argnums=1)(params, one)
+    for unroll in (2, 3):
+        cfg = dataclasses.replace(one, scan_unroll=unroll)
+        assert jax.tree.structure(init_params(cfg, jax.random.key(0))) == jax.tree.structure(params)
+        got_loss, got_grad = jax.jit(jax.value_and_grad(loss), static_argnums=1)(params, cfg)
+        np.testing.assert_allclose(got_loss, ref_loss, rtol=1e-6)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), got_grad, ref_grad)
+    with pytest.raises(ValueError, match="scan_unroll=-1 must be >= 0"):
+        dataclasses.replace(one, scan_unroll=-1).validate()
