@@ -28,6 +28,7 @@ from experiments import results as results_lib
 from experiments.backends import BACKENDS
 from experiments.configs import SweepConfig
 from experiments.plan import Plan, RunSpec, make_plan
+from experiments.schedule import Scheduler
 from lm.config_fields import differences, with_field_defaults
 
 ATTEMPTS_FILE = "attempts.json"
@@ -166,28 +167,38 @@ def _run_sweep(cfg: SweepConfig, plan: Plan, observer: Observer | None, retry_fa
     bars = observer or Observer()
     backend = BACKENDS[cfg.exec.backend](cfg, bars.show_train_progress)
     bars.start(plan, set(sweep.rows), backend.slots)
+    scheduler = Scheduler(compiled=[sweep.specs[r] for r in sweep.rows if r in sweep.specs])
     try:
         while pending or backend.running():
-            for spec in list(pending):
-                if len(backend.running()) >= backend.slots:
-                    break
-                if sweep.waits_for_trunk(spec, pending):
-                    continue
-                pending.remove(spec)
-                run_dir = sweep.configs[spec.run_id]["out_dir"]
-                os.makedirs(run_dir, exist_ok=True)
-                backend.start(spec, sweep.configs[spec.run_id])
-                bars.started(spec, run_dir)
+            _start_runs(sweep, scheduler, pending, backend, bars)
             for run_id, ended in backend.wait(cfg.exec.poll_s):
                 retry = sweep.ended(run_id, ended, bars)
                 if retry:
                     pending.append(sweep.specs[run_id])
+                elif run_id in sweep.rows:
+                    scheduler.ended(sweep.specs[run_id], sweep.rows[run_id])
             bars.refresh()
     finally:
         bars.close()
         backend.close()
     sweep.outcome.wall_s = time.time() - t0
     return sweep.outcome
+
+
+def _start_runs(sweep: "_Sweep", scheduler: Scheduler, pending: list[RunSpec], backend, bars: Observer) -> None:
+    """Fill the back-end's free slots with the runs the scheduler picks (a WSD cooldown only once
+    its trunk has a row)."""
+    while len(backend.running()) < backend.slots:
+        ready = [spec for spec in list(pending) if not sweep.waits_for_trunk(spec, pending)]
+        spec = scheduler.pick(ready, backend.running())
+        if spec is None:
+            return
+        pending.remove(spec)
+        run_dir = sweep.configs[spec.run_id]["out_dir"]
+        os.makedirs(run_dir, exist_ok=True)
+        backend.start(spec, sweep.configs[spec.run_id])
+        scheduler.started(spec)
+        bars.started(spec, run_dir)
 
 
 class _Sweep:
