@@ -10,6 +10,8 @@ of the device kind (lm.flops.PEAK_FLOPS_BF16) or --peak-flops. FLOPs per step us
 
     python -m experiments.bench                 # all sizes, float32 and bfloat16 compute
     python -m experiments.bench --sizes 512 --dtypes float32 --steps 10
+    python -m experiments.bench --sizes 64,256,512 --dtypes auto,float32,bfloat16   # does the probe
+        # behind compute_dtype='auto' (lm.precision) pick the dtype whose step is faster?
     python -m experiments.bench --sizes 768,1024 --layers 12,24 --seq 1024 --batch 16 \
         --dtypes bfloat16 --attention cudnn --vocab 50304     # GPU mode: 124M / 350M GPT shapes
 """
@@ -79,6 +81,43 @@ def bench_model(cfg: ModelConfig, batch: int, seq: int, steps: int, mesh, matmul
     return row, mm_best
 
 
+def _auto_choice(d: int, args: argparse.Namespace):
+    """What compute_dtype='auto' becomes for this size and batch (lm.precision), printed with the
+    probe's timings."""
+    from lm import precision
+    choice = precision.resolve("auto", tokens=args.batch * args.seq, d_model=d, d_ff=4 * d)
+    print(json.dumps({"d_model": d, "auto": choice.record()}), flush=True)
+    return choice
+
+
+def _print_auto_summary(autos: dict, rows: list[dict]) -> None:
+    """Per size: what 'auto' chose, and which dtype's step was faster when both were measured."""
+    for d, choice in autos.items():
+        speed = {r["dtype"]: r["tokens_per_s"] for r in rows if r["d_model"] == d}
+        probe = choice.probe or {}
+        line = (f"#   d{d} auto -> {choice.dtype} by {choice.by}" + (
+            f" (probe {probe['rows']}x{d}x{probe['d_ff']}: float32 {probe['float32_s'] * 1e3:.1f} ms, "
+            f"bfloat16 {probe['bfloat16_s'] * 1e3:.1f} ms)" if probe else ""))
+        if {"float32", "bfloat16"} <= set(speed):
+            faster = max(("float32", "bfloat16"), key=speed.get)
+            line += (f"; faster step: {faster} ({speed['bfloat16'] / speed['float32']:.3f}x bf16/f32 tok/s)"
+                     f" -> {'agrees' if faster == choice.dtype else 'DISAGREES'}")
+        print(line)
+
+
+def _print_summary(rows: list[dict], device, f32_rate: float, bf16_rate: float, convention: str) -> None:
+    """The closing table; each row's fraction against the best f32 matmul of the whole run."""
+    for row in rows:
+        row["frac_of_best_f32_matmul"] = round(row["flops_per_step"] / row["step_s"] / f32_rate, 3)
+    print(f"# {platform.processor() or platform.machine()} {device.device_kind}, jax {jax.__version__}, "
+          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; matmul 2048^3: float32 {f32_rate / 1e9:.1f} (best of "
+          f"the run), bfloat16 {bf16_rate / 1e9:.1f} GFLOP/s; FLOPs: {convention}")
+    for row in rows:
+        print(f"#   d{row['d_model']} L{row['n_layers']} {row['dtype']:9s} {row['tokens_per_s']:8d} tok/s  "
+              f"{row['frac_of_best_f32_matmul']:.3f} of the f32 matmul rate" +
+              (f"  MFU {row['mfu']:.3f}" if "mfu" in row else ""))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="256,512,1024")
@@ -112,9 +151,14 @@ def main(argv: list[str] | None = None) -> None:
     if not on_cpu and datasheet is None:
         print(f"# WARNING: {device.device_kind!r} has no datasheet peak in lm.flops.PEAK_FLOPS_BF16; "
               "pass --peak-flops for an MFU", flush=True)
-    rows, mm_best = [], min(matmul() for _ in range(3))
+    rows, autos, mm_best = [], {}, min(matmul() for _ in range(3))
     for d, n_layers in zip(sizes, layers):
-        for dtype in args.dtypes.split(","):
+        dtypes = args.dtypes.split(",")
+        for dtype in dtypes:
+            if dtype == "auto":           # bench what it resolves to, unless that is listed anyway
+                autos[d] = _auto_choice(d, args)
+                if (dtype := autos[d].dtype) in dtypes:
+                    continue
             cfg = ModelConfig(vocab_size=args.vocab, d_model=d, n_layers=n_layers, n_heads=max(d // 64, 1),
                               max_seq_len=args.seq, d_ff=4 * d, compute_dtype=dtype, attention_impl=args.attention)
             row, best = bench_model(cfg, args.batch, args.seq, args.steps, mesh, matmul, convention)
@@ -126,15 +170,8 @@ def main(argv: list[str] | None = None) -> None:
                 row["mfu"] = round(rate / datasheet, 3)
             print(json.dumps({k: v for k, v in row.items() if k != "flops_per_step"}), flush=True)
     f32_rate = 2 * 2048**3 / mm_best
-    for row in rows:              # against the best matmul of the whole run (what the summary quotes)
-        row["frac_of_best_f32_matmul"] = round(row["flops_per_step"] / row["step_s"] / f32_rate, 3)
-    print(f"# {platform.processor() or platform.machine()} {device.device_kind}, jax {jax.__version__}, "
-          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; matmul 2048^3: float32 {f32_rate / 1e9:.1f} (best of "
-          f"the run), bfloat16 {bf16_rate / 1e9:.1f} GFLOP/s; FLOPs: {convention}")
-    for row in rows:
-        print(f"#   d{row['d_model']} L{row['n_layers']} {row['dtype']:9s} {row['tokens_per_s']:8d} tok/s  "
-              f"{row['frac_of_best_f32_matmul']:.3f} of the f32 matmul rate" +
-              (f"  MFU {row['mfu']:.3f}" if "mfu" in row else ""))
+    _print_summary(rows, device, f32_rate, bf16_rate, convention)
+    _print_auto_summary(autos, rows)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"peak_flops_f32": f32_rate, "peak_flops_bf16": bf16_rate, "datasheet_peak": datasheet,

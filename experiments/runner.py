@@ -32,17 +32,45 @@ from experiments.schedule import Scheduler
 from lm.config_fields import differences, with_field_defaults
 
 ATTEMPTS_FILE = "attempts.json"
+DTYPE_FILE = "compute_dtype.json"
+"""How a sweep's compute dtype 'auto' was decided (lm.precision.Choice), written when first decided."""
 _IGNORED_TRAIN_FIELDS = ("peak_flops", "progress", "tensorboard", "out_dir", "init_from")
 """Run-config fields that may differ from the plan in a finished run (measured, cosmetic, or paths)."""
 
 
 def prepare(cfg: SweepConfig) -> Plan:
-    """Validate, plan and check the folder; only then record sweep.json and plan.json in it."""
+    """Validate, plan, resolve a compute dtype 'auto' and check the folder; only then record
+    sweep.json and plan.json (and how the dtype was decided, in compute_dtype.json) in it."""
     cfg.validate()
     plan = make_plan(cfg)
+    cfg, choice = resolve_dtype(cfg, plan)
+    plan = dataclasses.replace(plan, config=cfg)      # the runs do not depend on the dtype
     results_lib.check_sweep_dir(cfg)
     results_lib.record_sweep(cfg, plan)
+    if choice is not None and choice.by != "recorded":
+        from lm.io import atomic_write_json
+        atomic_write_json(os.path.join(cfg.directory, DTYPE_FILE), choice.record())
     return plan
+
+
+def resolve_dtype(cfg: SweepConfig, plan: Plan) -> tuple[SweepConfig, Any]:
+    """(cfg with one concrete model.compute_dtype for every run, how it was decided) when the model
+    says 'auto' (a scaling law across mixed precisions is wrong): the dtype the folder's sweep.json
+    recorded (a resumed sweep keeps it), else the accelerator table or the CPU probe at the plan's
+    largest model (lm.precision), decided once here. Unchanged, with None, for an explicit dtype and
+    for the submitit back-end, whose runs train on other machines: each of its runs resolves its
+    own 'auto' there (and records it in its config.json)."""
+    from lm import precision
+    if cfg.model.compute_dtype != "auto" or cfg.exec.backend == "submitit" or not plan.runs:
+        return cfg, None
+    recorded = (_read_json(os.path.join(cfg.directory, results_lib.SWEEP_FILE)) or {}).get("model", {})
+    if recorded.get("compute_dtype") == "auto":      # a sweep begun on submitit: its runs resolve it
+        return cfg, None
+    largest = max(plan.runs, key=lambda r: r.params).train_config(cfg, cfg.directory).model
+    choice = precision.resolve("auto", recorded=recorded.get("compute_dtype"), d_model=largest.d_model,
+                               tokens=cfg.batch_size * cfg.seq_len, d_ff=largest.ff_size)
+    model = dataclasses.replace(cfg.model, compute_dtype=choice.dtype)
+    return dataclasses.replace(cfg, model=model), choice
 
 
 def _json(value: Any) -> Any:
@@ -80,6 +108,8 @@ def finished_result(spec: RunSpec, cfg: SweepConfig) -> dict[str, Any] | None:
     saved = _read_json(os.path.join(run_dir, "config.json"))
     if result is None or saved is None or result.get("status") not in results_lib.FINISHED:
         return None
+    if planned["model"]["compute_dtype"] == "auto":   # submitit: the run resolved it on its machine
+        planned["model"]["compute_dtype"] = saved.get("model", {}).get("compute_dtype")
     if differences(with_field_defaults(saved, train_cfg, planned), planned, _IGNORED_TRAIN_FIELDS):
         raise ValueError(f"{run_dir} was trained with a different config than this sweep plans; refusing to "
                          "mix results. Start a new sweep folder (--out) or delete that run folder")
@@ -205,6 +235,7 @@ class _Sweep:
     """The orchestrator's state during one invocation: the table's rows, each run's config, the outcome."""
 
     def __init__(self, cfg: SweepConfig, plan: Plan, log):
+        cfg = resolve_dtype(cfg, plan)[0]     # the dtype prepare() recorded: one for every run
         self.cfg, self.log, self.folder = cfg, log, cfg.directory
         results_lib.repair(self.folder)
         self.rows = {row["run_id"]: row for row in results_lib.read_rows(self.folder)}

@@ -48,7 +48,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     cfg = _config(args)
     plan = make_plan(cfg)
     seconds = {}
-    if args.probe > 0:               # time steps the way a worker runs them (threads, one device)
+    if args.probe > 0:
+        cfg, _ = runner.resolve_dtype(cfg, plan)     # time the dtype the sweep's runs will use               # time steps the way a worker runs them (threads, one device)
         os.environ.update(worker.worker_env(cfg.exec.threads))
         if hasattr(os, "sched_setaffinity") and cfg.exec.backend != "inline":
             os.sched_setaffinity(0, set(range(min(cfg.exec.threads, os.cpu_count() or 1))))

@@ -21,7 +21,7 @@ POSITIONS = ("learned", "sinusoidal", "rope", "none")
 NORMS = ("rmsnorm", "layernorm")
 NORM_POSITIONS = ("pre", "post")
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "swiglu")
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("auto", "float32", "bfloat16")
 ATTENTION_IMPLS = ("einsum", "xla", "cudnn")
 SCHEDULES = ("cosine", "wsd", "constant", "linear")
 DECAY_SHAPES = ("linear", "cosine", "sqrt")
@@ -68,11 +68,13 @@ class ModelConfig:
     """Unembed with the transposed token embedding instead of a separate matrix."""
     n_encoder_layers: int = 0
     """Encoder blocks for the encoder-decoder variant; 0 = decoder-only."""
-    compute_dtype: str = "bfloat16"
-    """Activation/matmul dtype; parameters, norms, softmax and the loss stay float32. bfloat16 is the
-    default because it measured faster on this CPU from d_model 256 up (experiments/bench.py,
-    BENCHMARKS.md) and is what accelerators want; tiny models (d_model <= 128) ran as fast or faster
-    in float32, and tests that compare numbers to 1e-5 set float32."""
+    compute_dtype: str = "auto"
+    """Activation/matmul dtype: 'auto', 'float32' or 'bfloat16'; parameters, norms, softmax and the
+    loss stay float32. 'auto' (lm/precision.py) is made concrete when a run starts, and config.json
+    records the result: the dtype a resumed run's folder recorded, bfloat16 on GPUs/TPUs, and on a CPU
+    the faster of the two in a ~1 s probe (one MLP block's forward+backward at the run's shapes;
+    bfloat16 only when >= 5 % faster), since the ranking flips between CPUs. Library calls outside a
+    run (model.forward with a config saying 'auto') use the platform table: float32 on CPU."""
     attention_impl: str = "einsum"
     """How attention is computed: 'einsum' (explicit scores + softmax, heads-major; what
     `attention_maps` inspects; on CPU as fast as 'xla' within noise), 'xla'

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 from lm.config import TrainConfig
+from lm.precision import dtype_name
 
 GIB = 1024 ** 3
 SLACK = 2.0
@@ -54,7 +55,7 @@ class MemoryEstimate:
 def _activation_bytes(cfg: TrainConfig, batch_per_device: float, tensor: int) -> float:
     m = cfg.model
     tokens = batch_per_device * cfg.data.seq_len
-    width = 2 if m.compute_dtype == "bfloat16" else 4
+    width = 2 if dtype_name(m) == "bfloat16" else 4
     per_layer = tokens * (8 * m.d_model + 2 * m.ff_size / tensor) * width
     scores = batch_per_device * m.n_heads / tensor * cfg.data.seq_len ** 2 * 4 * 2
     layers = m.n_layers + m.n_encoder_layers

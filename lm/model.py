@@ -32,10 +32,10 @@ import jax.numpy as jnp
 
 from lm import mup
 from lm.config import ModelConfig
+from lm.precision import dtype_of
 from lm.sharding import constrain, splits
 
 Params = Any
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def _init(std: float, axes: tuple[str, ...]):
@@ -216,7 +216,7 @@ class Attention(nn.Module):
     @nn.compact
     def __call__(self, x_BxLxD, context_BxSxD, mask_BxLxS, q_pos_BxL, k_pos_BxS, cache=None, kv=None):
         cfg = self.cfg
-        dt = DTYPES[cfg.compute_dtype]
+        dt = dtype_of(cfg)
         h, n_kv, e, d = cfg.n_heads, cfg.kv_heads, cfg.head_size, cfg.d_model
         b, l = x_BxLxD.shape[:2]
         q, key, v = self._qkv(x_BxLxD, context_BxSxD, dt, kv)
@@ -250,7 +250,7 @@ class Mlp(nn.Module):
     @nn.compact
     def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
         cfg = self.cfg
-        dt = DTYPES[cfg.compute_dtype]
+        dt = dtype_of(cfg)
         d, f = cfg.d_model, cfg.ff_size
         up = functools.partial(Dense, (d, f), ("embed", "mlp"), 1, cfg.use_bias, mup.hidden_std(cfg), dt)
         h_BxLxF = up(name="up")(x_BxLxD)
@@ -404,7 +404,7 @@ class Transformer(nn.Module):
         self.decoder = Stack(cfg, cfg.n_layers, cross=cfg.n_encoder_layers > 0)
         if not cfg.tie_embeddings:
             self.unembed = Dense((cfg.d_model, cfg.vocab_size), ("embed", "vocab"), 1, False,
-                                 cfg.init_std, DTYPES[cfg.compute_dtype])
+                                 cfg.init_std, dtype_of(cfg))
 
     def _embed(self, tokens_BxL: jax.Array, pos_BxL: jax.Array) -> jax.Array:
         cfg = self.cfg
@@ -413,7 +413,7 @@ class Transformer(nn.Module):
             x = x + self.pos_embed(pos_BxL)
         elif cfg.positions == "sinusoidal":
             x = x + sinusoidal(pos_BxL, cfg.d_model)
-        return constrain(x.astype(DTYPES[cfg.compute_dtype]), "batch", "length", "embed")
+        return constrain(x.astype(dtype_of(cfg)), "batch", "length", "embed")
 
     def encode(self, src_BxS: jax.Array, src_mask_BxS: jax.Array | None = None) -> jax.Array:
         """Encoder output [B, S, D] with non-causal self-attention over the real source tokens
@@ -553,7 +553,7 @@ def init_cache(cfg: ModelConfig, batch: int, length: int, src_len: int | None = 
         raise ValueError("init_cache: pass src_len (the source length) for an encoder-decoder model, "
                          "and only for one")
     shape = (cfg.n_layers, batch, length, cfg.kv_heads, cfg.head_size)
-    dt = DTYPES[cfg.compute_dtype]
+    dt = dtype_of(cfg)
     cache = {"k": jnp.zeros(shape, dt), "v": jnp.zeros(shape, dt),
              "pos": jnp.full((batch, length), PAD_POS, jnp.int32), "index": jnp.zeros((), jnp.int32)}
     if src_len is not None:

@@ -158,7 +158,8 @@ def check_attention_backend(cfg: ModelConfig, mesh: Mesh) -> None:
     if platform != "gpu":
         raise ValueError(f"model.attention_impl='cudnn' needs NVIDIA GPUs but the mesh is on {platform}; "
                          "use attention_impl='einsum' or 'xla'")
-    if cfg.compute_dtype != "bfloat16":
+    from lm.precision import dtype_name
+    if dtype_name(cfg, platform) != "bfloat16":       # 'auto' is bfloat16 on GPUs
         raise ValueError(f"model.attention_impl='cudnn' needs compute_dtype='bfloat16' (got "
                          f"{cfg.compute_dtype!r}); set it, or use attention_impl='xla'")
 

@@ -247,15 +247,17 @@ def train(cfg: TrainConfig, *, restart: bool = False, lock_wait_s: float = 0.0) 
     `lock_wait_s`). A finished run is returned as it is. A run resumes from its newest intact
     checkpoint; when every checkpoint it had is corrupt it stops, unless `restart` (start over)."""
     from lm.memory import check_fits
+    from lm.precision import resolve_train_config
 
     cfg.validate(jax.device_count())
+    cfg, choice = resolve_train_config(cfg)   # 'auto' -> the recorded, platform or probed dtype
     _check_out_dir(cfg.out_dir)
     check_fits(cfg, jax.device_count())
     _check_resumable(cfg)
     if cfg.init_from is not None and not _has_checkpoint(os.path.join(cfg.out_dir, "checkpoints")):
         _branch_source(cfg)[0].close()  # fail before anything is written
     if jax.process_index() != 0:       # process 0 holds the lock and decides; all follow its decision
-        return _follow(broadcast_json(None)) or _train(cfg, restart)
+        return _follow(broadcast_json(None)) or _train(cfg, restart, choice.record())
     lock = FolderLock(cfg.out_dir, "run folder", wait_s=lock_wait_s)
     try:
         lock.acquire()
@@ -266,7 +268,7 @@ def train(cfg: TrainConfig, *, restart: bool = False, lock_wait_s: float = 0.0) 
         broadcast_json({"error": str(e)})   # the other processes stop with it instead of waiting
         raise
     try:
-        return _follow(broadcast_json(decision)) or _train(cfg, restart)
+        return _follow(broadcast_json(decision)) or _train(cfg, restart, choice.record())
     finally:
         lock.release()
 
@@ -323,9 +325,9 @@ class _Run:
         return self.cfg.batch_size * self.cfg.data.seq_len
 
 
-def _train(cfg: TrainConfig, restart: bool) -> dict[str, Any]:
+def _train(cfg: TrainConfig, restart: bool, dtype_choice: dict[str, Any]) -> dict[str, Any]:
     """The run's stages, in order: build -> restore or initialise -> held-out set -> compile the
-    step -> loop -> result.json."""
+    step -> loop -> result.json (with `dtype_choice`: how the compute dtype was decided)."""
     run = _build(cfg)
     try:
         state, problems = _initial_state(run, restart)
@@ -337,7 +339,7 @@ def _train(cfg: TrainConfig, restart: bool) -> dict[str, Any]:
     loop = _Loop(run, eval_batches, start=int(state.step))
     state = loop.train(state, step_fn, first)
     return _finish(run, loop, state, {"compile_s": compile_s, "entropy_floor": floor,
-                                      "checkpoint_problems": problems})
+                                      "checkpoint_problems": problems, "compute_dtype_choice": dtype_choice})
 
 
 def _build(cfg: TrainConfig) -> _Run:
@@ -528,6 +530,7 @@ def _finish(run: _Run, loop: _Loop, state, extra: dict[str, Any]) -> dict[str, A
         "tokens_per_s": steps_run * tokens_per_step / max(train_s, 1e-9),
         "mfu": flops_lib.mfu(flops_per_token * tokens_per_step, train_s / steps_run, loop.peak),
         "peak_flops": loop.peak, "checkpoint_problems": extra["checkpoint_problems"],
+        "compute_dtype_choice": extra["compute_dtype_choice"],
     }
     if run.lead:
         atomic_write_json(os.path.join(run.cfg.out_dir, "result.json"), result)
