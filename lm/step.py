@@ -9,6 +9,7 @@ so no full copy ever exists on one device.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 from typing import Any, Callable
 
@@ -206,11 +207,11 @@ def compile_steps(cfg: ModelConfig, tx: optax.GradientTransformation, mesh: Mesh
                                   abstract_state, state_sh)
     batch_sh = sh.batch_sharding(mesh)
     in_sh = (state_sh, batch_sh, rep) if host_lr else (state_sh, batch_sh)
-    options = xla_env.compile_options(mesh.devices.flat[0].platform)   # CPU: -O2, no YNNPACK fusions
+    options = functools.partial(xla_env.compile_options, mesh.devices.flat[0].platform)  # CPU: -O2, ...
     train_step = jax.jit(make_train_step(loss_fn, tx, grad_accum, host_lr, batch_sh), in_shardings=in_sh,
-                         out_shardings=(state_sh, rep), donate_argnums=0, compiler_options=options)
+                         out_shardings=(state_sh, rep), donate_argnums=0, compiler_options=options("train_step"))
     eval_step = jax.jit(make_eval_step(loss_fn), in_shardings=(param_sh, batch_sh), out_shardings=rep,
-                        compiler_options=options)
+                        compiler_options=options("eval_step"))
     return Compiled(mesh=mesh, state_shardings=state_sh, batch_sharding=batch_sh,
-                    init=jax.jit(init, out_shardings=state_sh, compiler_options=options), train_step=train_step,
+                    init=jax.jit(init, out_shardings=state_sh, compiler_options=options("init")), train_step=train_step,
                     eval_step=eval_step, abstract_state=abstract_state)

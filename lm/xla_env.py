@@ -28,17 +28,19 @@ from typing import Mapping, MutableMapping
 PINNED_CPU_FLAGS: tuple[str, ...] = ()
 """`--name=value` flags added to XLA_FLAGS on every backend (XLA ignores CPU flags elsewhere)."""
 
-CPU_COMPILE_OPTIONS: dict[str, object] = {
-    # LLVM at -O2 instead of XLA's default -O3: the train step compiles ~1/3 faster (d8-L2 3.0 -> 2.0 s,
-    # d80-L2 3.0 -> 1.9 s) and init ~1/3 faster, with the same step time and bit-identical losses
-    # and initial weights (BENCHMARKS.md, "compile options").
-    "xla_backend_optimization_level": 2,
-    # No YNNPACK fusions (dots with their neighbouring elementwise work as one YNNPACK graph): the
-    # dots go to XLA's own dot emitters. The d256 training step's gradient 4-10 % faster, d512 5 %,
-    # the default sweep's d80-L2 step ~8 % (BENCHMARKS.md, "XLA CPU flags").
-    "xla_cpu_experimental_ynn_fusion_type": "",
+CPU_COMPILE_OPTIONS: dict[str, dict[str, object]] = {
+    # LLVM at -O2 instead of XLA's default -O3: each program compiles faster (init ~1.5-2.2 ->
+    # 1.0-1.2 s, step ~10 % less, the default sweep's shapes) with the same step time and the same
+    # bits (losses and initial weights compared; BENCHMARKS.md, "compile options").
+    "init": {"xla_backend_optimization_level": 2},
+    "eval_step": {"xla_backend_optimization_level": 2},
+    # The train step also without YNNPACK fusions (dots with their neighbouring elementwise work as
+    # one YNNPACK graph): its dots go to XLA's own emitters: the d256-L4 step 6 % faster, d512 11 %,
+    # the default sweep's d44-d80 steps 5-8 %, for ~0.3 s more compilation. Evaluation runs a few
+    # times per run: its compile time matters more than its speed, it keeps them.
+    "train_step": {"xla_backend_optimization_level": 2, "xla_cpu_experimental_ynn_fusion_type": ""},
 }
-"""Per-compilation options of the CPU training programs (see the module docstring)."""
+"""Per-compilation options of the CPU training programs, by program (see the module docstring)."""
 
 OPT_OUT = "LM_NO_PINNED_XLA_FLAGS"
 """Environment variable: set to 1 to leave XLA_FLAGS exactly as the user gave it."""
@@ -71,13 +73,13 @@ def apply(environ: MutableMapping[str, str] | None = None) -> str:
     return value
 
 
-def compile_options(platform: str, environ: Mapping[str, str] | None = None) -> dict[str, object] | None:
-    """The `compiler_options` of a training program compiled for `platform` ('cpu', 'gpu', 'tpu'):
-    CPU_COMPILE_OPTIONS on CPU minus those whose flag the user set in XLA_FLAGS; None elsewhere or
-    when opted out (LM_NO_PINNED_XLA_FLAGS=1)."""
+def compile_options(platform: str, program: str, environ: Mapping[str, str] | None = None) -> dict[str, object] | None:
+    """The `compiler_options` of training program `program` ('init', 'train_step', 'eval_step')
+    compiled for `platform` ('cpu', 'gpu', 'tpu'): CPU_COMPILE_OPTIONS[program] on CPU minus those
+    whose flag the user set in XLA_FLAGS; None elsewhere or when opted out (LM_NO_PINNED_XLA_FLAGS=1)."""
     environ = os.environ if environ is None else environ
     if platform != "cpu" or environ.get(OPT_OUT, "") not in ("", "0"):
         return None
     given = {flag_name(f).lstrip("-") for f in environ.get("XLA_FLAGS", "").split()}
-    options = {k: v for k, v in CPU_COMPILE_OPTIONS.items() if k not in given}
+    options = {k: v for k, v in CPU_COMPILE_OPTIONS[program].items() if k not in given}
     return options or None
