@@ -36,11 +36,12 @@ from experiments import configs as configs_lib
 from experiments.plan import make_plan
 
 
-def sweep_extremes(config: str = "default") -> list:
-    """The RunSpecs of the sweep's smallest and largest model (by non-embedding parameters)."""
+def sweep_extremes(config: str = "default", middle: bool = False) -> list:
+    """The RunSpecs of the sweep's smallest and largest model (by non-embedding parameters), and
+    with `middle` one of the median size between them."""
     plan = make_plan(configs_lib.load(config))
     runs = sorted(plan.runs, key=lambda r: r.params_nonembed)
-    return [runs[0], runs[-1]]
+    return [runs[0], runs[len(runs) // 2], runs[-1]] if middle else [runs[0], runs[-1]]
 
 
 def _clocks() -> tuple[float, float]:

@@ -18,11 +18,13 @@ largest budget's optimum 1.4405 vs 1.4859) but its fit met fewer of the targets 
 (E -3.6 %, Approach 3's a-interval 0.183, forecast: Approach 2 0.91 %, Approach 3 3.7 %;
 BENCHMARKS.md), so the default keeps one rate.
 
-Measured (2026-11-30, 2-core AMD EPYC, AVX-512 incl. AVX512_BF16, `make sweep`, load rising from ~1
-to ~3 during the run): 30 runs, 431 s wall in all (398 s training, 85 % of worker time in steps);
-held-out largest budget's optimal loss forecast by Approach 3 within 0.51 % (Approach 2: 1.95 %);
-Approach 3 a = 0.583 [0.522, 0.668] (width 0.146); Approach 2 a = 0.637, inside it; fitted E = 1.368
-vs the floor 1.340 (+2.06 %: the 2 % target is missed by 0.06 points). The same recipe on 1.6x larger
+Measured (2026-11-30 08:41 UTC, 2-core AMD EPYC, AVX-512 incl. AVX512_BF16, `make sweep`, quiet):
+30 runs, 310 s wall in all (279 s training, 84.9 % of worker time in steps); held-out largest
+budget's optimal loss forecast by Approach 3 within 0.20 % (Approach 2: 1.86 %); Approach 3
+a = 0.579 [0.524, 0.685] (width 0.161); Approach 2 a = 0.682, inside it; fitted E = 1.375 vs the
+floor 1.340 (+2.6 %). The same sweep before the CPU compile options and the unrolled layer loop
+(same recipe, other float rounding) gave 0.51 %, width 0.146 and +2.06 %: a fit moves by that much
+with the runs' rounding. The same recipe on 1.6x larger
 budgets (experiments/configs/large.py) narrows a's interval to 0.085 but moves E to +5.3 %, and
 the horizon rule above moves it to -3.6 %: at these scales the fitted E absorbs what the runs leave
 unlearned, and no sweep measured here pins it within 2 %. float32 compute: bfloat16 was no
