@@ -37,7 +37,7 @@ from lm.sharding import make_mesh
 from lm.step import compile_steps
 
 
-def _matmul(dtype) -> Callable[[], float]:
+def matmul_timer(dtype) -> Callable[[], float]:
     """A function timing one 2048^3 product (seconds); the operands are made once."""
     a = jax.random.normal(jax.random.key(0), (2048, 2048), dtype)
     mm = jax.jit(jnp.dot)
@@ -144,8 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     convention = "6n_attn_causal" if args.causal_half else "6n_attn"
     device = jax.devices()[0]
     mesh = make_mesh(MeshConfig(data=1), [device])
-    matmul = _matmul(jnp.float32)
-    bf16_rate = 2 * 2048**3 / min(_matmul(jnp.bfloat16)() for _ in range(3))
+    matmul = matmul_timer(jnp.float32)
+    bf16_rate = 2 * 2048**3 / min(matmul_timer(jnp.bfloat16)() for _ in range(3))
     on_cpu = device.platform == "cpu"
     datasheet = args.peak_flops or (None if on_cpu else flops_lib.datasheet_peak(device.device_kind))
     if not on_cpu and datasheet is None:

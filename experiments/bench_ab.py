@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from experiments.bench import matmul_timer
 from lm import flops as flops_lib
 from lm.config import MeshConfig, ModelConfig
 from lm.sharding import make_mesh
@@ -66,15 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
     mesh = make_mesh(MeshConfig(data=1), jax.devices()[:1])
-    a = jax.random.normal(jax.random.key(0), (2048, 2048))
-    matmul = jax.jit(jnp.dot)
-    matmul(a, a).block_until_ready()
-
-    def matmul_s() -> float:
-        t0 = time.perf_counter()
-        matmul(a, a).block_until_ready()
-        return time.perf_counter() - t0
-
+    matmul_s = matmul_timer(jnp.float32)
     tokens = np.random.default_rng(0).integers(0, 1024, (16, 257)).astype(np.int32)
     d, built, flops = args.d_model, {}, {}
     for name, overrides, noopts in map(parse_variant, args.variants):
