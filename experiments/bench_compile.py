@@ -53,7 +53,7 @@ def compile_times(config: str, option_set: str) -> list[dict]:
                        "eval_step": c.eval_step.lower(state.params, batch)}
             row = {"run": spec.run_id, "set": option_set}
             for program in PROGRAMS:
-                options = (xla_env.compile_options("cpu", program) if option_set == "project"
+                options = (xla_env.CPU_COMPILE_OPTIONS[program] if option_set == "project"
                            else SETS[option_set]) or None
                 t0 = time.perf_counter()
                 lowered[program].compile(compiler_options=options)
