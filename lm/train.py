@@ -215,11 +215,13 @@ def _lr_args(lr_table: np.ndarray | None, step: int) -> tuple:
 class _BatchesAhead:
     """Host batches of the next `ahead` steps drawn with ONE call into the dataset (the synthetic
     sampler costs per call, not per row: at batch 8 x 64 one batch alone took as long as a d12
-    step), then handed out one step at a time; exactly the rows `stream.batch(step)` would give."""
+    step) and, in one process, put on the devices in one transfer; then handed out one step at a
+    time; exactly the rows `stream.batch(step)` would give."""
 
-    def __init__(self, stream, ahead: int):
-        self.stream, self.ahead = stream, max(1, ahead)
+    def __init__(self, stream, ahead: int, sharding):
+        self.stream, self.ahead, self.sharding = stream, max(1, ahead), sharding
         self.first, self.rows = 0, np.zeros((0, stream.seq_len + 1), np.int32)
+        self.on_device: list | None = None
 
     def batch(self, step: int) -> np.ndarray:
         s, local = self.stream, len(self.stream.rows)
@@ -227,8 +229,15 @@ class _BatchesAhead:
             steps = np.arange(step, step + self.ahead, dtype=np.int64)[:, None]
             indices = (steps * s.batch_size + s.rows[None, :]).ravel()
             self.first, self.rows = step, s.dataset.rows(indices, s.seq_len + 1, s.seed)
+            self.on_device = s.device_batches(self.sharding, self.rows)
         i = (step - self.first) * local
         return self.rows[i:i + local]
+
+    def device_batch(self, step: int):
+        """Global batch `step` on the devices (through `stream.device_batch`, whoever wraps it)."""
+        host = self.batch(step)
+        prepared = None if self.on_device is None else self.on_device[step - self.first]
+        return self.stream.device_batch(step, self.sharding, host, prepared)
 
 
 def evaluate(compiled, params, eval_batches: list[jax.Array]) -> float:
@@ -419,7 +428,7 @@ class _Loop:
         """Steps from `start` to cfg.steps (or divergence); returns the last state."""
         run, cfg, timers = self.run, self.run.cfg, self.timers
         stream, sharding, table = run.stream, run.compiled.batch_sharding, run.lr_table
-        ahead = _BatchesAhead(stream, min(64, max(1, 4096 // len(stream.rows))))
+        ahead = _BatchesAhead(stream, min(64, max(1, 4096 // len(stream.rows))), sharding)
         t0 = time.time()
         for step in range(self.start, cfg.steps):
             state, metrics = step_fn(state, batch, *_lr_args(table, step))   # dispatched, runs async
@@ -427,7 +436,7 @@ class _Loop:
             td = time.time()
             stream.step = done          # the data position a checkpoint now records
             if done < cfg.steps:        # the next batch is built while the step runs
-                batch = stream.device_batch(done, sharding, ahead.batch(done))
+                batch = ahead.device_batch(done)
             timers["data_s"] += time.time() - td
             self.writer.advance()
             if not self._after_step(state, metrics, done):

@@ -202,7 +202,9 @@ def test_wrong_types_and_vocab_are_refused(tmp_path, change, match):
 
 @pytest.mark.parametrize("rows", [None, "second_half"])
 def test_batches_drawn_ahead_are_the_streams_batches(tmp_path, rows):
+    from lm.config import MeshConfig
     from lm.data.pipeline import BatchStream, build_dataset
+    from lm.sharding import batch_sharding, make_mesh
     from lm.train import _BatchesAhead
 
     cfg = tiny(tmp_path)
@@ -210,9 +212,15 @@ def test_batches_drawn_ahead_are_the_streams_batches(tmp_path, rows):
     if rows is not None:                       # the rows a second of two processes would hold
         rows = np.arange(cfg.batch_size // 2, cfg.batch_size)
     stream = BatchStream(dataset, cfg.batch_size, cfg.data.seq_len, cfg.data.seed, rows)
-    ahead = _BatchesAhead(stream, 3)
+    mesh = make_mesh(MeshConfig(data=1), jax.devices()[:1])
+    ahead = _BatchesAhead(stream, 3, batch_sharding(mesh))
     for step in (5, 6, 7, 8, 2, 12):           # within a chunk, across chunks, backwards
         np.testing.assert_array_equal(ahead.batch(step), stream.batch(step))
+        if rows is None:                       # one process holds every row: one transfer per chunk
+            assert ahead.on_device is not None
+            np.testing.assert_array_equal(np.asarray(ahead.device_batch(step)), stream.batch(step))
+        else:                                  # part of the rows: each batch goes by device_batch
+            assert ahead.on_device is None
 
 
 def test_learning_rate_argument_is_written_inside_the_step():
