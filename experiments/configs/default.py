@@ -18,10 +18,10 @@ largest budget's optimum 1.4405 vs 1.4859) but its fit met fewer of the targets 
 (E -3.6 %, Approach 3's a-interval 0.183, forecast: Approach 2 0.91 %, Approach 3 3.7 %;
 BENCHMARKS.md), so the default keeps one rate.
 
-Measured (2026-11-30 08:41 UTC, 2-core AMD EPYC, AVX-512 incl. AVX512_BF16, `make sweep`, quiet):
-30 runs, 310 s wall in all (279 s training, 84.9 % of worker time in steps); held-out largest
+Measured (2026-11-30 09:22 UTC, 2-core AMD EPYC, AVX-512 incl. AVX512_BF16, `make sweep`, quiet):
+30 runs, 304 s wall in all (273 s training, 84.9 % of worker time in steps); held-out largest
 budget's optimal loss forecast by Approach 3 within 0.20 % (Approach 2: 1.86 %); Approach 3
-a = 0.579 [0.524, 0.685] (width 0.161); Approach 2 a = 0.682, inside it; fitted E = 1.375 vs the
+a = 0.579 [0.525, 0.682] (width 0.158); Approach 2 a = 0.682, inside it; fitted E = 1.375 vs the
 floor 1.340 (+2.6 %). The same sweep before the CPU compile options and the unrolled layer loop
 (same recipe, other float rounding) gave 0.51 %, width 0.146 and +2.06 %: a fit moves by that much
 with the runs' rounding. The same recipe on 1.6x larger
