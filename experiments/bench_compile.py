@@ -45,11 +45,13 @@ def compile_times(config: str, option_set: str) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         for spec in sweep_extremes(config, middle=True):
             cfg = spec.train_config(sweep, tmp)
-            c = train_lib._steps_for(cfg.model, cfg.optim, cfg.mesh, cfg.data.seq_len, None)
+            block = train_lib.block_size(cfg.batch_size, cfg.data.seq_len)
+            c = train_lib._steps_for(cfg.model, cfg.optim, cfg.mesh, cfg.data.seq_len, None, block)
             key = jax.random.PRNGKey(0)
             state = c.abstract_state
             batch = jnp.zeros((cfg.batch_size, cfg.data.seq_len + 1), jnp.int32)
-            lowered = {"init": c.init.lower(key), "train_step": c.train_step.lower(state, batch, np.float32(0.1)),
+            inputs = jnp.zeros((block, *batch.shape), jnp.int32), np.zeros(block, np.float32)
+            lowered = {"init": c.init.lower(key), "train_step": c.train_step.lower(state, *inputs),
                        "eval_step": c.eval_step.lower(state.params, batch)}
             row = {"run": spec.run_id, "set": option_set}
             for program in PROGRAMS:

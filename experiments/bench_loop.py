@@ -3,9 +3,10 @@
 For the default sweep's smallest and largest shapes (experiments/configs/default.py), builds the
 run as the sweep would (its TrainConfig: host-fed schedule, logging every 10 steps, no progress
 bar, no TensorBoard; `lm.train`'s own stages) and times only its loop stage for `--steps` steps
-(steps, next batches, logging; its final evaluation and checkpoint taken out). Then times the bare
-jitted step on one device-resident batch, same shape, optimizer and learning rates, same number of
-steps. Both in one process pinned to one core (as a sweep worker is: the loop's Python and XLA's
+(steps, next blocks of batches, logging; its final evaluation and checkpoint taken out). Then
+times the bare compiled step on one device-resident block of batches and learning rates (the
+run's step: it picks its slot of the block, lm.step), same shape, optimizer and learning rates,
+same number of steps. Both in one process pinned to one core (as a sweep worker is: the loop's Python and XLA's
 work share it), alternating `--repeats` times; the best of each is kept. Two clocks: wall time,
 and this process's CPU time (all threads), which other processes' load on a shared machine
 disturbs much less: the CPU ratio is the figure to quote on a busy machine.
@@ -76,24 +77,28 @@ def loop_rate(train_cfg, steps: int, out_dir: str) -> tuple[float, float]:
 
 
 def bare_rate(train_cfg, steps: int) -> tuple[float, float]:
-    """(steps/s, steps per CPU second) of the jitted train step alone, called back to back on one
-    device batch (same model, optimizer and host-fed learning rates as the run)."""
+    """(steps/s, steps per CPU second) of the compiled train step alone, called back to back on one
+    device-resident block of batches and learning rates (the same step, model, optimizer, block
+    size and host-fed learning rates as the run: lm.step's block-fed step)."""
     from lm import train as train_lib
+    from lm.data.pipeline import to_device
 
     cfg = dataclasses.replace(train_cfg, steps=steps)
+    block = train_lib.block_size(cfg.batch_size, cfg.data.seq_len)
     compiled = train_lib._steps_for(cfg.model, cfg.optim, cfg.mesh, cfg.data.seq_len,
-                                    None if cfg.schedule_on_host else cfg.steps)
+                                    None if cfg.schedule_on_host else cfg.steps, block)
     table = train_lib._lr_table(cfg)
     state = compiled.init(jax.random.PRNGKey(0))
-    tokens = np.random.default_rng(0).integers(0, cfg.model.vocab_size, (cfg.batch_size, cfg.data.seq_len + 1))
-    batch = jax.device_put(tokens.astype(np.int32), compiled.batch_sharding)
-    lr_args = train_lib._lr_args
-    step = compiled.train_step.lower(state, batch, *lr_args(table, 0)).compile()
-    state, metrics = step(state, batch, *lr_args(table, 0))
+    tokens = np.random.default_rng(0).integers(0, cfg.model.vocab_size, (block, cfg.batch_size, cfg.data.seq_len + 1))
+    inputs = (to_device(tokens.astype(np.int32), compiled.block_sharding),)
+    if table is not None:
+        inputs += (to_device(table[:block].copy(), compiled.state_shardings.step),)
+    step = compiled.train_step.lower(state, *inputs).compile()
+    state, metrics = step(state, *inputs)
     jax.block_until_ready(metrics)
     t0 = _clocks()
-    for i in range(steps):
-        state, metrics = step(state, batch, *lr_args(table, i))
+    for _ in range(steps):
+        state, metrics = step(state, *inputs)
     jax.block_until_ready((state, metrics))
     return _rates(steps, t0, _clocks())
 

@@ -77,8 +77,7 @@ def split_micro(batch: Batch, grad_accum: int, batch_sharding: NamedSharding | N
         micro = x.reshape(x.shape[0] // grad_accum, grad_accum, *x.shape[1:]).swapaxes(0, 1)
         if batch_sharding is None:
             return micro
-        spec = NamedSharding(batch_sharding.mesh, P(None, *batch_sharding.spec))
-        return jax.lax.with_sharding_constraint(micro, spec)
+        return jax.lax.with_sharding_constraint(micro, block_sharding(batch_sharding))
     return jax.tree.map(split, batch)
 
 
@@ -93,7 +92,7 @@ def _set_learning_rate(opt_state: Any, lr: jax.Array) -> Any:
 
 
 def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, grad_accum: int = 1,
-                    host_lr: bool = False, batch_sharding: NamedSharding | None = None):
+                    host_lr: bool = False, batch_sharding: NamedSharding | None = None, block: int = 0):
     """A pure `(state, batch) -> (state, metrics)`; with grad_accum > 1 the batch's leading axis is
     split into that many strided micro-batches (`split_micro`, laid out like the batch by
     `batch_sharding`) whose gradients are averaged (scan: one compiled body).
@@ -101,7 +100,12 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, grad_accu
     With `host_lr` the step is `(state, batch, lr) -> ...`: `lr` (float32 []) is this step's learning
     rate, written into the injected hyperparameters inside the compiled step (no state rebuild on
     the host). metrics: loss, grad_norm and first_bad_step (so the loop reads divergence from the
-    metrics it fetches one step late, with no extra host sync)."""
+    metrics it fetches one step late, with no extra host sync).
+
+    With `block` > 0 the step reads its inputs from a block of `block` consecutive steps' inputs
+    already on the devices: the batch argument is [block, B, ...] and `lr` [block]; it uses slot
+    `state.step % block` (`block_slot`: the loop fills block j with steps [j*block, (j+1)*block)),
+    so the loop hands the same device arrays to `block` calls and transfers nothing per step."""
 
     def grads_of(params, batch):
         (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch)
@@ -132,13 +136,34 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, grad_accu
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, first_bad_step=bad)
         return new_state, {"loss": loss, "grad_norm": grad_norm, "first_bad_step": bad}
 
+    def picked(state: TrainState, batch: Batch, lr: jax.Array | None):
+        if not block:
+            return one_step(state, batch, lr)
+        slot = block_slot(state.step, block)
+        batch = jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, slot, 0, keepdims=False), batch)
+        if batch_sharding is not None:
+            batch = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, batch_sharding), batch)
+        return one_step(state, batch, None if lr is None else lr[slot])
+
     if host_lr:
         def step(state: TrainState, batch: Batch, lr: jax.Array):   # jit(step) in compile logs
-            return one_step(state, batch, lr)
+            return picked(state, batch, lr)
     else:
         def step(state: TrainState, batch: Batch):
-            return one_step(state, batch, None)
+            return picked(state, batch, None)
     return step
+
+
+def block_slot(step, block: int):
+    """The slot of step `step` in its block of `block` consecutive steps (block j holds steps
+    [j*block, (j+1)*block)); works on ints and on traced int32 scalars."""
+    return step % block
+
+
+def block_sharding(batch_sharding: NamedSharding) -> NamedSharding:
+    """The layout of a block of batches [block, B, ...]: the block axis unsplit, each batch laid
+    out like `batch_sharding` (so picking one is local to every device)."""
+    return NamedSharding(batch_sharding.mesh, P(None, *batch_sharding.spec))
 
 
 def make_eval_step(loss_fn: LossFn):
@@ -176,13 +201,20 @@ class Compiled:
     train_step: Callable[[TrainState, Batch], tuple[TrainState, dict]]
     eval_step: Callable[[Any, Batch], tuple[jax.Array, jax.Array]]
     abstract_state: TrainState                                # ShapeDtypeStructs with shardings
+    block: int = 0                    # > 0: train_step takes blocks of this many steps' inputs
+    block_sharding: NamedSharding | None = None               # the layout of such a block of batches
 
 
 def compile_steps(cfg: ModelConfig, tx: optax.GradientTransformation, mesh: Mesh, *,
-                  grad_accum: int = 1, loss_fn: LossFn | None = None, host_lr: bool = False) -> Compiled:
+                  grad_accum: int = 1, loss_fn: LossFn | None = None, host_lr: bool = False,
+                  block: int = 0) -> Compiled:
     """Shardings from the logical axis names, then jit init/step/eval with explicit shardings.
     With `host_lr` the train step takes the step's learning rate as a third argument (see
-    make_train_step); `tx` must then be built with optax.inject_hyperparams."""
+    make_train_step); `tx` must then be built with optax.inject_hyperparams. With `block` > 0 the
+    train step takes blocks of `block` steps' batches (laid out by `Compiled.block_sharding`) and
+    learning rates, and picks its own by `state.step` (make_train_step)."""
+    if block < 0:
+        raise ValueError(f"block={block} must be >= 0 (0: one batch per call)")
     if jax.default_backend() == "cpu":  # donation is a no-op on CPU and says so on every call
         warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
     check_attention_backend(cfg, mesh)
@@ -206,12 +238,14 @@ def compile_steps(cfg: ModelConfig, tx: optax.GradientTransformation, mesh: Mesh
     abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                                   abstract_state, state_sh)
     batch_sh = sh.batch_sharding(mesh)
-    in_sh = (state_sh, batch_sh, rep) if host_lr else (state_sh, batch_sh)
+    fed_sh = block_sharding(batch_sh) if block else batch_sh
+    in_sh = (state_sh, fed_sh, rep) if host_lr else (state_sh, fed_sh)
     options = functools.partial(xla_env.compile_options, mesh.devices.flat[0].platform)  # CPU: -O2, ...
-    train_step = jax.jit(make_train_step(loss_fn, tx, grad_accum, host_lr, batch_sh), in_shardings=in_sh,
+    train_step = jax.jit(make_train_step(loss_fn, tx, grad_accum, host_lr, batch_sh, block), in_shardings=in_sh,
                          out_shardings=(state_sh, rep), donate_argnums=0, compiler_options=options("train_step"))
     eval_step = jax.jit(make_eval_step(loss_fn), in_shardings=(param_sh, batch_sh), out_shardings=rep,
                         compiler_options=options("eval_step"))
     return Compiled(mesh=mesh, state_shardings=state_sh, batch_sharding=batch_sh,
                     init=jax.jit(init, out_shardings=state_sh, compiler_options=options("init")), train_step=train_step,
-                    eval_step=eval_step, abstract_state=abstract_state)
+                    eval_step=eval_step, abstract_state=abstract_state, block=block,
+                    block_sharding=fed_sh if block else None)

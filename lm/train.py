@@ -31,7 +31,7 @@ from lm.lock import FolderLock
 from lm.metrics import MetricsWriter, read_eval_curve
 from lm.optim import learning_rate_at, make_optimizer, make_schedule
 from lm.sharding import make_mesh
-from lm.step import Compiled, compile_steps
+from lm.step import Compiled, block_slot, compile_steps
 
 if TYPE_CHECKING:
     from lm.data.pipeline import BatchStream, Dataset
@@ -197,47 +197,49 @@ def _transformation(optim: OptimConfig, model: ModelConfig, steps: int | None):
 
 @functools.lru_cache(maxsize=8)
 def _steps_for(model: ModelConfig, optim: OptimConfig, mesh: MeshConfig, seq_len: int,
-               steps: int | None) -> Compiled:
+               steps: int | None, block: int = 0) -> Compiled:
     """The sharded step functions of runs with this model, optimizer, mesh and sequence length
-    (steps None: a host-fed schedule, whatever the run's length). Cached: a sweep worker's runs of
-    one shape share them, so each shape is traced, lowered and compiled once per process (jax's
-    caches then hit), not once per run."""
-    return compile_steps(model, _transformation(optim, model, steps), make_mesh(mesh),
-                         grad_accum=optim.grad_accum, loss_fn=_loss_fn(model, seq_len), host_lr=steps is None)
+    (steps None: a host-fed schedule, whatever the run's length; block: the train step's inputs
+    come in blocks of that many steps, lm.step). Cached: a sweep worker's runs of one shape share
+    them, so each shape is traced, lowered and compiled once per process (jax's caches then hit),
+    not once per run."""
+    return compile_steps(model, _transformation(optim, model, steps), make_mesh(mesh), grad_accum=optim.grad_accum,
+                         loss_fn=_loss_fn(model, seq_len), host_lr=steps is None, block=block)
 
 
-def _lr_args(lr_table: np.ndarray | None, step: int) -> tuple:
-    """The train step's extra argument: this step's learning rate when the schedule is fed from the
-    host (written into the optimizer state inside the compiled step), else nothing."""
-    return () if lr_table is None else (lr_table[min(step, len(lr_table) - 1)],)  # a finished run resumes at steps
+_BLOCK_TOKENS = 2 ** 20
+"""Token ids per block of training batches on the devices (4 MiB of int32; at most 64 steps)."""
 
 
-class _BatchesAhead:
-    """Host batches of the next `ahead` steps drawn with ONE call into the dataset (the synthetic
-    sampler costs per call, not per row: at batch 8 x 64 one batch alone took as long as a d12
-    step) and, in one process, put on the devices in one transfer; then handed out one step at a
-    time; exactly the rows `stream.batch(step)` would give."""
+def block_size(batch_size: int, seq_len: int) -> int:
+    """Steps per block of training inputs (lm.step): up to 64, fewer for large batches (a block of
+    [steps, batch_size, seq_len + 1] token ids holds at most ~_BLOCK_TOKENS of them)."""
+    return min(64, max(1, _BLOCK_TOKENS // (batch_size * (seq_len + 1))))
 
-    def __init__(self, stream, ahead: int, sharding):
-        self.stream, self.ahead, self.sharding = stream, max(1, ahead), sharding
-        self.first, self.rows = 0, np.zeros((0, stream.seq_len + 1), np.int32)
-        self.on_device: list | None = None
 
-    def batch(self, step: int) -> np.ndarray:
-        s, local = self.stream, len(self.stream.rows)
-        if not self.first <= step < self.first + len(self.rows) // local:
-            steps = np.arange(step, step + self.ahead, dtype=np.int64)[:, None]
-            indices = (steps * s.batch_size + s.rows[None, :]).ravel()
-            self.first, self.rows = step, s.dataset.rows(indices, s.seq_len + 1, s.seed)
-            self.on_device = s.device_batches(self.sharding, self.rows)
-        i = (step - self.first) * local
-        return self.rows[i:i + local]
+class _Blocks:
+    """The train step's inputs a block of `block` steps at a time (lm.step: block j holds steps
+    [j*block, (j+1)*block)): the block's batches drawn with one call into the dataset and put on
+    the devices in one transfer (`BatchStream.device_block`), with their learning rates [block]
+    when the schedule is fed from the host; the loop passes the same arrays to each of the block's
+    steps, and nothing moves to the devices per step."""
 
-    def device_batch(self, step: int):
-        """Global batch `step` on the devices (through `stream.device_batch`, whoever wraps it)."""
-        host = self.batch(step)
-        prepared = None if self.on_device is None else self.on_device[step - self.first]
-        return self.stream.device_batch(step, self.sharding, host, prepared)
+    def __init__(self, stream: BatchStream, compiled: Compiled, lr_table: np.ndarray | None):
+        self.stream, self.block, self.lr_table = stream, compiled.block, lr_table
+        self.sharding, self.replicated = compiled.block_sharding, compiled.state_shardings.step
+
+    def inputs(self, step: int, stop: int) -> tuple:
+        """(batches,) or (batches, learning rates): the block holding `step`, filled from `step`
+        up to its end or `stop` (the run's last step), whichever comes first."""
+        first = step - block_slot(step, self.block)
+        end = max(step, min(first + self.block, stop))
+        batches = self.stream.device_block(step, end, self.block, self.sharding)
+        if self.lr_table is None:
+            return (batches,)
+        lrs = np.zeros(self.block, np.float32)      # a finished run resumes at `steps`: the last rate
+        lrs[step - first:end - first] = self.lr_table[np.minimum(np.arange(step, end), len(self.lr_table) - 1)]
+        from lm.data.pipeline import to_device
+        return batches, to_device(lrs, self.replicated)
 
 
 def evaluate(compiled, params, eval_batches: list[jax.Array]) -> float:
@@ -322,6 +324,7 @@ class _Run:
     cfg: TrainConfig
     compiled: Compiled
     lr_table: np.ndarray | None        # float32 [steps]: the host-fed schedule (None: in the step)
+    blocks: _Blocks                    # the train step's inputs, a block of steps at a time
     stream: BatchStream                # training batches; .step is the position a checkpoint records
     eval_stream: BatchStream           # held-out batches
     eval_ds: Dataset                   # held-out split (its entropy floor)
@@ -344,9 +347,9 @@ def _train(cfg: TrainConfig, restart: bool, dtype_choice: dict[str, Any]) -> dic
         run.ckpts.close()
         raise
     eval_batches, floor = _held_out(run)
-    step_fn, first, compile_s = _compile_step(run, state)
+    step_fn, inputs, compile_s = _compile_step(run, state)
     loop = _Loop(run, eval_batches, start=int(state.step))
-    state = loop.train(state, step_fn, first)
+    state = loop.train(state, step_fn, inputs)
     return _finish(run, loop, state, {"compile_s": compile_s, "entropy_floor": floor,
                                       "checkpoint_problems": problems, "compute_dtype_choice": dtype_choice})
 
@@ -356,10 +359,11 @@ def _build(cfg: TrainConfig) -> _Run:
     t_start = time.time()
     lr_table = _lr_table(cfg)
     compiled = _steps_for(cfg.model, cfg.optim, cfg.mesh, cfg.data.seq_len,
-                          None if cfg.schedule_on_host else cfg.steps)
+                          None if cfg.schedule_on_host else cfg.steps, block_size(cfg.batch_size, cfg.data.seq_len))
     _, eval_ds, stream, eval_stream = _build_data(cfg, compiled.batch_sharding)
     ckpts = Checkpoints(os.path.join(cfg.out_dir, "checkpoints"), keep=cfg.keep_checkpoints)
-    return _Run(cfg=cfg, compiled=compiled, lr_table=lr_table, stream=stream, eval_stream=eval_stream,
+    return _Run(cfg=cfg, compiled=compiled, lr_table=lr_table, blocks=_Blocks(stream, compiled, lr_table),
+                stream=stream, eval_stream=eval_stream,
                 eval_ds=eval_ds, ckpts=ckpts, lead=jax.process_index() == 0, t_start=t_start)
 
 
@@ -390,15 +394,15 @@ def _held_out(run: _Run) -> tuple[list[jax.Array], float | None]:
     return eval_batches, floor
 
 
-def _compile_step(run: _Run, state) -> tuple[Any, jax.Array, float]:
-    """(compiled train step, the first batch, seconds spent compiling): compiled ahead of the loop so
-    its time is reported apart from the steps'."""
+def _compile_step(run: _Run, state) -> tuple[Any, tuple, float]:
+    """(compiled train step, the inputs of the first block, seconds spent compiling): compiled
+    ahead of the loop so its time is reported apart from the steps'."""
     t0 = time.time()
     start = int(state.step)
     run.stream.step = start
-    first = run.stream.device_batch(start, run.compiled.batch_sharding)
-    step_fn = run.compiled.train_step.lower(state, first, *_lr_args(run.lr_table, start)).compile()
-    return step_fn, first, time.time() - t0
+    inputs = run.blocks.inputs(start, run.cfg.steps)
+    step_fn = run.compiled.train_step.lower(state, *inputs).compile()
+    return step_fn, inputs, time.time() - t0
 
 
 _DIVERGED = "loss or gradient became NaN/Inf at step {}; lower the learning rate or clip"
@@ -424,20 +428,20 @@ class _Loop:
         self.last_log = (start, time.time())          # (step, time) of the last logged row
         self.loop_s = 0.0
 
-    def train(self, state, step_fn, batch):
-        """Steps from `start` to cfg.steps (or divergence); returns the last state."""
+    def train(self, state, step_fn, inputs: tuple):
+        """Steps from `start` to cfg.steps (or divergence), the first block's `inputs` given;
+        returns the last state."""
         run, cfg, timers = self.run, self.run.cfg, self.timers
-        stream, sharding, table = run.stream, run.compiled.batch_sharding, run.lr_table
-        ahead = _BatchesAhead(stream, min(64, max(1, 4096 // len(stream.rows))), sharding)
+        stream, blocks, block = run.stream, run.blocks, run.blocks.block
         t0 = time.time()
         for step in range(self.start, cfg.steps):
-            state, metrics = step_fn(state, batch, *_lr_args(table, step))   # dispatched, runs async
+            state, metrics = step_fn(state, *inputs)   # dispatched, runs async; picks its batch and rate
             done = step + 1
-            td = time.time()
             stream.step = done          # the data position a checkpoint now records
-            if done < cfg.steps:        # the next batch is built while the step runs
-                batch = ahead.device_batch(done)
-            timers["data_s"] += time.time() - td
+            if done < cfg.steps and block_slot(done, block) == 0:   # the next block, built while the step runs
+                td = time.time()
+                inputs = blocks.inputs(done, cfg.steps)
+                timers["data_s"] += time.time() - td
             self.writer.advance()
             if not self._after_step(state, metrics, done):
                 break

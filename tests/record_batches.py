@@ -1,7 +1,9 @@
 """`python tests/record_batches.py HASHES.jsonl [lm-train args...]`: lm-train that also records the
 SHA-256 of every global training batch it puts on the devices (process 0 appends
 {"step", "sha256"} lines to HASHES.jsonl). A test helper: the hash is of the whole global batch,
-gathered from all processes, so runs on different meshes and process counts compare directly."""
+gathered from all processes, so runs on different meshes and process counts compare directly.
+Batches reach the devices a block of steps at a time (BatchStream.device_block): each step of
+the block is hashed from the slot the train step reads (lm.step.block_slot)."""
 
 import hashlib
 import json
@@ -15,20 +17,23 @@ def _install(path: str) -> None:
     from jax.experimental import multihost_utils
 
     from lm.data import pipeline
+    from lm.step import block_slot
 
-    original = pipeline.BatchStream.device_batch
+    original = pipeline.BatchStream.device_block
 
-    def recording(self, step, sharding, *args):
-        array = original(self, step, sharding, *args)
+    def recording(self, start, stop, block, sharding):
+        array = original(self, start, stop, block, sharding)
         if self.dataset.split == "train":
             full = np.asarray(multihost_utils.process_allgather(array, tiled=True))
             if jax.process_index() == 0:
                 with open(path, "a") as f:
-                    f.write(json.dumps({"step": int(step), "shape": list(full.shape),
-                                        "sha256": hashlib.sha256(full.tobytes()).hexdigest()}) + "\n")
+                    for step in range(start, stop):
+                        batch = full[block_slot(step, block)]
+                        f.write(json.dumps({"step": int(step), "shape": list(batch.shape),
+                                            "sha256": hashlib.sha256(batch.tobytes()).hexdigest()}) + "\n")
         return array
 
-    pipeline.BatchStream.device_batch = recording
+    pipeline.BatchStream.device_block = recording
 
 
 if __name__ == "__main__":

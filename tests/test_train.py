@@ -201,26 +201,64 @@ def test_wrong_types_and_vocab_are_refused(tmp_path, change, match):
 
 
 @pytest.mark.parametrize("rows", [None, "second_half"])
-def test_batches_drawn_ahead_are_the_streams_batches(tmp_path, rows):
+def test_blocks_hold_the_streams_batches(tmp_path, rows):
     from lm.config import MeshConfig
     from lm.data.pipeline import BatchStream, build_dataset
     from lm.sharding import batch_sharding, make_mesh
-    from lm.train import _BatchesAhead
+    from lm.step import block_sharding
 
     cfg = tiny(tmp_path)
     dataset = build_dataset(cfg.data, cfg.data.train_split, vocab_size_hint=cfg.model.vocab_size)
     if rows is not None:                       # the rows a second of two processes would hold
         rows = np.arange(cfg.batch_size // 2, cfg.batch_size)
     stream = BatchStream(dataset, cfg.batch_size, cfg.data.seq_len, cfg.data.seed, rows)
-    mesh = make_mesh(MeshConfig(data=1), jax.devices()[:1])
-    ahead = _BatchesAhead(stream, 3, batch_sharding(mesh))
-    for step in (5, 6, 7, 8, 2, 12):           # within a chunk, across chunks, backwards
-        np.testing.assert_array_equal(ahead.batch(step), stream.batch(step))
-        if rows is None:                       # one process holds every row: one transfer per chunk
-            assert ahead.on_device is not None
-            np.testing.assert_array_equal(np.asarray(ahead.device_batch(step)), stream.batch(step))
-        else:                                  # part of the rows: each batch goes by device_batch
-            assert ahead.on_device is None
+    for start, stop in ((5, 8), (8, 12), (2, 3)):          # one draw gives each step's own rows
+        drawn = stream.steps_rows(start, stop)
+        for i, step in enumerate(range(start, stop)):
+            np.testing.assert_array_equal(drawn[i], stream.batch(step))
+    if rows is not None:                       # a device block needs every row its devices hold
+        return
+    sharding = block_sharding(batch_sharding(make_mesh(MeshConfig(data=2), jax.devices()[:2])))
+    block = stream.device_block(5, 7, 4, sharding)           # steps 5, 6 of block [4, 8)
+    assert block.shape == (4, cfg.batch_size, cfg.data.seq_len + 1) and block.sharding == sharding
+    got = np.asarray(block)
+    np.testing.assert_array_equal(got[1], stream.batch(5))
+    np.testing.assert_array_equal(got[2], stream.batch(6))
+    assert not got[0].any() and not got[3].any()           # slots of other steps: zeros, never read
+    with pytest.raises(ValueError, match="within one block"):
+        stream.device_block(3, 6, 4, sharding)
+
+
+def test_a_step_fed_by_blocks_matches_one_batch_per_call():
+    """The train step given blocks of 4 steps' batches and learning rates picks slot step % 4:
+    6 steps (a block and a part-filled one) end in the state of 6 one-batch calls."""
+    import optax
+    from lm.config import MeshConfig
+    from lm.sharding import make_mesh
+    from lm.step import compile_steps
+
+    cfg = ModelConfig(vocab_size=32, d_model=16, n_layers=1, n_heads=2, max_seq_len=8, compute_dtype="float32")
+    tx = optax.inject_hyperparams(optax.adam)(learning_rate=0.0)
+    mesh = make_mesh(MeshConfig(data=2), jax.devices()[:2])
+    one, fed = compile_steps(cfg, tx, mesh, host_lr=True), compile_steps(cfg, tx, mesh, host_lr=True, block=4)
+    batches = np.random.default_rng(0).integers(0, 32, (6, 4, 9)).astype(np.int32)
+    lrs = np.linspace(0.01, 0.06, 6).astype(np.float32)
+    state = one.init(jax.random.PRNGKey(0))
+    for i in range(6):
+        state, metrics = one.train_step(state, jax.device_put(batches[i], one.batch_sharding), lrs[i])
+    fed_state = fed.init(jax.random.PRNGKey(0))
+    for first, stop in ((0, 4), (4, 6)):
+        block, block_lrs = np.zeros((4, 4, 9), np.int32), np.zeros(4, np.float32)
+        block[:stop - first], block_lrs[:stop - first] = batches[first:stop], lrs[first:stop]
+        inputs = jax.device_put(block, fed.block_sharding), jax.device_put(block_lrs)
+        for _ in range(first, stop):
+            fed_state, fed_metrics = fed.train_step(fed_state, *inputs)
+    assert int(fed_state.step) == 6 and float(fed_metrics["loss"]) == pytest.approx(float(metrics["loss"]), rel=1e-6)
+    assert float(fed_state.opt_state.hyperparams["learning_rate"]) == pytest.approx(float(lrs[5]))
+    for a, b in zip(jax.tree.leaves(jax.device_get(fed_state.params)), jax.tree.leaves(jax.device_get(state.params))):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="block=-1"):
+        compile_steps(cfg, tx, mesh, host_lr=True, block=-1)
 
 
 def test_learning_rate_argument_is_written_inside_the_step():

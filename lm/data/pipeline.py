@@ -276,25 +276,33 @@ class BatchStream:
         """int32 [len(rows), seq_len + 1]: this process's rows of global batch `step`."""
         return self.dataset.rows(step * self.batch_size + self.rows, self.seq_len + 1, self.seed)
 
-    def device_batch(self, step: int, sharding, host: np.ndarray | None = None, prepared: "Any" = None) -> "Any":
+    def device_batch(self, step: int, sharding) -> "Any":
         """Global batch `step` as a jax.Array [batch_size, seq_len + 1] laid out by `sharding`
-        (built from this process's rows only: `host`, when they were drawn ahead, else drawn now;
-        `prepared`: the same batch already put on the devices by `device_batches`, returned as is)."""
-        if prepared is not None:
-            return prepared
-        return to_device(self.batch(step) if host is None else host, sharding, self.rows, self.batch_size)
+        (built from this process's rows only)."""
+        return to_device(self.batch(step), sharding, self.rows, self.batch_size)
 
-    def device_batches(self, sharding, host_block: np.ndarray) -> "list | None":
-        """Consecutive global batches, their rows stacked in `host_block` [n * batch_size, seq_len + 1],
-        put on the devices in ONE transfer when this process holds every row (one process; a transfer
-        per step cost ~0.1 ms on a one-core sweep worker, a tenth of a small model's step); None
-        when the process holds only some rows (each batch then goes by `device_batch`)."""
-        import jax
+    def steps_rows(self, start: int, stop: int) -> np.ndarray:
+        """int32 [stop - start, len(rows), row width]: this process's rows of global batches
+        [start, stop) (a row is seq_len + 1 tokens; paired data: source and target), drawn with ONE
+        call into the dataset (the synthetic sampler costs per call, not per row: at batch 8 x 64
+        one batch alone took as long as a d12 step)."""
+        steps = np.arange(start, stop, dtype=np.int64)[:, None]
+        indices = (steps * self.batch_size + self.rows[None, :]).ravel()
+        rows = self.dataset.rows(indices, self.seq_len + 1, self.seed)
+        return rows.reshape(stop - start, len(self.rows), -1)
 
-        if len(self.rows) != self.batch_size or jax.process_count() != 1:
-            return None
-        n = len(host_block) // self.batch_size
-        return jax.device_put(list(host_block.reshape(n, self.batch_size, -1)), sharding)
+    def device_block(self, start: int, stop: int, block: int, sharding) -> "Any":
+        """Global batches [start, stop), all within one block of `block` consecutive steps (block j
+        holds steps [j*block, (j+1)*block), lm.step.block_slot), as ONE jax.Array [block,
+        batch_size, row width] laid out by `sharding` (the block axis unsplit): batch s in slot
+        s % block, the slots of other steps zeros (never read). One draw, one transfer."""
+        first = start - start % block
+        if not (block > 0 and first <= start <= stop <= first + block):
+            raise ValueError(f"steps [{start}, {stop}) are not within one block of {block} steps")
+        drawn = self.steps_rows(start, max(stop, start + 1))    # at least one step: the rows' width
+        host = np.zeros((block, *drawn.shape[1:]), np.int32)
+        host[start - first:stop - first] = drawn[:stop - start]
+        return to_device(host, sharding, self.rows, self.batch_size, axis=1)
 
     def state(self) -> dict[str, Any]:
         """JSON-able position: the next step, and what it must be resumed with."""
@@ -330,22 +338,25 @@ def process_rows(sharding, global_shape: tuple[int, ...]) -> np.ndarray:
 
 
 def to_device(batch: np.ndarray, sharding, rows: np.ndarray | None = None,
-              global_rows: int | None = None) -> "Any":
-    """The global jax.Array [global_rows, ...] laid out by `sharding`, from this process's part of
-    it: `batch[i]` is global row `rows[i]` (default: `batch` is the whole array). Every row this
-    process's devices hold must be among `rows` (see `process_rows`)."""
+              global_rows: int | None = None, axis: int = 0) -> "Any":
+    """The global jax.Array laid out by `sharding` from this process's part of it, its rows along
+    `axis` ([global_rows, ...] for axis 0): `batch`'s row i along `axis` is global row `rows[i]`
+    (default: `batch` is the whole array). Every row this process's devices hold must be among
+    `rows` (see `process_rows`)."""
     import jax
 
-    rows = np.arange(len(batch), dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
-    shape = (len(batch) if global_rows is None else global_rows, *batch.shape[1:])
+    rows = np.arange(batch.shape[axis], dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
+    shape = list(batch.shape)
+    shape[axis] = batch.shape[axis] if global_rows is None else global_rows
+    shape = tuple(shape)
 
     def shard(index: tuple[slice, ...]) -> np.ndarray:
-        wanted = np.arange(*index[0].indices(shape[0]))
+        wanted = np.arange(*index[axis].indices(shape[axis]))
         at = np.searchsorted(rows, wanted)
         if np.any(at >= len(rows)) or np.any(rows[np.minimum(at, len(rows) - 1)] != wanted):
             raise ValueError(f"this process holds rows {rows.tolist()} of the batch but its devices need "
                              f"{wanted.tolist()}; build the stream with rows=process_rows(sharding, shape)")
-        return batch[(at, *index[1:])]
+        return batch[(*index[:axis], at, *index[axis + 1:])]
 
     return jax.make_array_from_callback(shape, sharding, shard)
 
