@@ -14,7 +14,7 @@ from typing import Any
 
 from experiments.configs import ExecConfig, SweepConfig
 from experiments.plan import RunSpec
-from experiments.worker import run_job, train_run, worker_env
+from experiments.worker import compile_cache_dir, run_job, train_run, worker_env
 
 class InlineBackend:
     """Runs each run in this process when waited on (for debugging; one at a time)."""
@@ -92,7 +92,7 @@ class PoolBackend:
     def __init__(self, cfg: SweepConfig, progress: bool):
         self.cfg = cfg
         self.slots = cfg.exec.workers
-        self.cache_dir = os.path.join(os.path.abspath(cfg.directory), ".jax_cache")
+        self.cache_dir = compile_cache_dir(cfg.exec.compile_cache, cfg.directory) or ""
         self.workers: list[_Worker | None] = [None] * self.slots
         self.selector = selectors.DefaultSelector()
 
@@ -153,7 +153,7 @@ class SubmititBackend:
         import submitit
         self.cfg = cfg
         self.slots = cfg.exec.workers
-        self.cache_dir = os.path.join(os.path.abspath(cfg.directory), ".jax_cache")
+        self.cache_dir = compile_cache_dir(cfg.exec.compile_cache, cfg.directory) or ""
         self.executor = submitit.AutoExecutor(folder=os.path.join(cfg.directory, "submitit"),
                                               cluster=cfg.exec.cluster)
         params = dict(cfg.exec.slurm)

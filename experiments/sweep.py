@@ -39,8 +39,8 @@ def _config(args: argparse.Namespace) -> configs_lib.SweepConfig:
     return configs_lib.replace(cfg, **changes).validate() if changes else cfg
 
 
-def _cache(folder: str) -> None:
-    worker.configure_compile_cache(os.path.join(os.path.abspath(folder), ".jax_cache"))
+def _cache(cfg) -> None:
+    worker.configure_compile_cache(worker.compile_cache_dir(cfg.exec.compile_cache, cfg.directory))
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -53,7 +53,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         os.environ.update(worker.worker_env(cfg.exec.threads))
         if hasattr(os, "sched_setaffinity") and cfg.exec.backend != "inline":
             os.sched_setaffinity(0, set(range(min(cfg.exec.threads, os.cpu_count() or 1))))
-        _cache(cfg.directory)
+        _cache(cfg)
         shapes = sorted({r.shape for r in plan.runs}, key=lambda s: min(r.params for r in plan.runs if r.shape == s))
         picks = sorted({0, len(shapes) // 2, len(shapes) - 1})[:args.probe]
         print(f"probing {len(picks)} shape(s) for throughput ...", file=sys.stderr, flush=True)
@@ -68,7 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     folder = cfg.directory
     print(format_plan(plan), file=sys.stderr, flush=True)
     if cfg.exec.backend == "inline":
-        _cache(folder)
+        _cache(cfg)
     observer = None if args.no_progress else Bars(run_bars=cfg.exec.backend != "inline")
     outcome = runner.run_sweep(cfg, plan, observer=observer, retry_failed=args.retry_failed)
     timing = _timing(folder, outcome, cfg)

@@ -46,6 +46,23 @@ def worker_env(threads: int, base: dict[str, str] | None = None, index: int | No
     return env
 
 
+def compile_cache_dir(setting: str, sweep_dir: str, environ: dict[str, str] | None = None) -> str | None:
+    """The persistent compilation cache folder of ExecConfig.compile_cache `setting` for the sweep
+    in `sweep_dir`: 'user' -> $LM_COMPILE_CACHE, else $XDG_CACHE_HOME/lm/xla, else ~/.cache/lm/xla;
+    'sweep' -> sweep_dir/.jax_cache; 'none' -> None (no cache); anything else is the folder."""
+    environ = os.environ if environ is None else environ
+    if setting == "none":
+        return None
+    if setting == "sweep":
+        return os.path.join(os.path.abspath(sweep_dir), ".jax_cache")
+    if setting == "user":
+        if environ.get("LM_COMPILE_CACHE"):
+            return os.path.abspath(os.path.expanduser(environ["LM_COMPILE_CACHE"]))
+        base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        return os.path.join(base, "lm", "xla")
+    return os.path.abspath(os.path.expanduser(setting))
+
+
 def configure_compile_cache(cache_dir: str | None) -> None:
     """Persistent XLA compilation cache: runs of one shape compile once per sweep.
 

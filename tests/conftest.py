@@ -9,6 +9,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import pytest  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_compile_cache(tmp_path_factory):
+    """Sweeps default to the user's compilation cache (ExecConfig.compile_cache='user'): the tests'
+    sweeps and their worker processes share one of their own instead, never the user's."""
+    saved = os.environ.get("LM_COMPILE_CACHE")
+    os.environ["LM_COMPILE_CACHE"] = str(tmp_path_factory.mktemp("user_xla_cache"))
+    yield
+    if saved is None:
+        os.environ.pop("LM_COMPILE_CACHE", None)
+    else:
+        os.environ["LM_COMPILE_CACHE"] = saved
+
+
 @pytest.fixture(scope="session")
 def n_devices() -> int:
     import jax
