@@ -12,7 +12,7 @@ and this process's CPU time (all threads), which other processes' load on a shar
 disturbs much less: the CPU ratio is the figure to quote on a busy machine.
 
     python -m experiments.bench_loop                 # as `make sweep` runs it: one XLA thread, one core
-    python -m experiments.bench_loop --steps 400 --repeats 3 --json loop.json
+    python -m experiments.bench_loop --steps 2000 --repeats 5 --json loop.json
 """
 
 from __future__ import annotations
@@ -106,8 +106,9 @@ def bare_rate(train_cfg, steps: int) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="default", help="sweep config whose extreme shapes are timed")
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=1000,
+                        help="steps per timing (the smallest shape's step is ~1 ms: 300 steps are too few on a noisy VM)")
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--core", type=int, default=0, help="pin this process to this core (-1: no pinning)")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)

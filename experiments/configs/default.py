@@ -19,7 +19,9 @@ largest budget's optimum 1.4405 vs 1.4859) but its fit met fewer of the targets 
 BENCHMARKS.md), so the default keeps one rate.
 
 Measured (2026-11-30 09:22 UTC, 2-core AMD EPYC, AVX-512 incl. AVX512_BF16, `make sweep`, quiet):
-30 runs, 304 s wall in all (273 s training, 84.9 % of worker time in steps); held-out largest
+30 runs, 304 s wall in all (273 s training, 84.9 % of worker time in steps; at 10:14 UTC with the
+block-fed step, the same losses bit for bit: 322 s and 83.3 % with an empty compilation cache,
+283 s and 93.6 % with the shapes cached by an earlier sweep); held-out largest
 budget's optimal loss forecast by Approach 3 within 0.20 % (Approach 2: 1.86 %); Approach 3
 a = 0.579 [0.525, 0.682] (width 0.158); Approach 2 a = 0.682, inside it; fitted E = 1.375 vs the
 floor 1.340 (+2.6 %). The same sweep before the CPU compile options and the unrolled layer loop
