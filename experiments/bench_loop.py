@@ -7,7 +7,9 @@ bar, no TensorBoard; `lm.train`'s own stages) and times only its loop stage for 
 times the bare compiled step on one device-resident block of batches and learning rates (the
 run's step: it picks its slot of the block, lm.step), same shape, optimizer and learning rates,
 same number of steps. Both in one process pinned to one core (as a sweep worker is: the loop's Python and XLA's
-work share it), alternating `--repeats` times; the best of each is kept. Two clocks: wall time,
+work share it), alternating `--repeats` times; the best of each is kept (`ratio_*`), and the median
+over rounds of each round's loop/bare ratio (`ratio_*_paired_median`: a round's two timings are
+seconds apart, so the VM's drift over minutes cancels). Two clocks: wall time,
 and this process's CPU time (all threads), which other processes' load on a shared machine
 disturbs much less: the CPU ratio is the figure to quote on a busy machine.
 
@@ -132,8 +134,10 @@ def main(argv: list[str] | None = None) -> None:
                    "seq": train_cfg.data.seq_len, "steps": args.steps}
             for clock, i in (("wall", 0), ("cpu", 1)):
                 best_loop, best_bare = max(x[i] for x in loop), max(x[i] for x in bare)
+                paired = sorted(lo[i] / ba[i] for lo, ba in zip(loop, bare))   # each round's loop vs its own bare
                 row.update({f"loop_steps_per_{clock}_s": round(best_loop, 1), f"bare_steps_per_{clock}_s": round(best_bare, 1),
-                            f"ratio_{clock}": round(best_loop / best_bare, 3)})
+                            f"ratio_{clock}": round(best_loop / best_bare, 3),
+                            f"ratio_{clock}_paired_median": round(paired[len(paired) // 2], 3)})
             rows.append(row)
             print(json.dumps(row), flush=True)
     if args.json:
