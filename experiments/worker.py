@@ -64,18 +64,9 @@ def compile_cache_dir(setting: str, sweep_dir: str, environ: dict[str, str] | No
 
 
 def configure_compile_cache(cache_dir: str | None) -> None:
-    """Persistent XLA compilation cache: runs of one shape compile once per sweep.
-
-    XLA's own GPU kernel/autotune caches are left off: JAX puts their paths (inside the cache
-    folder) into the compile options, which would make every key depend on where the folder is."""
-    if not cache_dir:
-        return
-    import jax
-    os.makedirs(cache_dir, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", cache_dir)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    jax.config.update("jax_persistent_cache_enable_xla_caches", "none")
+    """Persistent XLA compilation cache: runs of one shape compile once (lm.compile_cache)."""
+    from lm import compile_cache
+    compile_cache.configure(cache_dir, min_compile_s=0.0)
 
 
 def train_run(config: dict[str, Any], peak_flops: float | None = None, log_to_file: bool = True) -> dict[str, Any]:

@@ -603,9 +603,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_train_config(args.config) if args.config else default_config()
         cfg = apply_overrides(cfg, args.overrides)
         initialize(args.coordinator, args.num_processes, args.process_id, args.local_cpu_devices)
-        if args.compile_cache:
-            jax.config.update("jax_compilation_cache_dir", args.compile_cache)
-            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+        from lm import compile_cache
+        compile_cache.configure(args.compile_cache, min_compile_s=0.5)
         result = train(cfg, restart=args.restart)
     except (ValueError, FileNotFoundError) as e:
         print(f"lm-train: error: {e}", file=sys.stderr)

@@ -170,10 +170,8 @@ def fit_options(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.compile_cache:
-        import jax
-        jax.config.update("jax_compilation_cache_dir", args.compile_cache)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    from lm import compile_cache
+    compile_cache.configure(args.compile_cache, min_compile_s=0.0)
     try:
         opts = fit_options(args)
         df = load_results(args)
