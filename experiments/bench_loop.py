@@ -84,6 +84,7 @@ def bare_rate(train_cfg, steps: int) -> tuple[float, float]:
     size and host-fed learning rates as the run: lm.step's block-fed step)."""
     from lm import train as train_lib
     from lm.data.pipeline import to_device
+    from lm.sharding import replicated
 
     cfg = dataclasses.replace(train_cfg, steps=steps)
     block = train_lib.block_size(cfg.batch_size, cfg.data.seq_len)
@@ -94,7 +95,7 @@ def bare_rate(train_cfg, steps: int) -> tuple[float, float]:
     tokens = np.random.default_rng(0).integers(0, cfg.model.vocab_size, (block, cfg.batch_size, cfg.data.seq_len + 1))
     inputs = (to_device(tokens.astype(np.int32), compiled.block_sharding),)
     if table is not None:
-        inputs += (to_device(table[:block].copy(), compiled.state_shardings.step),)
+        inputs += (to_device(table[:block].copy(), replicated(compiled.mesh)),)
     step = compiled.train_step.lower(state, *inputs).compile()
     state, metrics = step(state, *inputs)
     jax.block_until_ready(metrics)

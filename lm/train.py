@@ -30,7 +30,7 @@ from lm.io import atomic_write_json
 from lm.lock import FolderLock
 from lm.metrics import MetricsWriter, read_eval_curve
 from lm.optim import learning_rate_at, make_optimizer, make_schedule
-from lm.sharding import make_mesh
+from lm.sharding import make_mesh, replicated
 from lm.step import Compiled, block_slot, compile_steps
 
 if TYPE_CHECKING:
@@ -226,7 +226,7 @@ class _Blocks:
 
     def __init__(self, stream: BatchStream, compiled: Compiled, lr_table: np.ndarray | None):
         self.stream, self.block, self.lr_table = stream, compiled.block, lr_table
-        self.sharding, self.replicated = compiled.block_sharding, compiled.state_shardings.step
+        self.sharding, self.replicated = compiled.block_sharding, replicated(compiled.mesh)
 
     def inputs(self, step: int, stop: int) -> tuple:
         """(batches,) or (batches, learning rates): the block holding `step`, filled from `step`
