@@ -31,8 +31,8 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -x -rs --durations=15 -m slow
 
 bench: $(STAMP)
-	$(BIN)/python -m experiments.bench
-	$(BIN)/python -m experiments.bench_fit
+	$(BIN)/python -m experiments.bench.step
+	$(BIN)/python -m experiments.bench.fit
 
 notebooks: $(STAMP)
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,notebooks]'

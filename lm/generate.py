@@ -8,7 +8,7 @@ does the rest on the device: prefill the cache with the prompts, sample the firs
 `lax.while_loop` feeds one token per step through `lm.model.decode` until every row has hit a
 stop token or max_new_tokens. Rows stop independently; outputs are trimmed per row. With
 `use_cache=False` each step instead recomputes the whole (fixed-size) sequence: the baseline the
-cache is measured against (experiments/bench_generate.py).
+cache is measured against (experiments/bench/generate.py).
 
 Sampling: logits / temperature, then keep the top_k largest (0 = all), then the smallest set
 whose probability reaches top_p (1.0 = all), then draw. temperature 0 is greedy (argmax).

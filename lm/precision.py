@@ -16,7 +16,7 @@ BENCHMARKS.md). So "auto" means:
 The probe is a block, not a bare matmul, because a bare matmul mispredicts (on the AVX2 VM bf16
 matmuls were slower yet bf16 steps faster): it includes the casts, the activation and the backward
 the model runs. It costs 0.7-1.1 s at d_model 64-512 (2 busy cores; ~2 s at 1024) and on the AVX-512
-EPYC picked the faster step dtype (float32) at d64, d256 and d512 (experiments/bench.py --dtypes auto).
+EPYC picked the faster step dtype (float32) at d64, d256 and d512 (experiments/bench/step.py --dtypes auto).
 """
 
 from __future__ import annotations

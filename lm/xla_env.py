@@ -7,7 +7,7 @@ the user's value wins, and `LM_NO_PINNED_XLA_FLAGS=1` turns the pinning off alto
 without it). Library code (`lm.train.train`, tests, notebooks) does not touch the environment.
 
 PINNED_CPU_FLAGS holds the flags that measured faster on the CPU training step, each measured on
-its own against the step without it (`python -m experiments.bench_flags`; figures, machine and
+its own against the step without it (`python -m experiments.bench.flags`; figures, machine and
 date in BENCHMARKS.md, "XLA CPU flags"). A flag that did not move the step beyond the noise of a
 same-process comparison is not pinned: a flag costs compile-cache keys and portability across
 jaxlib versions (XLA aborts at start-up on a flag it does not know).

@@ -49,7 +49,7 @@ Measured (2026-11-26) for the defaults K=512, V=64, S=3, E=2, alpha=1, language 
 Reference levels, nats/token: log V = 4.16; unigram entropy 3.745; bigram H(x_t | x_t-1) 2.412 (a
 perfect bigram model); entropy floor at seq_len 128 = 1.333 (`entropy_floor(128)`), 1.335 on the
 256 held-out sequences scored below. 100 effective states (exp of the stationary entropy).
-Speed, one core of the 2-core AMD EPYC VM (`python experiments/bench_data.py`): 15-36M tokens/s
+Speed, one core of the 2-core AMD EPYC VM (`python -m experiments.bench.data`): 15-36M tokens/s
 sampling blocks of 1024-4096 sequences, 10M tokens/s (0.42 ms) for one default 32x129 batch; the
 floor costs 0.3-0.4 s per 100K tokens.
 

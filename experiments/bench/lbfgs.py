@@ -3,7 +3,7 @@ on the same objective: Approach 3's Huber fit of Epoch's 240 Chinchilla points f
 grid, float64. Prints, for each: warm wall time (best of --repeats, compilation excluded), the best
 objective reached, the fitted (E, A, B, alpha, beta), and how many starts converged.
 
-    python experiments/bench_lbfgs.py [--repeats 3] [--max-iter 1000] [--every 10]
+    python -m experiments.bench.lbfgs [--repeats 3] [--max-iter 1000] [--every 10]
 
 optax runs every start for the same number of iterations inside one `lax.while_loop` (a vmapped
 loop stops when the last lane has converged), with its default zoom line search; a lane counts as
@@ -25,7 +25,7 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "epoch_c
 
 
 def _epoch_points(path: Path):
-    from experiments.bench_fit import load
+    from experiments.bench.fit import load
 
     N, D, L = load(path)
     return np.log(N), np.log(D), np.log(L)

@@ -1,8 +1,8 @@
 """Data benchmarks: synthetic generation speed on one core, the floor's cost, and data time per batch
 against the default model's step time.
 
-    python experiments/bench_data.py            # all figures (about a minute on 2 cores)
-    python experiments/bench_data.py --quick    # generation only
+    python -m experiments.bench.data            # all figures (about a minute on 2 cores)
+    python -m experiments.bench.data --quick    # generation only
 
 Prints one JSON object per figure. Generation is pinned to one core (sched_setaffinity).
 """

@@ -7,8 +7,8 @@ elementwise work handed to YNNPACK, 'dot' = XLA's own dot, 'wrapped_broadcast' =
 '*_fusion' = elementwise work); independent thunks run on different threads at once, so the times
 add up to more than the step. Model as experiments.bench.
 
-    python -m experiments.bench_profile --d-model 256
-    python -m experiments.bench_profile --d-model 256 --set scan_unroll=1 --top 40
+    python -m experiments.bench.step_profile --d-model 256
+    python -m experiments.bench.step_profile --d-model 256 --set scan_unroll=1 --top 40
 """
 
 from __future__ import annotations

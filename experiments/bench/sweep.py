@@ -13,8 +13,8 @@ The slice compiles into a compilation cache of its own, empty at the start (what
 its shapes for the first time pays); with `--warm` the slice then runs again into a second folder
 with that cache filled (what every later sweep of those shapes pays: exec.compile_cache='user').
 
-    python -m experiments.bench_sweep                          # default sweep, its 2 smallest budgets
-    python -m experiments.bench_sweep --budgets 1.6e12 --warm --json sweep_share.json
+    python -m experiments.bench.sweep                          # default sweep, its 2 smallest budgets
+    python -m experiments.bench.sweep --budgets 1.6e12 --warm --json sweep_share.json
 """
 
 from __future__ import annotations

@@ -5,10 +5,10 @@ shared machine's load moves every variant alike.
 Each variant is a ModelConfig override list; `noopts=1` compiles it without the project's CPU compile
 options (XLA's defaults: -O3, YNNPACK fusions). Rounds alternate between the variants with a 2048^3
 float32 matmul before each step; the figure is each variant's best step against the best matmul.
-Model as experiments.bench (vocab 1024, L4, d_ff 4d, heads of 64, seq 256, batch 16, AdamW).
+Model as experiments.bench.step (vocab 1024, L4, d_ff 4d, heads of 64, seq 256, batch 16, AdamW).
 
-    python -m experiments.bench_ab --d-model 256 before:noopts=1,scan_unroll=1 after:
-    python -m experiments.bench_ab --d-model 512 --dtype bfloat16 einsum: xla:attention_impl=xla
+    python -m experiments.bench.ab --d-model 256 before:noopts=1,scan_unroll=1 after:
+    python -m experiments.bench.ab --d-model 512 --dtype bfloat16 einsum: xla:attention_impl=xla
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments.bench import matmul_timer
+from experiments.bench.step import matmul_timer
 from lm import flops as flops_lib
 from lm.config import MeshConfig, ModelConfig
 from lm.sharding import make_mesh

@@ -13,8 +13,8 @@ seconds apart, so the VM's drift over minutes cancels). Two clocks: wall time,
 and this process's CPU time (all threads), which other processes' load on a shared machine
 disturbs much less: the CPU ratio is the figure to quote on a busy machine.
 
-    python -m experiments.bench_loop                 # as `make sweep` runs it: one XLA thread, one core
-    python -m experiments.bench_loop --steps 2000 --repeats 5 --json loop.json
+    python -m experiments.bench.loop                 # as `make sweep` runs it: one XLA thread, one core
+    python -m experiments.bench.loop --steps 2000 --repeats 5 --json loop.json
 """
 
 from __future__ import annotations

@@ -1,15 +1,15 @@
 """XLA CPU flags, one at a time: the training step with each flag against the same step without it.
 
 XLA reads its flags when the backend starts, so each measurement is a fresh process running
-`experiments.bench` (one size, one dtype); the variants alternate (baseline, flag 1, baseline,
+`experiments.bench.step` (one size, one dtype); the variants alternate (baseline, flag 1, baseline,
 flag 2, ...) and each flag is compared with the baseline runs around it, so slow drifts of a
 shared machine's load cancel. The figure per flag: its step tokens/s over the mean of the
 neighbouring baselines' (> 1: faster), and both processes' fractions of their own f32 matmul rate.
 Flags are added to whatever XLA_FLAGS the caller set; lm.xla_env's pinned flags are left out
 (LM_NO_PINNED_XLA_FLAGS=1), so the baseline is XLA's defaults.
 
-    python -m experiments.bench_flags                       # the candidate list below, d256 float32
-    python -m experiments.bench_flags --sizes 512 --flags=--xla_cpu_enable_fast_math=true
+    python -m experiments.bench.flags                       # the candidate list below, d256 float32
+    python -m experiments.bench.flags --sizes 512 --flags=--xla_cpu_enable_fast_math=true
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ CANDIDATES = (                         # the CPU flags of jaxlib 0.10.2 that cou
 
 
 def run_bench(flag: str | None, args: argparse.Namespace) -> dict:
-    """One `experiments.bench` process with `flag` added to XLA_FLAGS: its (only) row."""
+    """One `experiments.bench.step` process with `flag` added to XLA_FLAGS: its (only) row."""
     env = dict(os.environ, LM_NO_PINNED_XLA_FLAGS="1")
     env["XLA_FLAGS"] = " ".join(f for f in (env.get("XLA_FLAGS", ""), flag or "") if f)
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        cmd = [sys.executable, "-m", "experiments.bench", "--sizes", args.sizes, "--dtypes", args.dtype,
+        cmd = [sys.executable, "-m", "experiments.bench.step", "--sizes", args.sizes, "--dtypes", args.dtype,
                "--layers", str(args.layers), "--steps", str(args.steps), "--json", out.name]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if proc.returncode != 0:

@@ -7,8 +7,8 @@ figure is the median. Tokens/s counts generated tokens (batch * new) over the wh
 prefill included. Without the cache every step recomputes the whole fixed-size sequence
 (bucketed prompt + new tokens), which is what the cache saves.
 
-    python experiments/bench_generate.py
-    python experiments/bench_generate.py --prompt 16 --new 32,64,112 --batch 1,8
+    python -m experiments.bench.generate
+    python -m experiments.bench.generate --prompt 16 --new 32,64,112 --batch 1,8
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ the cold fit (first call in the process: XLA compilation included), warm fits (m
 --repeats), the bootstrap, VPNLS (cold and warm), and `lm-fit` on the CSV with 1,000
 bootstraps in a fresh process (--lmfit); wall and process CPU seconds, with the machine.
 
-    python experiments/bench_fit.py
-    python experiments/bench_fit.py --repeats 5 --resamples 1000 --scipy-starts 20
-    python experiments/bench_fit.py --tables-only      # the docs' synthetic-grid tables
+    python -m experiments.bench.fit
+    python -m experiments.bench.fit --repeats 5 --resamples 1000 --scipy-starts 20
+    python -m experiments.bench.fit --tables-only      # the docs' synthetic-grid tables
 
 --scipy-starts K also times scipy's L-BFGS-B looping over K grid starts (the published way)
 and extrapolates it to all 4,500. --tables prints (a) Approach 2's error in a, windowed vs all

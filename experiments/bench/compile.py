@@ -7,8 +7,8 @@ keeps compiled programs in memory), for the default sweep's smallest, middle and
 'O2' (-O2), 'O2-noynn' (-O2 without YNNPACK fusions), 'project' (lm.xla_env.CPU_COMPILE_OPTIONS,
 per program).
 
-    python -m experiments.bench_compile
-    python -m experiments.bench_compile --sets xla,project --repeats 3
+    python -m experiments.bench.compile
+    python -m experiments.bench.compile --sets xla,project --repeats 3
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def compile_times(config: str, option_set: str) -> list[dict]:
     import numpy as np
 
     from experiments import configs as configs_lib
-    from experiments.bench_loop import sweep_extremes
+    from experiments.bench.loop import sweep_extremes
     from lm import train as train_lib
     from lm import xla_env
 
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     env = dict(os.environ, LM_NO_PINNED_XLA_FLAGS="1")   # the sets say every option themselves
     for _ in range(args.repeats):
         for option_set in args.sets.split(","):
-            out = subprocess.run([sys.executable, "-m", "experiments.bench_compile", "--config", args.config,
+            out = subprocess.run([sys.executable, "-m", "experiments.bench.compile", "--config", args.config,
                                   "--child", option_set], capture_output=True, text=True, env=env, check=True)
             for row in json.loads(out.stdout.strip().splitlines()[-1]):
                 key = (row["run"], option_set)

@@ -8,11 +8,11 @@ of the device kind (lm.flops.PEAK_FLOPS_BF16) or --peak-flops. FLOPs per step us
 (what XLA executes: 6N + non-causal attention); --causal-half counts causal attention as half
 ('6n_attn_causal', what a causal flash kernel executes and MaxText reports).
 
-    python -m experiments.bench                 # all sizes, float32 and bfloat16 compute
-    python -m experiments.bench --sizes 512 --dtypes float32 --steps 10
-    python -m experiments.bench --sizes 64,256,512 --dtypes auto,float32,bfloat16   # does the probe
+    python -m experiments.bench.step                 # all sizes, float32 and bfloat16 compute
+    python -m experiments.bench.step --sizes 512 --dtypes float32 --steps 10
+    python -m experiments.bench.step --sizes 64,256,512 --dtypes auto,float32,bfloat16   # does the probe
         # behind compute_dtype='auto' (lm.precision) pick the dtype whose step is faster?
-    python -m experiments.bench --sizes 768,1024 --layers 12,24 --seq 1024 --batch 16 \
+    python -m experiments.bench.step --sizes 768,1024 --layers 12,24 --seq 1024 --batch 16 \
         --dtypes bfloat16 --attention cudnn --vocab 50304     # GPU mode: 124M / 350M GPT shapes
 """
 
