@@ -73,3 +73,20 @@ def tiny_adaptive_config(tmp_path, *, budgets=(3e8, 6e8, 1.2e9, 2.4e9), out="ada
                                 forecast_bootstrap=bootstrap),
         exec=ExecConfig(backend=backend, workers=workers, threads=1, max_retries=2, poll_s=0.1),
         out_dir=str(tmp_path / out))
+
+
+ADAPTIVE_CONFIG = '''
+import pathlib
+import sys
+sys.path.insert(0, {here!r})
+from tiny_sweeps import tiny_adaptive_config
+
+def get_config():
+    return tiny_adaptive_config(pathlib.Path({tmp!r}), backend="pool", workers=2)
+'''
+
+
+def write_adaptive_config(path) -> str:
+    """The tiny adaptive sweep as a config file for the CLI (pool of 2 workers)."""
+    path.write_text(ADAPTIVE_CONFIG.format(here=os.path.dirname(os.path.abspath(__file__)), tmp=str(path.parent)))
+    return str(path)
