@@ -12,10 +12,11 @@ truncated before the next append). Two kinds of row, linked by `id` (= "C<budget
 
 A resumed sweep keeps every earlier row and never predicts a budget twice.
 
-`predict_optimum(table, budget, ...)` is the forecast itself: a frontier-free default from Approach 3
-(the grid fit of L(N, D) on every run of the earlier stages, bootstrap intervals widened by the
-training residuals), so the planner needs nothing else; `observed_optimum` is a budget's windowed
-parabola minimum.
+`predict_optimum(table, budget, ...)` is the forecast itself: the walk-forward model choice of
+lm.scaling.walkforward once the earlier stages hold >= 4 budgets, before that Approach 3 (the grid
+fit of L(N, D) on every run of the earlier stages, bootstrap intervals widened by the training
+residuals), or a power law through the earlier minima while there are too few runs for Approach 3;
+`observed_optimum` is a budget's windowed parabola minimum.
 """
 
 from __future__ import annotations
@@ -160,6 +161,37 @@ def observed_optimum(table, budget: float, flops_per_token=None) -> tuple[float,
 
 def predict_optimum(table, budget: float, flops_per_token=None, *, n_bootstrap: int = 200,
                     seed: int = 0) -> Prediction:
+    """Budget C's forecast from the earlier stages' runs (`table`): the walk-forward model choice
+    (lm.scaling.walkforward, where installed and the table has >= 4 budgets) for the optimal loss,
+    its interval and N_opt, with Approach 3's interval for N_opt; Approach 3 alone otherwise."""
+    a3 = approach3_prediction(table, budget, flops_per_token, n_bootstrap=n_bootstrap, seed=seed)
+    choice = walk_forward_choice(table, flops_per_token)
+    if choice is None or choice.chosen is None:
+        return a3
+    row = choice.forecast([budget]).iloc[0]
+    n_opt = float(row["N"]) if np.isfinite(row["N"]) else a3.n_opt
+    return dataclasses.replace(a3, loss=float(row["loss"]), lo=float(row["lo"]), hi=float(row["hi"]), n_opt=n_opt,
+                               approach=f"walk-forward: {choice.chosen}")
+
+
+def walk_forward_choice(table, flops_per_token=None):
+    """lm.scaling.walkforward.choose on the table, or None (not installed, or < 4 budgets)."""
+    import importlib.util
+    import warnings
+
+    if importlib.util.find_spec("lm.scaling.walkforward") is None or len(set(table["budget"])) < 4:
+        return None
+    from lm.scaling import walkforward
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return walkforward.choose(table, flops_per_token=flops_per_token)
+        except ValueError:
+            return None
+
+
+def approach3_prediction(table, budget: float, flops_per_token=None, *, n_bootstrap: int = 200,
+                         seed: int = 0) -> Prediction:
     """Budget C's optimal loss and N_opt from Approach 3 fitted on `table` (the earlier stages' runs),
     with `LEVEL` intervals: the bootstrap laws' predictions times a draw of the training residuals
     (log space, shrunk by the 5 runs a parabola minimum averages)."""
