@@ -25,7 +25,7 @@ import os
 from typing import Any, Iterable
 
 from experiments.configs import SweepConfig
-from experiments.shapes import Shape, _nonembed, preset_shape, shape_for, shape_grid
+from experiments.shapes import Shape, nonembed_params, preset_shape, shape_for, shape_grid
 from lm import flops as flops_lib
 from lm.config import ModelConfig, TrainConfig
 
@@ -72,7 +72,7 @@ def shapes_for_budget(cfg: SweepConfig, budget: float) -> list[Shape]:
             shape = shape_for(target, sizes, template)
             if shape not in out:
                 out.append(shape)
-        return sorted(out, key=lambda s: _nonembed(s, template))
+        return sorted(out, key=lambda s: nonembed_params(s, template))
     lo, hi = sizes.range
     if sizes.window is None:          # k sizes log-spaced over the feasible part of the range
         candidates = [(n, s) for n, s in _grid(cfg) if lo <= n <= hi and _feasible(cfg, s, budget)]
@@ -224,7 +224,7 @@ def _run_model(cfg: SweepConfig, shape: Shape, parametrization: str | None = Non
     return model if parametrization is None else dataclasses.replace(model, parametrization=parametrization)
 
 
-def _spec(cfg: SweepConfig, run_id: str, kind: str, shape: Shape, budget: float | None, steps: int,
+def run_spec(cfg: SweepConfig, run_id: str, kind: str, shape: Shape, budget: float | None, steps: int,
           **kw: Any) -> RunSpec:
     model = _run_model(cfg, shape, kw.get("parametrization"))
     counts = flops_lib.param_counts(model)
@@ -283,7 +283,7 @@ def _cosine_point(cfg: SweepConfig, shape: Shape, budget: float, smallest: bool)
     """(the cosine run of `shape` at `budget`, None) or (it, why it is dropped). The smallest size
     of a budget below min_steps is an error: the budget itself is too small for the sweep."""
     tokens_per_step = cfg.batch_size * cfg.seq_len
-    probe = _spec(cfg, "", "cosine", shape, budget, 1)
+    probe = run_spec(cfg, "", "cosine", shape, budget, 1)
     steps = budget_steps(cfg, probe.flops_per_token, budget)
     spec = dataclasses.replace(probe, run_id=f"cos-C{budget_label(budget)}-{shape.name}", steps=steps,
                                tokens=steps * tokens_per_step, learning_rate=horizon_learning_rate(cfg, steps))
@@ -327,7 +327,7 @@ def _transfer_runs(cfg: SweepConfig) -> list[RunSpec]:
         _check_mup_widths(cfg, [shape], "mup" in t.parametrizations)
         for param in t.parametrizations:
             for lr in t.grid(param):
-                runs.append(_spec(cfg, f"lr-{param}-{shape.name}-lr{lr:g}", "lr_transfer", shape, None, t.steps,
+                runs.append(run_spec(cfg, f"lr-{param}-{shape.name}-lr{lr:g}", "lr_transfer", shape, None, t.steps,
                                   learning_rate=lr, parametrization=param))
     if t.steps < cfg.min_steps or t.steps <= cfg.optim.warmup_steps:
         raise ValueError(f"transfer.steps={t.steps} is below min_steps={cfg.min_steps} or inside the warmup "
@@ -348,7 +348,7 @@ def _encdec_runs(cfg: SweepConfig) -> list[RunSpec]:
         for enc in e.encoder_layers:
             for dec in e.decoder_layers:
                 shape = Shape(width, dec, n_heads, cfg.sizes.ff_mult * width, n_encoder_layers=enc)
-                runs.append(_spec(cfg, f"ed-{shape.name}", "cosine", shape, None, e.steps))
+                runs.append(run_spec(cfg, f"ed-{shape.name}", "cosine", shape, None, e.steps))
     _check_mup_widths(cfg, [r.shape for r in runs])
     return runs
 
@@ -384,9 +384,9 @@ def _wsd_runs(cfg: SweepConfig, cosine: list[RunSpec]) -> list[RunSpec]:
         branches = _wsd_branches(cfg, twins)
         trunk_id = f"wsd-trunk-{name}"
         trunk_steps = cfg.wsd.trunk_steps or max(b for _, b in branches)
-        out.append(_spec(cfg, trunk_id, "wsd_constant", twins[0].shape, None, trunk_steps,
+        out.append(run_spec(cfg, trunk_id, "wsd_constant", twins[0].shape, None, trunk_steps,
                          checkpoint_steps=tuple(sorted({b for _, b in branches}))))
         for twin, branch in branches:
-            out.append(_spec(cfg, f"wsd-C{budget_label(twin.budget)}-{name}", "wsd_cooldown", twin.shape,
+            out.append(run_spec(cfg, f"wsd-C{budget_label(twin.budget)}-{name}", "wsd_cooldown", twin.shape,
                              twin.budget, twin.steps, parent=trunk_id, branch_step=branch))
     return out

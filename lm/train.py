@@ -298,7 +298,7 @@ def _resume(cfg: TrainConfig, ckpts: Checkpoints, compiled, restart: bool, probl
         print(f"lm-train: {line}", file=sys.stderr, flush=True)
 
     had = ckpts.all_steps()
-    found = ckpts.restore_newest_good(lambda s: ckpts._restore_raw(compiled.abstract_state, s), report)
+    found = ckpts.restore_newest_good(lambda s: ckpts.restore_unverified(compiled.abstract_state, s), report)
     if found is not None:
         state, data_state, _ = found[1]
         return state, data_state

@@ -32,7 +32,7 @@ import pandas as pd
 from lm.scaling.bootstrap import PowerLawFits, power_law_fits
 from lm.scaling.envelope import CHINCHILLA_TABLE3_BUDGETS
 from lm.scaling.laws import FlopsPerToken
-from lm.scaling.results import _flops_per_token, budgets_of, prepare_results
+from lm.scaling.results import flops_per_token_at, budgets_of, prepare_results
 
 UNRELIABLE_REJECTED = 0.2
 """Fraction of rejected budget resamples above which Approach 2 is flagged unreliable."""
@@ -170,7 +170,7 @@ def fit_budget(budget: float, g: pd.DataFrame, window, min_points: int, d_from_d
         q = weighted_lstsq(np.stack([np.ones_like(xu), xu - x0], axis=1), np.log(g["D"].to_numpy()[used]), np.ones_like(xu))
         d_opt = float(np.exp(q[0] + q[1] * (xs - x0)))
     else:
-        d_opt = float(budget / _flops_per_token(flops_per_token, np.array([n_opt]))[0])
+        d_opt = float(budget / flops_per_token_at(flops_per_token, np.array([n_opt]))[0])
     row = dict(budget=budget, n_points=len(g), n_used=int(used.sum()), p0=p[0], p1=p[1], p2=p[2], x0=x0,
                N_opt=n_opt, D_opt=d_opt, loss_opt=float(ls), N_min=float(np.exp(xu.min())),
                N_max=float(np.exp(xu.max())), inside=bool(xu.min() <= xs <= xu.max()),
@@ -256,7 +256,7 @@ def approach2(results: pd.DataFrame, *, flops_per_token: FlopsPerToken | None = 
     for xr, ldr, rr in zip(X, LD, rej):
         ok = ~rr  # a rejected budget is left out of this resample's power laws
         Nr = np.exp(xr[ok])
-        samples.append((C[ok], Nr, np.exp(ldr[ok]) if d_from_data else C[ok] / _flops_per_token(flops_per_token, Nr)))
+        samples.append((C[ok], Nr, np.exp(ldr[ok]) if d_from_data else C[ok] / flops_per_token_at(flops_per_token, Nr)))
     fits = power_law_fits(C, iso["N_opt"].to_numpy(), iso["D_opt"].to_numpy(), samples, budgets, level)
     return Approach2(isoflops=iso, points=df, fits=fits, skipped=tuple(skipped), window=window,
                      d_source="data (ln D vs ln N at N_opt)" if d_from_data else "C / f(N_opt) (no D column)",
