@@ -56,7 +56,7 @@ def prepare(cfg: SweepConfig) -> Plan:
 def resolve_dtype(cfg: SweepConfig, plan: Plan) -> tuple[SweepConfig, Any]:
     """(cfg with one concrete model.compute_dtype for every run, how it was decided) when the model
     says 'auto' (a scaling law across mixed precisions is wrong): the dtype the folder's sweep.json
-    recorded (a resumed sweep keeps it), else the accelerator table or the CPU probe at the plan's
+    recorded (a resumed sweep keeps it), else the platform / CPU-flag table at the plan's
     largest model (lm.precision), decided once here. Unchanged, with None, for an explicit dtype and
     for the submitit back-end, whose runs train on other machines: each of its runs resolves its
     own 'auto' there (and records it in its config.json)."""

@@ -72,9 +72,8 @@ class ModelConfig:
     """Activation/matmul dtype: 'auto', 'float32' or 'bfloat16'; parameters, norms, softmax and the
     loss stay float32. 'auto' (lm/precision.py) is made concrete when a run starts, and config.json
     records the result: the dtype a resumed run's folder recorded, bfloat16 on GPUs/TPUs, and on a CPU
-    the faster of the two in a ~1 s probe (one MLP block's forward+backward at the run's shapes;
-    bfloat16 only when >= 5 % faster), since the ranking flips between CPUs. Library calls outside a
-    run (model.forward with a config saying 'auto') use the platform table: float32 on CPU."""
+    the row of a table of CPU flags and d_model (lm.precision.CPU_TABLE, measured; no timing), since
+    the ranking flips between CPUs. Library calls outside a run read the same table."""
     attention_impl: str = "einsum"
     """How attention is computed: 'einsum' (explicit scores + softmax, heads-major; what
     `attention_maps` inspects; on CPU as fast as 'xla' within noise), 'xla'

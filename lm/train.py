@@ -261,7 +261,7 @@ def train(cfg: TrainConfig, *, restart: bool = False, lock_wait_s: float = 0.0) 
     from lm.precision import resolve_train_config
 
     cfg.validate(jax.device_count())
-    cfg, choice = resolve_train_config(cfg)   # 'auto' -> the recorded, platform or probed dtype
+    cfg, choice = resolve_train_config(cfg)   # 'auto' -> the recorded or table dtype
     _check_out_dir(cfg.out_dir)
     check_fits(cfg, jax.device_count())
     _check_resumable(cfg)
