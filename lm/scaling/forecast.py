@@ -59,7 +59,9 @@ class Forecast:
         return "\n".join(lines + [f"  note: {n}" for n in self.notes])
 
 
-def _observed_optimum(budget, g, window, flops_per_token):
+def observed_optimum(budget, g, window, flops_per_token):
+    """A budget's observed optimal loss and the points behind it: its windowed parabola minimum
+    when the vertex lies inside the sizes used, else its best run (n_used = 1)."""
     row, _, _ = fit_budget(budget, g, window, 3, False, flops_per_token)
     if row is not None and row["inside"]:
         return row["loss_opt"], row["n_used"]
@@ -107,7 +109,7 @@ def forecast(results: pd.DataFrame, *, ks=(1, 2), flops_per_token=None, n_bootst
             continue
         held = budgets[-k:]
         train, test = df[df["budget"] < held[0]], df[df["budget"] >= held[0]]
-        obs = {c: _observed_optimum(c, test[test["budget"] == c], window, flops_per_token) for c in held}
+        obs = {c: observed_optimum(c, test[test["budget"] == c], window, flops_per_token) for c in held}
         for method in methods:
             name = "Approach 3 (VPNLS)" if method == "vpnls" else "Approach 3"
             try:

@@ -152,3 +152,33 @@ def prepare_curves(curves: pd.DataFrame, results: pd.DataFrame,
         cv[col] = v
     cv["C"] = flops_per_token_at(flops_per_token, cv["N"].to_numpy()) * cv["tokens"].to_numpy()
     return cv
+
+
+SHAPES = ("auto", "runs", "minima")
+"""Table shapes: "runs" (one row per training run: N, D or C, loss) or "minima" (one row per
+budget: C, loss, optionally N and D of the compute-optimal model); "auto" picks minima when
+every budget has exactly one row (or the table has no N column), else runs."""
+
+
+def table_shape(table: pd.DataFrame, shape: str = "auto", tol_dex: float = 0.05) -> str:
+    """Resolve `shape` for a table: "runs" or "minima" (ValueError for an unknown shape)."""
+    if shape not in SHAPES:
+        raise ValueError(f"table shape {shape!r}: use one of {', '.join(SHAPES)} (lm-fit --table)")
+    if shape != "auto":
+        return shape
+    if "N" not in table.columns:
+        return "minima"
+    if "budget" in table.columns:
+        C = pd.to_numeric(table["budget"], errors="coerce").to_numpy(float)
+    elif "C" in table.columns:
+        C = pd.to_numeric(table["C"], errors="coerce").to_numpy(float)
+    elif "D" in table.columns:
+        C = 6.0 * pd.to_numeric(table["N"], errors="coerce").to_numpy(float) * pd.to_numeric(
+            table["D"], errors="coerce").to_numpy(float)
+    else:
+        return "runs"
+    C = C[np.isfinite(C) & (C > 0)]
+    if len(C) == 0:
+        return "runs"
+    labels = C if "budget" in table.columns else group_budgets(C, tol_dex)
+    return "minima" if len(np.unique(labels)) == len(C) else "runs"
