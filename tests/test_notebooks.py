@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 from nbclient import NotebookClient
 
@@ -38,15 +39,46 @@ def test_notebooks_are_stored_without_outputs(path):
 
 
 def test_chinchilla_reproduction(tmp_path, monkeypatch):
-    csv = SHARED_DATA / "epoch_chinchilla_svg_extracted_data.csv"
-    if not csv.exists():
-        pytest.skip(f"{csv} is absent (the public Chinchilla data set lives in ../shared/data)")
-    nb = execute("chinchilla_reproduction.ipynb", {"LM_NB_CSV": str(csv), "LM_NB_BOOTSTRAP": "20",
-                                                   "LM_NB_OUT": str(tmp_path / "plots")}, monkeypatch)
+    """Table 2's exponents, Approach 3's parameters and Table 3, each within the intervals that
+    come with them (the paper's for Approach 2, ours and Epoch's for Approach 3)."""
+    from lm.scaling import CHINCHILLA_TABLE3_BUDGETS, EPOCH_REFIT, PowerLaw
+    if not (SHARED_DATA / "open_athena_isoflops.csv").exists():
+        pytest.skip(f"{SHARED_DATA} is absent (the public Chinchilla data sets live in ../shared/data)")
+    out = tmp_path / "out"
+    nb = execute("chinchilla_reproduction.ipynb", {"LM_NB_DATA": str(SHARED_DATA), "LM_NB_BOOTSTRAP": "20",
+                                                   "LM_NB_BOOTSTRAP_A2": "300", "LM_NB_OUT": str(out)}, monkeypatch)
     text = outputs_text(nb)
-    assert "240 points" in text
-    assert "Besiroglu" in text and "Hoffmann" in text
-    assert (tmp_path / "plots" / "contours.png").exists() and (tmp_path / "plots" / "contours.svg").exists()
+    numbers = json.loads((out / "numbers.json").read_text())
+    # Approach 2, Hoffmann et al. Table 2: a = 0.49 (0.462, 0.534), b = 0.51 (0.483, 0.529).
+    for source in ("epochai_chinchilla", "ml_scalefit"):
+        (a, a_lo, a_hi), (b, b_lo, b_hi) = numbers[f"approach2/{source}"]["a"], numbers[f"approach2/{source}"]["b"]
+        assert 0.462 < a < 0.534 and 0.462 < b < 0.534, (source, a, b)
+        assert a_lo < 0.49 < a_hi and b_lo < 0.51 < b_hi, (source, a_lo, a_hi, b_lo, b_hi)
+        assert f"{a:.3f} [{a_lo:.3f}, {a_hi:.3f}]" in text          # the printed Table 2 row
+    epoch_a = numbers["approach2/epochai_chinchilla"]["a"][0]
+    assert epoch_a == pytest.approx(0.495, abs=0.003)               # deterministic: the full-data fit
+    assert numbers["approach2/epochai_chinchilla"]["b"][0] == pytest.approx(1 - epoch_a, abs=1e-6)  # tokens = C/6N
+    # Approach 3 on Epoch's points: Besiroglu et al.'s refit, each parameter inside our interval
+    # and within a tenth of its width of theirs.
+    for k, (v, lo, hi) in numbers["approach3"].items():
+        ref = getattr(EPOCH_REFIT, k)
+        assert lo < ref < hi, (k, lo, ref, hi)
+        assert v == pytest.approx(ref, abs=0.1 * (hi - lo)), (k, v, ref)
+    assert "0.460 [0.454, 0.455]" in text and "not reproducible" in text and "Besiroglu" in text
+    # Table 3: each approach's allocation is its own law at the paper's budgets, and the paper's
+    # Table 3 (Approach 1) lies inside Approach 3's interval wherever the paper's a and ours agree.
+    t3 = numbers["table3"]
+    assert t3["FLOPs"] == list(CHINCHILLA_TABLE3_BUDGETS)
+    a2 = numbers["approach2/epochai_chinchilla"]
+    for c, n, d in zip(t3["FLOPs"], t3["N (A2)"], t3["D (A2)"]):
+        assert d / n == pytest.approx(c / (6 * n * n), rel=0.01)    # D = C/6N in this extraction
+    n_law = PowerLaw(G=t3["N (A2)"][0] / t3["FLOPs"][0] ** a2["a"][0], a=a2["a"][0])
+    np.testing.assert_allclose(t3["N (A2)"], n_law(np.array(t3["FLOPs"])), rtol=1e-6)
+    for c, n, d in zip(t3["FLOPs"], t3["N (A3)"], t3["D (A3)"]):
+        assert 6 * n * d == pytest.approx(c, rel=1e-9)
+    assert "5.76e+23    6.7e+10" in text
+    for name in ("isoflops", "allocations", "contours"):
+        assert (out / f"{name}.png").exists()
 
 
 @pytest.mark.slow
