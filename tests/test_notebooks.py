@@ -81,6 +81,43 @@ def test_chinchilla_reproduction(tmp_path, monkeypatch):
         assert (out / f"{name}.png").exists()
 
 
+def test_data_constrained(tmp_path, monkeypatch):
+    """Muennighoff et al.'s R_D*, R_N*, the flat valley, D' against epochs, repetition against fresh
+    data and the allocation under limited data, each checked against the law it prints."""
+    if not (SHARED_DATA / "muennighoff2023_datablations_runs.csv").exists():
+        pytest.skip(f"{SHARED_DATA} is absent (the datablations runs live in ../shared/data)")
+    out = tmp_path / "out"
+    nb = execute("data_constrained.ipynb", {"LM_NB_DATA": str(SHARED_DATA), "LM_NB_OUT": str(out)}, monkeypatch)
+    text = outputs_text(nb)
+    n = json.loads((out / "numbers.json").read_text())
+    fit = n["fit"]
+    assert fit["R_D"] == pytest.approx(15.4, abs=0.05) and fit["R_N"] == pytest.approx(5.3, abs=0.05)  # published
+    assert fit["n_runs"] == 182 and f"R_D* = {fit['R_D']:.4g}" in text
+    # Flat: the wide search goes far along the valley for < 1 % of objective; the valley spans both.
+    w_d, w_n, w_obj = fit["wide"]
+    assert w_obj <= fit["objective"] * 1.0 and w_d > 2 * fit["R_D"] and w_n < fit["R_N"] / 2
+    assert n["valley"]["R_D_lo"] < fit["R_D"] < w_d < n["valley"]["R_D_hi"]
+    assert "Along the valley the objective stays within 1 %" in text
+    # D'/U = 1 + R_D* (1 - exp(-(epochs - 1) / R_D*)).
+    e = np.array(n["worth"]["epochs"], float)
+    np.testing.assert_allclose(n["worth"]["D'/U"], 1 + fit["R_D"] * -np.expm1(-(e - 1) / fit["R_D"]), rtol=1e-9)
+    worth = dict(zip(n["worth"]["epochs"], n["worth"]["D'/D"]))
+    assert worth[4] > 0.9 and worth[40] < 0.4                       # the paper's 4 and 40 epochs
+    # Repetition at a fixed budget: the loss grows with epochs, by little up to 4.
+    rep = n["repeat"]
+    assert rep["N"] * rep["D"] * 6 == pytest.approx(rep["C"], rel=1e-6)
+    assert np.all(np.diff(rep["loss"]) > 0) and rep["loss"][0] == pytest.approx(rep["fresh"])
+    assert dict(zip(rep["epochs"], rep["loss − fresh"]))[4] < 0.03
+    # Limited data: the same optimum while D < U; beyond, fewer parameters and more epochs.
+    al = {k: np.array(v) for k, v in n["allocation"].items() if k != "U"}
+    fresh_fits = al["D_opt (fresh)"] < 0.5 * n["allocation"]["U"]
+    np.testing.assert_allclose(al["N_opt (U limited)"][fresh_fits], al["N_opt (fresh)"][fresh_fits], rtol=0.03)
+    assert al["epochs"][-1] > 10 and al["N_opt (U limited)"][-1] < 0.8 * al["N_opt (fresh)"][-1]
+    assert np.all(al["loss (U limited)"] >= al["loss (fresh)"] - 1e-9)
+    for name in ("valley", "effective_data", "allocation"):
+        assert (out / f"{name}.png").exists()
+
+
 @pytest.mark.slow
 def test_model_inspection_on_a_text_run(tmp_path, monkeypatch):
     import random
