@@ -46,6 +46,12 @@ notebooks-run: $(STAMP)
 clean-venv:
 	rm -rf $(VENV)
 
+# The README's figures (docs/isoflops.png, docs/allocations.png, each < 100 KB) from the main
+# job's sweep: trains what is missing of sweeps/default, refits, redraws, shrinks into docs/.
+figures: $(STAMP)
+	$(BIN)/lm-sweep run default
+	$(BIN)/python docs/figures.py sweeps/default docs
+
 # The full lock: every package that any extra installs, at the version a fresh venv resolved.
 # Rerun after changing a dependency in pyproject.toml: `make lock` keeps the versions already in
 # constraints.txt and adds what is new; `make lock LOCK_BASE=` resolves everything afresh.

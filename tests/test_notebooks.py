@@ -18,8 +18,12 @@ def execute(name: str, env: dict[str, str], monkeypatch, timeout: int = 600) -> 
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("XLA_FLAGS", raising=False)  # the kernel needs no simulated devices
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    before = set(NOTEBOOKS.rglob("*"))
     NotebookClient(nb, timeout=timeout, kernel_name="python3",
                    resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    left = sorted(str(p) for p in set(NOTEBOOKS.rglob("*")) - before
+                  if ".ipynb_checkpoints" not in p.parts and "__pycache__" not in p.parts)
+    assert not left, f"{name} left files beside the notebooks (write them under LM_NB_OUT): {left}"
     return nb
 
 
@@ -196,3 +200,49 @@ def test_scaling_analysis(tmp_path, monkeypatch):
     assert "Optimal learning rate under mup: varies 1.00x over 8x width" in text
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) >= 6
+
+
+def test_run_skips_a_notebook_whose_input_is_absent(tmp_path, monkeypatch):
+    """`make notebooks-run` says what it skips and how to make the input, and runs nothing else."""
+    import subprocess
+    import sys
+    missing = NOTEBOOKS.parent / "runs" / "default" / "config.json"
+    if missing.exists():
+        pytest.skip(f"{missing} exists here")
+    out = subprocess.run([sys.executable, str(NOTEBOOKS / "run.py"), "model_inspection", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and f"SKIP model_inspection: {missing} is absent; make it with `make train`" in out.stdout
+    bad = subprocess.run([sys.executable, str(NOTEBOOKS / "run.py"), "nope"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "unknown notebook(s) ['nope']" in bad.stderr
+
+
+def test_readme_figures_are_small_copies_of_a_sweeps_plots(tmp_path):
+    """docs/figures.py: the sweep's IsoFLOP and allocation plots, shrunk under 100 KB; a sweep
+    without plots is refused with the fix."""
+    import subprocess
+    import sys
+
+    from matplotlib.figure import Figure
+    script = NOTEBOOKS.parent / "docs" / "figures.py"
+    sweep = tmp_path / "sweep"
+    bad = subprocess.run([sys.executable, str(script), str(sweep), str(tmp_path / "docs")],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "run the sweep first (make sweep)" in bad.stderr
+    rng = np.random.default_rng(0)
+    for name in ("isoflops", "allocations"):
+        fig = Figure(figsize=(11, 4.5))
+        ax = fig.subplots()
+        for k in range(8):
+            ax.scatter(rng.lognormal(size=40), rng.normal(size=40), label=f"series {k}")
+        ax.legend()
+        (sweep / "plots").mkdir(parents=True, exist_ok=True)
+        fig.savefig(sweep / "plots" / f"{name}.png", dpi=150)
+    out = subprocess.run([sys.executable, str(script), str(sweep), str(tmp_path / "docs")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    from PIL import Image
+    for name in ("isoflops", "allocations"):
+        png = tmp_path / "docs" / f"{name}.png"
+        assert 0 < png.stat().st_size < 100_000
+        with Image.open(png) as img:
+            assert img.width == 900 and img.height == round(675 * 900 / 1650)
