@@ -42,17 +42,31 @@ _RESUMABLE_CHANGES = {"progress", "tensorboard", "peak_flops", "out_dir", "mesh"
 
 
 def _check_resumable(cfg: TrainConfig) -> None:
-    """Refuse to resume a run directory written by a different config."""
-    path = os.path.join(cfg.out_dir, "config.json")
-    if not os.path.exists(path):
+    """Refuse to resume a run directory written by a different config: the one its config.json
+    records or, without one, the one its newest checkpoint carries (nothing is touched)."""
+    old, source = _recorded_config(cfg.out_dir)
+    if old is None:
         return
-    with open(path) as f:
-        old = json.load(f)
     new = json.loads(json.dumps(to_dict(cfg)))
     diff = differences(with_field_defaults(old, cfg, new), new, _RESUMABLE_CHANGES)
     if diff:
-        raise ValueError(f"{cfg.out_dir} holds a run with a different config (fields {diff} differ); "
-                         "resume with the same config or choose a new out_dir")
+        raise ValueError(f"{cfg.out_dir} holds a run with a different config (fields {diff} differ from "
+                         f"{source}); resume with the same config or choose a new out_dir")
+
+
+def _recorded_config(out_dir: str) -> tuple[dict[str, Any] | None, str]:
+    """(the config a run folder was trained with, where it was read) or (None, '') for a new folder."""
+    from lm.checkpoint import newest_meta
+    from lm.records import read_json_object
+    path = os.path.join(out_dir, "config.json")
+    old = read_json_object(path, "it records the run's config: delete it to resume with the config the "
+                                 "run's checkpoints carry, or choose a new out_dir")
+    if old is not None:
+        return old, path
+    found = newest_meta(os.path.join(out_dir, "checkpoints"))
+    if found is None:
+        return None, ""
+    return found[1]["config"], f"the config checkpoint step {found[0]} carries (config.json is missing)"
 
 
 def _build_data(cfg: TrainConfig, batch_sharding):
@@ -108,10 +122,12 @@ def _branch_source(cfg: TrainConfig) -> tuple[Checkpoints, int]:
 
 
 def _source_config(run_dir: str, source: Checkpoints, step: int) -> TrainConfig:
-    path = os.path.join(run_dir, "config.json")
-    if os.path.isfile(path):
-        with open(path) as f:
-            return from_dict(TrainConfig, json.load(f))
+    from lm.records import read_json_object
+    saved = read_json_object(os.path.join(run_dir, "config.json"),
+                             "it records that run's config: restore it, or delete it to use the config its "
+                             "checkpoints carry")
+    if saved is not None:
+        return from_dict(TrainConfig, saved)
     return from_dict(TrainConfig, source.restore_meta(step)["config"])
 
 
@@ -297,15 +313,17 @@ def _resume(cfg: TrainConfig, ckpts: Checkpoints, compiled, restart: bool, probl
         problems.append(line)
         print(f"lm-train: {line}", file=sys.stderr, flush=True)
 
-    had = ckpts.all_steps()
     found = ckpts.restore_newest_good(lambda s: ckpts._restore_raw(compiled.abstract_state, s), report)
     if found is not None:
         state, data_state, _ = found[1]
         return state, data_state
-    if had and not restart:
-        raise ValueError(f"no intact checkpoint is left in {ckpts.directory} (steps {had} were corrupt and "
-                         "are moved aside); rerun with --restart to train this run from scratch")
-    if had:
+    damaged = ckpts.damaged_steps()
+    if damaged and not restart:
+        raise ValueError(f"no intact checkpoint is left in {ckpts.directory} (the damaged ones, {damaged}, are "
+                         f"moved aside to {os.path.join(cfg.out_dir, 'corrupt_checkpoints')}); rerun with "
+                         "--restart to train this run from scratch")
+    if damaged:
+        ckpts.accept_damaged()
         report("no intact checkpoint left; starting from scratch (--restart)")
     if cfg.init_from is not None:
         source, branch_step = _branch_source(cfg)
@@ -557,14 +575,23 @@ def _final_eval_curve(run: _Run, loop: _Loop, state, steps_done: int) -> list[di
     eval_curve, tokens_per_step = loop.eval_curve, run.tokens_per_step
     metrics_path = os.path.join(run.cfg.out_dir, "metrics.jsonl")
     if loop.status == "completed" and (not eval_curve or eval_curve[-1]["step"] != steps_done):
-        loss = evaluate(run.compiled, state.params, loop.eval_batches)
-        eval_curve.append({"step": steps_done, "tokens": steps_done * tokens_per_step, "eval_loss": loss})
-        if run.lead:
-            from lm.io import append_jsonl
-            append_jsonl(metrics_path, {"step": steps_done, "eval_loss": loss})
+        logged = broadcast_json(_logged_eval(metrics_path, steps_done, tokens_per_step) if run.lead else None)
+        if logged is not None:          # evaluated before the kill that left no result.json
+            eval_curve.append(logged)
+        else:
+            loss = evaluate(run.compiled, state.params, loop.eval_batches)
+            eval_curve.append({"step": steps_done, "tokens": steps_done * tokens_per_step, "eval_loss": loss})
+            if run.lead:
+                from lm.io import append_jsonl
+                append_jsonl(metrics_path, {"step": steps_done, "eval_loss": loss})
     if run.lead and loop.start:
         eval_curve = read_eval_curve(metrics_path, tokens_per_step) or eval_curve
     return eval_curve
+
+
+def _logged_eval(metrics_path: str, step: int, tokens_per_step: int) -> dict[str, float] | None:
+    """The evaluation metrics.jsonl holds for `step` ({step, tokens, eval_loss}), or None."""
+    return next((e for e in read_eval_curve(metrics_path, tokens_per_step) if e["step"] == step), None)
 
 
 def _last_train_loss(path: str) -> float | None:
