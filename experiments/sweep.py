@@ -148,7 +148,11 @@ def cmd_repair(args: argparse.Namespace) -> int:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    report(args.dir, n_bootstrap=args.bootstrap)
+    """Fit and report, holding the sweep folder's lock (never beside a running `lm-sweep run`)."""
+    results_lib.load_sweep_config(args.dir)                     # refuse a folder that is not a sweep
+    from lm.lock import FolderLock
+    with FolderLock(args.dir, "sweep folder"):
+        report(args.dir, n_bootstrap=args.bootstrap)
     return 0
 
 
