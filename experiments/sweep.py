@@ -64,6 +64,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = _config(args)
+    from lm import compile_cache
+    compile_cache.check(worker.compile_cache_dir(cfg.exec.compile_cache, cfg.directory))
     plan = runner.prepare(cfg)          # every bad input fails here, before anything is written
     folder = cfg.directory
     print(format_plan(plan), file=sys.stderr, flush=True)
