@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 # Fields that may differ between a run and its resumption: they do not change the numbers (the
 # mesh only moves them across devices: a checkpoint restores under any mesh and process count).
-_RESUMABLE_CHANGES = {"progress", "tensorboard", "peak_flops", "out_dir", "mesh"}
+_RESUMABLE_CHANGES = {"progress", "tensorboard", "peak_flops", "out_dir", "mesh", "allow_swap"}
 
 
 def _check_resumable(cfg: TrainConfig) -> None:
@@ -451,22 +451,36 @@ class _Loop:
         returns the last state."""
         run, cfg, timers = self.run, self.run.cfg, self.timers
         stream, blocks, block = run.stream, run.blocks, run.blocks.block
-        t0 = time.time()
-        for step in range(self.start, cfg.steps):
-            state, metrics = step_fn(state, *inputs)   # dispatched, runs async; picks its batch and rate
-            done = step + 1
-            stream.step = done          # the data position a checkpoint now records
-            if done < cfg.steps and block_slot(done, block) == 0:   # the next block, built while the step runs
-                td = time.time()
-                inputs = blocks.inputs(done, cfg.steps)
-                timers["data_s"] += time.time() - td
-            self.writer.advance()
-            if not self._after_step(state, metrics, done):
-                break
+        t0, done = time.time(), self.start
+        try:
+            for step in range(self.start, cfg.steps):
+                state, metrics = step_fn(state, *inputs)   # dispatched, runs async; picks its batch and rate
+                done = step + 1
+                stream.step = done          # the data position a checkpoint now records
+                if done < cfg.steps and block_slot(done, block) == 0:   # the next block, built while the step runs
+                    td = time.time()
+                    inputs = blocks.inputs(done, cfg.steps)
+                    timers["data_s"] += time.time() - td
+                self.writer.advance()
+                if not self._after_step(state, metrics, done):
+                    break
+        except KeyboardInterrupt as e:
+            self._interrupted(e, done)
         if self.pending is not None:    # the last logged step's row (the NaN one if it diverged)
             self._log_pending()
         self.loop_s = time.time() - t0
         return state
+
+    def _interrupted(self, e: KeyboardInterrupt, done: int):
+        """Ctrl-C: let a checkpoint being saved finish (and be sealed), then re-raise `e` carrying
+        the step reached (lm-train prints one line; the rerun resumes from the last checkpoint)."""
+        self.writer.close()
+        try:
+            self.run.ckpts.wait()
+        except KeyboardInterrupt:
+            pass
+        e.step = done
+        raise e
 
     def _after_step(self, state, metrics, done: int) -> bool:
         """Log, evaluate and checkpoint as step `done` asks; False when the run must stop."""
@@ -618,6 +632,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-processes", type=int)
     parser.add_argument("--process-id", type=int)
     parser.add_argument("--local-cpu-devices", type=int, help="simulated CPU devices in this process")
+    parser.add_argument("--coordinator-timeout", type=int,
+                        help="seconds to wait for every process to join (default 120)")
     parser.add_argument("--compile-cache", default=os.environ.get("LM_COMPILE_CACHE"),
                         help="persistent XLA compilation cache folder")
     parser.add_argument("--restart", action="store_true",
@@ -629,13 +645,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_train_config(args.config) if args.config else default_config()
         cfg = apply_overrides(cfg, args.overrides)
-        initialize(args.coordinator, args.num_processes, args.process_id, args.local_cpu_devices)
+        initialize(args.coordinator, args.num_processes, args.process_id, args.local_cpu_devices,
+                   args.coordinator_timeout)
         from lm import compile_cache
         compile_cache.configure(args.compile_cache, min_compile_s=0.5)
         result = train(cfg, restart=args.restart)
     except (ValueError, FileNotFoundError) as e:
         print(f"lm-train: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:
+        step = getattr(e, "step", None)
+        where = f"at step {step}" if step is not None else "before training started"
+        print(f"lm-train: interrupted {where}; rerun the same command to resume", file=sys.stderr)
+        return 130
     if jax.process_index() == 0:
         summary = {k: result[k] for k in ("status", "steps", "tokens", "train_loss", "eval_loss",
                                           "entropy_floor", "tokens_per_s", "mfu", "wall_s", "compile_s")}
