@@ -156,6 +156,7 @@ class Checkpoints:
         self.manager = ocp.CheckpointManager(self.path, options=options,
                                              item_names=("state", "data", "meta"))
         self._sealers: list[threading.Thread] = []
+        self._seal_errors: list[Exception] = []
 
     def step_dir(self, step: int) -> epath.Path:
         return self.path / str(step)
@@ -185,7 +186,10 @@ class Checkpoints:
             if not self.manager.is_saving_in_progress() and not folder.is_dir():
                 return                            # the save failed; orbax reports it
             time.sleep(0.005)
-        write_manifest(folder)
+        try:
+            write_manifest(folder)
+        except Exception as e:  # noqa: BLE001 - raised by wait(): the checkpoint stays unsealed (set aside later)
+            self._seal_errors.append(e)
 
     def problem(self, step: int) -> str | None:
         """None for a sealed, intact checkpoint; else what is wrong (see `verify`)."""
@@ -284,9 +288,12 @@ class Checkpoints:
         return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
     def wait(self) -> None:
+        """Until every save is written and sealed; a save or seal that failed raises here."""
         self.manager.wait_until_finished()
         for sealer in self._sealers:
             sealer.join()
+        if self._seal_errors:
+            raise self._seal_errors.pop(0)
 
     def close(self) -> None:
         self.wait()

@@ -364,12 +364,24 @@ def _train(cfg: TrainConfig, restart: bool, dtype_choice: dict[str, Any]) -> dic
     except BaseException:
         run.ckpts.close()
         raise
-    eval_batches, floor = _held_out(run)
-    step_fn, inputs, compile_s = _compile_step(run, state)
-    loop = _Loop(run, eval_batches, start=int(state.step))
-    state = loop.train(state, step_fn, inputs)
+    try:
+        eval_batches, floor = _held_out(run)
+        step_fn, inputs, compile_s = _compile_step(run, state)
+        loop = _Loop(run, eval_batches, start=int(state.step))
+        state = loop.train(state, step_fn, inputs)
+    except BaseException:
+        _close_quietly(run.ckpts)
+        raise
     return _finish(run, loop, state, {"compile_s": compile_s, "entropy_floor": floor,
                                       "checkpoint_problems": problems, "compute_dtype_choice": dtype_choice})
+
+
+def _close_quietly(ckpts: Checkpoints) -> None:
+    """Close the checkpoints of a run that stops on an error (that error is the one reported)."""
+    try:
+        ckpts.close()
+    except BaseException:  # noqa: BLE001 - a save that failed with the run (a full disk) says it again
+        pass
 
 
 def _build(cfg: TrainConfig) -> _Run:
@@ -623,6 +635,17 @@ def default_config() -> TrainConfig:
                        steps=300, batch_size=16, eval_every=50, out_dir="runs/default")
 
 
+def _error_line(e: Exception, cfg: TrainConfig | None) -> str:
+    """What lm-train prints for an error that stops it: a full disk in one line (path, space free,
+    space a checkpoint needs), a bad input as raised; any other OSError is re-raised."""
+    from lm.disk import disk_full_message, is_disk_full
+    if cfg is not None and is_disk_full(e):
+        return disk_full_message(e, cfg.out_dir, 12.0 * flops_lib.param_counts(cfg.model).total)
+    if isinstance(e, (ValueError, FileNotFoundError)):
+        return str(e)
+    raise e
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lm-train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -642,6 +665,9 @@ def main(argv: list[str] | None = None) -> int:
     from lm import xla_env
     xla_env.apply()                     # before JAX starts its backend (initialize below)
     from lm.distributed import initialize
+    from lm.disk import quiet_disk_full_logs
+    quiet_disk_full_logs()
+    cfg = None
     try:
         cfg = load_train_config(args.config) if args.config else default_config()
         cfg = apply_overrides(cfg, args.overrides)
@@ -650,8 +676,8 @@ def main(argv: list[str] | None = None) -> int:
         from lm import compile_cache
         compile_cache.configure(args.compile_cache, min_compile_s=0.5)
         result = train(cfg, restart=args.restart)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"lm-train: error: {e}", file=sys.stderr)
+    except (ValueError, OSError) as e:
+        print(f"lm-train: error: {_error_line(e, cfg)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         step = getattr(e, "step", None)
