@@ -190,7 +190,7 @@ class RunSpec:
             eval_every=eval_every, eval_batches=cfg.eval_batches, log_every=10,
             checkpoint_every=ckpt_every, checkpoint_steps=self.checkpoint_steps, keep_checkpoints=keep,
             out_dir=run_dir(sweep_dir, self.run_id), init_from=init_from, tensorboard=False,
-            progress=False, schedule_on_host=True)
+            progress=False, schedule_on_host=True, allow_swap=cfg.exec.allow_swap)
 
 
 def run_dir(sweep_dir: str, run_id: str) -> str:

@@ -57,9 +57,8 @@ def check_sweep_dir(cfg: "SweepConfig") -> None:
     """Refuse a folder made by a different sweep config, or one that is not a sweep folder."""
     folder = cfg.directory
     path = os.path.join(folder, SWEEP_FILE)
-    if os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f)
+    old = _read_sweep_file(path)
+    if old is not None:
         current = json.loads(json.dumps(cfg.identity()))
         diff = differences(with_field_defaults(old, cfg, current), current)
         if diff:
@@ -87,11 +86,18 @@ def load_sweep_config(folder: str) -> "SweepConfig":
     import dataclasses
 
     from experiments.configs import from_dict
-    path = os.path.join(folder, SWEEP_FILE)
-    if not os.path.exists(path):
+    recorded = _read_sweep_file(os.path.join(folder, SWEEP_FILE))
+    if recorded is None:
         raise ValueError(f"{folder} is not a sweep folder (no {SWEEP_FILE}); run `lm-sweep run CONFIG` first")
-    with open(path) as f:
-        return dataclasses.replace(from_dict(json.load(f)), out_dir=folder)
+    return dataclasses.replace(from_dict(recorded), out_dir=folder)
+
+
+def _read_sweep_file(path: str) -> dict[str, Any] | None:
+    """sweep.json's fields (None: no such file); a damaged one is a one-line error with the fix."""
+    from lm.records import read_json_object
+    folder = os.path.dirname(path)
+    return read_json_object(path, f"it records which sweep made {folder or '.'}: restore it from a copy, or "
+                                  f"start the sweep over in a new folder (--out) or after deleting {folder or '.'}")
 
 
 # ---------------------------------------------------------------------------------------------

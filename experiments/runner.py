@@ -34,7 +34,7 @@ from lm.config_fields import differences, with_field_defaults
 ATTEMPTS_FILE = "attempts.json"
 DTYPE_FILE = "compute_dtype.json"
 """How a sweep's compute dtype 'auto' was decided (lm.precision.Choice), written when first decided."""
-_IGNORED_TRAIN_FIELDS = ("peak_flops", "progress", "tensorboard", "out_dir", "init_from")
+_IGNORED_TRAIN_FIELDS = ("peak_flops", "progress", "tensorboard", "out_dir", "init_from", "allow_swap")
 """Run-config fields that may differ from the plan in a finished run (measured, cosmetic, or paths)."""
 
 
@@ -45,12 +45,31 @@ def prepare(cfg: SweepConfig) -> Plan:
     plan = make_plan(cfg)
     cfg, choice = resolve_dtype(cfg, plan)
     plan = dataclasses.replace(plan, config=cfg)      # the runs do not depend on the dtype
+    check_memory(cfg, plan)
     results_lib.check_sweep_dir(cfg)
     results_lib.record_sweep(cfg, plan)
     if choice is not None and choice.by != "recorded":
         from lm.io import atomic_write_json
         atomic_write_json(os.path.join(cfg.directory, DTYPE_FILE), choice.record())
     return plan
+
+
+def check_memory(cfg: SweepConfig, plan: Plan) -> None:
+    """Refuse a sweep whose largest run cannot fit (lm.memory) before any worker starts: a pool's
+    workers train at once and share a CPU host's RAM; on GPUs each has its own device."""
+    import jax
+
+    from lm.memory import check_fits
+    if cfg.exec.backend == "submitit" or not plan.runs:
+        return                  # its runs train on other machines, each checks its own
+    inline = cfg.exec.backend == "inline"
+    devices = jax.local_devices() if inline else jax.local_devices()[:1]
+    for spec in plan.runs:
+        try:
+            check_fits(spec.train_config(cfg, cfg.directory), len(devices), devices,
+                       concurrent=1 if inline else cfg.exec.workers)
+        except ValueError as e:
+            raise ValueError(f"run {spec.run_id}: {e}".replace("allow_swap=true", "exec.allow_swap=true")) from None
 
 
 def resolve_dtype(cfg: SweepConfig, plan: Plan) -> tuple[SweepConfig, Any]:

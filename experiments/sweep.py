@@ -64,6 +64,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = _config(args)
+    from lm import compile_cache
+    compile_cache.check(worker.compile_cache_dir(cfg.exec.compile_cache, cfg.directory))
     plan = runner.prepare(cfg)          # every bad input fails here, before anything is written
     folder = cfg.directory
     print(format_plan(plan), file=sys.stderr, flush=True)
@@ -148,7 +150,11 @@ def cmd_repair(args: argparse.Namespace) -> int:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    report(args.dir, n_bootstrap=args.bootstrap)
+    """Fit and report, holding the sweep folder's lock (never beside a running `lm-sweep run`)."""
+    results_lib.load_sweep_config(args.dir)                     # refuse a folder that is not a sweep
+    from lm.lock import FolderLock
+    with FolderLock(args.dir, "sweep folder"):
+        report(args.dir, n_bootstrap=args.bootstrap)
     return 0
 
 

@@ -381,6 +381,9 @@ class TrainConfig:
     """Also write TensorBoard event files."""
     progress: bool = True
     """Show a progress bar on the terminal."""
+    allow_swap: bool = False
+    """Let a run whose memory estimate (lm.memory) exceeds the available memory start anyway,
+    backed by swap (slow); False refuses it before anything is compiled or written."""
     schedule_on_host: bool = False
     """Evaluate the learning-rate schedule on the host and feed each step's rate into the optimizer
     state (optax.inject_hyperparams), so the compiled step does not depend on the run's length:

@@ -38,21 +38,35 @@ if TYPE_CHECKING:
 
 # Fields that may differ between a run and its resumption: they do not change the numbers (the
 # mesh only moves them across devices: a checkpoint restores under any mesh and process count).
-_RESUMABLE_CHANGES = {"progress", "tensorboard", "peak_flops", "out_dir", "mesh"}
+_RESUMABLE_CHANGES = {"progress", "tensorboard", "peak_flops", "out_dir", "mesh", "allow_swap"}
 
 
 def _check_resumable(cfg: TrainConfig) -> None:
-    """Refuse to resume a run directory written by a different config."""
-    path = os.path.join(cfg.out_dir, "config.json")
-    if not os.path.exists(path):
+    """Refuse to resume a run directory written by a different config: the one its config.json
+    records or, without one, the one its newest checkpoint carries (nothing is touched)."""
+    old, source = _recorded_config(cfg.out_dir)
+    if old is None:
         return
-    with open(path) as f:
-        old = json.load(f)
     new = json.loads(json.dumps(to_dict(cfg)))
     diff = differences(with_field_defaults(old, cfg, new), new, _RESUMABLE_CHANGES)
     if diff:
-        raise ValueError(f"{cfg.out_dir} holds a run with a different config (fields {diff} differ); "
-                         "resume with the same config or choose a new out_dir")
+        raise ValueError(f"{cfg.out_dir} holds a run with a different config (fields {diff} differ from "
+                         f"{source}); resume with the same config or choose a new out_dir")
+
+
+def _recorded_config(out_dir: str) -> tuple[dict[str, Any] | None, str]:
+    """(the config a run folder was trained with, where it was read) or (None, '') for a new folder."""
+    from lm.checkpoint import newest_meta
+    from lm.records import read_json_object
+    path = os.path.join(out_dir, "config.json")
+    old = read_json_object(path, "it records the run's config: delete it to resume with the config the "
+                                 "run's checkpoints carry, or choose a new out_dir")
+    if old is not None:
+        return old, path
+    found = newest_meta(os.path.join(out_dir, "checkpoints"))
+    if found is None:
+        return None, ""
+    return found[1]["config"], f"the config checkpoint step {found[0]} carries (config.json is missing)"
 
 
 def _build_data(cfg: TrainConfig, batch_sharding):
@@ -108,10 +122,12 @@ def _branch_source(cfg: TrainConfig) -> tuple[Checkpoints, int]:
 
 
 def _source_config(run_dir: str, source: Checkpoints, step: int) -> TrainConfig:
-    path = os.path.join(run_dir, "config.json")
-    if os.path.isfile(path):
-        with open(path) as f:
-            return from_dict(TrainConfig, json.load(f))
+    from lm.records import read_json_object
+    saved = read_json_object(os.path.join(run_dir, "config.json"),
+                             "it records that run's config: restore it, or delete it to use the config its "
+                             "checkpoints carry")
+    if saved is not None:
+        return from_dict(TrainConfig, saved)
     return from_dict(TrainConfig, source.restore_meta(step)["config"])
 
 
@@ -297,15 +313,17 @@ def _resume(cfg: TrainConfig, ckpts: Checkpoints, compiled, restart: bool, probl
         problems.append(line)
         print(f"lm-train: {line}", file=sys.stderr, flush=True)
 
-    had = ckpts.all_steps()
     found = ckpts.restore_newest_good(lambda s: ckpts.restore_unverified(compiled.abstract_state, s), report)
     if found is not None:
         state, data_state, _ = found[1]
         return state, data_state
-    if had and not restart:
-        raise ValueError(f"no intact checkpoint is left in {ckpts.directory} (steps {had} were corrupt and "
-                         "are moved aside); rerun with --restart to train this run from scratch")
-    if had:
+    damaged = ckpts.damaged_steps()
+    if damaged and not restart:
+        raise ValueError(f"no intact checkpoint is left in {ckpts.directory} (the damaged ones, {damaged}, are "
+                         f"moved aside to {os.path.join(cfg.out_dir, 'corrupt_checkpoints')}); rerun with "
+                         "--restart to train this run from scratch")
+    if damaged:
+        ckpts.accept_damaged()
         report("no intact checkpoint left; starting from scratch (--restart)")
     if cfg.init_from is not None:
         source, branch_step = _branch_source(cfg)
@@ -346,12 +364,24 @@ def _train(cfg: TrainConfig, restart: bool, dtype_choice: dict[str, Any]) -> dic
     except BaseException:
         run.ckpts.close()
         raise
-    eval_batches, floor = _held_out(run)
-    step_fn, inputs, compile_s = _compile_step(run, state)
-    loop = _Loop(run, eval_batches, start=int(state.step))
-    state = loop.train(state, step_fn, inputs)
+    try:
+        eval_batches, floor = _held_out(run)
+        step_fn, inputs, compile_s = _compile_step(run, state)
+        loop = _Loop(run, eval_batches, start=int(state.step))
+        state = loop.train(state, step_fn, inputs)
+    except BaseException:
+        _close_quietly(run.ckpts)
+        raise
     return _finish(run, loop, state, {"compile_s": compile_s, "entropy_floor": floor,
                                       "checkpoint_problems": problems, "compute_dtype_choice": dtype_choice})
+
+
+def _close_quietly(ckpts: Checkpoints) -> None:
+    """Close the checkpoints of a run that stops on an error (that error is the one reported)."""
+    try:
+        ckpts.close()
+    except BaseException:  # noqa: BLE001 - a save that failed with the run (a full disk) says it again
+        pass
 
 
 def _build(cfg: TrainConfig) -> _Run:
@@ -433,22 +463,36 @@ class _Loop:
         returns the last state."""
         run, cfg, timers = self.run, self.run.cfg, self.timers
         stream, blocks, block = run.stream, run.blocks, run.blocks.block
-        t0 = time.time()
-        for step in range(self.start, cfg.steps):
-            state, metrics = step_fn(state, *inputs)   # dispatched, runs async; picks its batch and rate
-            done = step + 1
-            stream.step = done          # the data position a checkpoint now records
-            if done < cfg.steps and block_slot(done, block) == 0:   # the next block, built while the step runs
-                td = time.time()
-                inputs = blocks.inputs(done, cfg.steps)
-                timers["data_s"] += time.time() - td
-            self.writer.advance()
-            if not self._after_step(state, metrics, done):
-                break
+        t0, done = time.time(), self.start
+        try:
+            for step in range(self.start, cfg.steps):
+                state, metrics = step_fn(state, *inputs)   # dispatched, runs async; picks its batch and rate
+                done = step + 1
+                stream.step = done          # the data position a checkpoint now records
+                if done < cfg.steps and block_slot(done, block) == 0:   # the next block, built while the step runs
+                    td = time.time()
+                    inputs = blocks.inputs(done, cfg.steps)
+                    timers["data_s"] += time.time() - td
+                self.writer.advance()
+                if not self._after_step(state, metrics, done):
+                    break
+        except KeyboardInterrupt as e:
+            self._interrupted(e, done)
         if self.pending is not None:    # the last logged step's row (the NaN one if it diverged)
             self._log_pending()
         self.loop_s = time.time() - t0
         return state
+
+    def _interrupted(self, e: KeyboardInterrupt, done: int):
+        """Ctrl-C: let a checkpoint being saved finish (and be sealed), then re-raise `e` carrying
+        the step reached (lm-train prints one line; the rerun resumes from the last checkpoint)."""
+        self.writer.close()
+        try:
+            self.run.ckpts.wait()
+        except KeyboardInterrupt:
+            pass
+        e.step = done
+        raise e
 
     def _after_step(self, state, metrics, done: int) -> bool:
         """Log, evaluate and checkpoint as step `done` asks; False when the run must stop."""
@@ -557,14 +601,23 @@ def _final_eval_curve(run: _Run, loop: _Loop, state, steps_done: int) -> list[di
     eval_curve, tokens_per_step = loop.eval_curve, run.tokens_per_step
     metrics_path = os.path.join(run.cfg.out_dir, "metrics.jsonl")
     if loop.status == "completed" and (not eval_curve or eval_curve[-1]["step"] != steps_done):
-        loss = evaluate(run.compiled, state.params, loop.eval_batches)
-        eval_curve.append({"step": steps_done, "tokens": steps_done * tokens_per_step, "eval_loss": loss})
-        if run.lead:
-            from lm.io import append_jsonl
-            append_jsonl(metrics_path, {"step": steps_done, "eval_loss": loss})
+        logged = broadcast_json(_logged_eval(metrics_path, steps_done, tokens_per_step) if run.lead else None)
+        if logged is not None:          # evaluated before the kill that left no result.json
+            eval_curve.append(logged)
+        else:
+            loss = evaluate(run.compiled, state.params, loop.eval_batches)
+            eval_curve.append({"step": steps_done, "tokens": steps_done * tokens_per_step, "eval_loss": loss})
+            if run.lead:
+                from lm.io import append_jsonl
+                append_jsonl(metrics_path, {"step": steps_done, "eval_loss": loss})
     if run.lead and loop.start:
         eval_curve = read_eval_curve(metrics_path, tokens_per_step) or eval_curve
     return eval_curve
+
+
+def _logged_eval(metrics_path: str, step: int, tokens_per_step: int) -> dict[str, float] | None:
+    """The evaluation metrics.jsonl holds for `step` ({step, tokens, eval_loss}), or None."""
+    return next((e for e in read_eval_curve(metrics_path, tokens_per_step) if e["step"] == step), None)
 
 
 def _last_train_loss(path: str) -> float | None:
@@ -582,6 +635,17 @@ def default_config() -> TrainConfig:
                        steps=300, batch_size=16, eval_every=50, out_dir="runs/default")
 
 
+def _error_line(e: Exception, cfg: TrainConfig | None) -> str:
+    """What lm-train prints for an error that stops it: a full disk in one line (path, space free,
+    space a checkpoint needs), a bad input as raised; any other OSError is re-raised."""
+    from lm.disk import disk_full_message, is_disk_full
+    if cfg is not None and is_disk_full(e):
+        return disk_full_message(e, cfg.out_dir, 12.0 * flops_lib.param_counts(cfg.model).total)
+    if isinstance(e, (ValueError, FileNotFoundError)):
+        return str(e)
+    raise e
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lm-train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -591,6 +655,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-processes", type=int)
     parser.add_argument("--process-id", type=int)
     parser.add_argument("--local-cpu-devices", type=int, help="simulated CPU devices in this process")
+    parser.add_argument("--coordinator-timeout", type=int,
+                        help="seconds to wait for every process to join (default 120)")
     parser.add_argument("--compile-cache", default=os.environ.get("LM_COMPILE_CACHE"),
                         help="persistent XLA compilation cache folder")
     parser.add_argument("--restart", action="store_true",
@@ -599,16 +665,25 @@ def main(argv: list[str] | None = None) -> int:
     from lm import xla_env
     xla_env.apply()                     # before JAX starts its backend (initialize below)
     from lm.distributed import initialize
+    from lm.disk import quiet_disk_full_logs
+    quiet_disk_full_logs()
+    cfg = None
     try:
         cfg = load_train_config(args.config) if args.config else default_config()
         cfg = apply_overrides(cfg, args.overrides)
-        initialize(args.coordinator, args.num_processes, args.process_id, args.local_cpu_devices)
+        initialize(args.coordinator, args.num_processes, args.process_id, args.local_cpu_devices,
+                   args.coordinator_timeout)
         from lm import compile_cache
         compile_cache.configure(args.compile_cache, min_compile_s=0.5)
         result = train(cfg, restart=args.restart)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"lm-train: error: {e}", file=sys.stderr)
+    except (ValueError, OSError) as e:
+        print(f"lm-train: error: {_error_line(e, cfg)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:
+        step = getattr(e, "step", None)
+        where = f"at step {step}" if step is not None else "before training started"
+        print(f"lm-train: interrupted {where}; rerun the same command to resume", file=sys.stderr)
+        return 130
     if jax.process_index() == 0:
         summary = {k: result[k] for k in ("status", "steps", "tokens", "train_loss", "eval_loss",
                                           "entropy_floor", "tokens_per_s", "mfu", "wall_s", "compile_s")}

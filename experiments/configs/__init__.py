@@ -245,6 +245,10 @@ class ExecConfig:
     of this user's sweeps: $LM_COMPILE_CACHE, else $XDG_CACHE_HOME/lm/xla, else ~/.cache/lm/xla),
     'sweep' (the sweep folder's .jax_cache only), 'none', or a folder (on a cluster: one every node
     sees). Entries are keyed by program, compile options, XLA_FLAGS and jax version: never stale."""
+    allow_swap: bool = False
+    """Let runs whose memory estimate exceeds the available memory (on a CPU host: shared by the
+    workers that train at once) start anyway, on swap (TrainConfig.allow_swap); False refuses the
+    sweep before any worker starts."""
 
     @property
     def processes_per_run(self) -> int:
