@@ -25,7 +25,7 @@ from lm.scaling.bootstrap import ChinchillaBootstrap, Estimate, bootstrap_chinch
 from lm.scaling.constraints import FitConstraints
 from lm.scaling.envelope import CHINCHILLA_TABLE3_BUDGETS, Approach1, approach1
 from lm.scaling.fit import DELTA, FitResult, fit_chinchilla
-from lm.scaling.isoflop import Approach2, approach2, check_window, fit_parabola, parabola_vertex
+from lm.scaling.isoflop import DEFAULT_WINDOW, Approach2, approach2, check_window, fit_parabola, parabola_vertex
 from lm.scaling.laws import ChinchillaLaw, FlopsPerToken
 from lm.scaling.optimize import LBFGSOptions
 from lm.scaling.results import budgets_of, check_table, prepare_results
@@ -184,7 +184,7 @@ def fit_approaches(results: pd.DataFrame, curves: pd.DataFrame | None = None, *,
                    flops_per_token: FlopsPerToken | None = None, budgets=CHINCHILLA_TABLE3_BUDGETS,
                    n_bootstrap: int = 1000, seed: int = 0, level: float = 0.95,
                    approaches=(1, 2, 3), budget_tol_dex: float = 0.05, strict: bool = False,
-                   final_points: bool = False, window: int | float | None = 5, method: str = "grid",
+                   final_points: bool = False, window: int | float | str | None = DEFAULT_WINDOW, method: str = "grid",
                    vpnls: bool = False, constraints: FitConstraints | None = None,
                    opts: LBFGSOptions = LBFGSOptions()) -> Approaches:
     """Run Chinchilla's Approaches 1, 2 and 3 on one results table (see results.py for columns).

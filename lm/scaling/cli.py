@@ -78,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tie-exponents", action="store_true", help="fit one exponent alpha = beta")
     p.add_argument("--huber-delta", type=float, default=1e-3, help="Huber threshold (default 1e-3)")
     p.add_argument("--loss-space", default="log", help="residuals in log (default) or linear space")
-    p.add_argument("--window", default="5", help="Approach 2's parabola window: k nearest sizes (default 5), "
-                   "xF for sizes within a factor F (e.g. x4), or all")
+    p.add_argument("--window", default="auto", help="Approach 2's parabola window: auto (default: sizes within x4 "
+                   "of each minimum, at least 5), k nearest sizes (e.g. 5), xF for sizes within a factor F (e.g. x4), or all")
     p.add_argument("--forecast", action="store_true",
                    help="hold back the largest 1 and 2 budgets, predict them, print the error table")
     p.add_argument("--data-constrained", action="store_true",
@@ -147,12 +147,12 @@ def parse_list(text: str, flag: str, kind, allowed=None) -> list:
 
 
 def parse_window(text: str):
-    """'5' -> 5, 'x4' -> 4.0, 'all' -> None."""
+    """'auto' -> 'auto', '5' -> 5, 'x4' -> 4.0, 'all' -> None."""
     t = text.strip().lower()
     try:
-        window = None if t == "all" else float(t[1:]) if t.startswith("x") else int(t)
+        window = t if t == "auto" else None if t == "all" else float(t[1:]) if t.startswith("x") else int(t)
     except ValueError:
-        raise ValueError(f"--window {text!r}: use an int k (nearest sizes), xF (a factor, e.g. x4) or all") from None
+        raise ValueError(f"--window {text!r}: use auto, an int k (nearest sizes), xF (a factor, e.g. x4) or all") from None
     check_window(window)
     return window
 

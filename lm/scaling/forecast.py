@@ -27,7 +27,7 @@ import pandas as pd
 from lm.scaling.approaches import approach3
 from lm.scaling.bootstrap import refit_offset_power_laws
 from lm.scaling.fit import fit_offset_power_law
-from lm.scaling.isoflop import boot_budget, fit_budget
+from lm.scaling.isoflop import DEFAULT_WINDOW, boot_budget, fit_budget
 from lm.scaling.laws import ChinchillaLaw
 from lm.scaling.results import budgets_of, prepare_results
 
@@ -96,7 +96,7 @@ def _law_rows(name, k, a3, train, test, obs, level, rng):
 
 
 def forecast(results: pd.DataFrame, *, ks=(1, 2), flops_per_token=None, n_bootstrap: int = 200, seed: int = 0,
-             level: float = 0.9, window=5, methods=("grid", "vpnls"), budget_tol_dex: float = 0.05,
+             level: float = 0.9, window=DEFAULT_WINDOW, methods=("grid", "vpnls"), budget_tol_dex: float = 0.05,
              constraints=None) -> Forecast:
     """Fit on budgets below the largest k, predict the held-back ones (module doc)."""
     df = prepare_results(results, flops_per_token).assign(budget=lambda d: budgets_of(d, budget_tol_dex))
