@@ -21,7 +21,7 @@ NEEDS = {
                                 "the public data in ../shared/data (README, 'Notebooks')"),
     "data_constrained": (ROOT.parent / "shared" / "data" / "muennighoff2023_datablations_runs.csv",
                          "the public data in ../shared/data (README, 'Notebooks')"),
-    "scaling_analysis": (ROOT / "sweeps" / "default" / "results.jsonl", "`make sweep`"),
+    "scaling_analysis": (ROOT / "sweeps" / "default" / "report.json", "`make sweep` (a finished sweep writes it)"),
     "model_inspection": (ROOT / "runs" / "default" / "config.json", "`make train`"),
 }
 """Notebook -> (the input its defaults read, how to make it)."""

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 from pathlib import Path
 
 import nbformat
@@ -198,6 +199,14 @@ def test_scaling_analysis(tmp_path, monkeypatch):
     assert "held-out C = 3e+12: forecast optimal loss" in text and "Forecasts on held-back budgets" in text
     assert "entropy floor of the synthetic language = 1.3330" in text
     assert "Optimal learning rate under mup: varies 1.00x over 8x width" in text
+    # The walk-forward: one split on 4 budgets (fit on 3, predict the 4th); the track record printed
+    # is the chosen law's row of the walk-forward's table (1.9 % here: the fake sweep's sizes are not
+    # centred on its law's optimum, so the observed parabola minimum sits above the law's).
+    m = re.search(r"walk-forward track record of (.+): (\d+) forecasts, mean \|error\| ([\d.]+) %, (\d+) of", text)
+    assert m, text[-3000:]
+    row = re.search(re.escape(m.group(1)) + r"\s+1\s+1\s+([\d.]+)%.*<- chosen", text)
+    assert row and int(m.group(2)) == 1 and float(m.group(3)) == pytest.approx(float(row.group(1)), abs=0.006)
+    assert float(m.group(3)) < 5.0
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) >= 6
 
