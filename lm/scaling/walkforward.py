@@ -195,6 +195,10 @@ class Choice:
                  f"optimal loss; {100 * self.level:.0f} % interval coverage):",
                  f"  {'candidate':<34} {'splits':>6} {'n':>4} {'mean err':>9} {'worst':>8} {'coverage':>9} {'runs err':>9}"]
         for r in self.table.itertuples():
+            if r.splits == 0:
+                why = self.failures.get(r.candidate, [(None, "no split fitted")])
+                lines.append(f"  {r.candidate:<34} not fitted: {why[-1][1] if why else 'no split fitted'}")
+                continue
             mark = " <- chosen" if r.candidate == self.chosen else (" (naive baseline)" if r.baseline else "")
             f = lambda v: "n/a" if not np.isfinite(v) else f"{100 * v:.2f}%"
             lines.append(f"  {r.candidate:<34} {r.splits:>6} {r.n:>4} {f(r.mean_error):>9} {f(r.worst_error):>8} "
