@@ -26,7 +26,7 @@ from lm.scaling.constraints import FitConstraints
 from lm.scaling.envelope import CHINCHILLA_TABLE3_BUDGETS, Approach1, approach1
 from lm.scaling.fit import DELTA, FitResult, fit_chinchilla
 from lm.scaling.frontier import LS_DELTA, Frontier, frontier
-from lm.scaling.identify import a3_reasons, frontier_reasons, power_law_reasons, unidentified
+from lm.scaling.identify import a3_reasons, frontier_reasons, power_law_reasons, unidentified, value_reasons
 from lm.scaling.isoflop import Approach2, approach2, check_window, fit_parabola, parabola_vertex
 from lm.scaling.laws import ChinchillaLaw, FlopsPerToken
 from lm.scaling.optimize import LBFGSOptions
@@ -83,6 +83,9 @@ def approach3(results: pd.DataFrame, *, flops_per_token: FlopsPerToken | None = 
         fit = fit_vpnls(N, D, L, constraints=cons, opts=opts)
     else:
         fit = fit_chinchilla(N, D, L, delta=cons.delta, opts=opts, constraints=None if cons.default else cons)
+    bad = value_reasons(dict(E=fit.law.E, alpha=fit.law.alpha, beta=fit.law.beta), float(L.min()))
+    if bad:  # before the bootstrap: a negative exponent makes G and the allocations complex
+        raise ValueError(unidentified(bad))
     if n_bootstrap < 2:
         law = fit.law
         est = {k: Estimate(float(getattr(law, k)), np.nan, np.nan, np.nan, level)
