@@ -173,12 +173,25 @@ def cmd_repair(args: argparse.Namespace) -> int:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    """Fit and report, holding the sweep folder's lock (never beside a running `lm-sweep run`)."""
-    results_lib.load_sweep_config(args.dir)                     # refuse a folder that is not a sweep
+    """Holding the sweep folder's lock, the sweep report; with any lm-fit fitting or forecast option, lm-fit's pipeline on the sweep's
+    table (its FLOP convention kept) into <dir>/fit/ (the options are lm-fit's: one parser)."""
+    from pathlib import Path
+
+    from experiments.report import fit_table
+    from lm.scaling.fitoptions import FitOptions, fit_options
+    from lm.scaling.pipeline import run_fit
     from lm.lock import FolderLock
-    with FolderLock(args.dir, "sweep folder"):
-        report(args.dir, n_bootstrap=args.bootstrap)
-    return 0
+    opts = fit_options(args)
+    cfg = results_lib.load_sweep_config(args.dir)               # refuse a folder that is not a sweep
+    with FolderLock(args.dir, "sweep folder"):                  # never beside a running `lm-sweep run`
+        if opts == FitOptions(bootstrap=opts.bootstrap):
+            report(args.dir, n_bootstrap=args.bootstrap)
+            return 0
+        table, fpt = fit_table(results_lib.load_results(args.dir), cfg.convention)
+        if table.empty:
+            raise ValueError(f"{args.dir} has no completed cosine run to fit yet; run the sweep further first")
+        return run_fit(table, opts, Path(args.dir) / "fit", title=f"lm-sweep fit {args.dir} ({len(table)} runs)",
+                       flops_per_token=fpt, prog="lm-sweep")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,9 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     p_repair = sub.add_parser("repair", help="move bad lines of the results table aside (kept in "
                               f"{results_lib.REJECTED_FILE})")
     p_repair.add_argument("dir")
-    p_fit = sub.add_parser("fit", help="fit and report from a sweep folder's results")
+    p_fit = sub.add_parser("fit", help="fit and report from a sweep folder's results; any lm-fit fitting or "
+                           "forecast option (lm-fit --help) refits with it into <dir>/fit/")
     p_fit.add_argument("dir")
-    p_fit.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals")
+    from lm.scaling.fitoptions import add_fit_arguments
+    add_fit_arguments(p_fit)
     args = parser.parse_args(argv)
     handlers = {"run": cmd_run, "plan": cmd_plan, "status": cmd_status, "fit": cmd_fit, "repair": cmd_repair}
     try:

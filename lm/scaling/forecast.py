@@ -115,11 +115,15 @@ def forecast(results: pd.DataFrame, *, ks=(1, 2), flops_per_token=None, n_bootst
             try:
                 a3 = approach3(train, method=method, n_bootstrap=n_bootstrap, seed=seed, budgets=tuple(held),
                                flops_per_token=flops_per_token, constraints=constraints)
-            except ValueError as err:
-                notes.append(f"k={k}: {name} could not be fitted: {err}")
+            except Exception as err:  # noqa: BLE001 - one approach failing never hides the others
+                why = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
+                notes.append(f"k={k}: {name} could not be fitted: {why}")
                 continue
             rows += _law_rows(name, k, a3, train, test, obs, level, rng)
-        rows += _approach2_rows(k, train, obs, window, flops_per_token, notes, n_bootstrap, level, rng)
+        try:
+            rows += _approach2_rows(k, train, obs, window, flops_per_token, notes, n_bootstrap, level, rng)
+        except Exception as err:  # noqa: BLE001 - one approach failing never hides the others
+            notes.append(f"k={k}: Approach 2 could not forecast: {type(err).__name__}: {err}")
     pred = pd.DataFrame(rows)
     if len(pred):
         pred["rel_error"] = (pred["predicted"] - pred["observed"]) / pred["observed"]
