@@ -366,7 +366,7 @@ def _train(cfg: TrainConfig, restart: bool, dtype_choice: dict[str, Any]) -> dic
         raise
     try:
         eval_batches, floor = _held_out(run)
-        step_fn, inputs, compile_s = _compile_step(run, state)
+        step_fn, inputs, compile_s = _compile_step(run, state, eval_batches)
         loop = _Loop(run, eval_batches, start=int(state.step))
         state = loop.train(state, step_fn, inputs)
     except BaseException:
@@ -424,10 +424,15 @@ def _held_out(run: _Run) -> tuple[list[jax.Array], float | None]:
     return eval_batches, floor
 
 
-def _compile_step(run: _Run, state) -> tuple[Any, tuple, float]:
+def _compile_step(run: _Run, state, eval_batches: list[jax.Array]) -> tuple[Any, tuple, float]:
     """(compiled train step, the inputs of the first block, seconds spent compiling): compiled
-    ahead of the loop so its time is reported apart from the steps'."""
+    ahead of the loop so its time is reported apart from the steps'; the evaluation step is
+    compiled (run once on a held-out batch) here too, so compile time is never evaluation time,
+    and so is the logged learning rate's schedule (never inside a throughput window)."""
     t0 = time.time()
+    if eval_batches:
+        jax.block_until_ready(run.compiled.eval_step(state.params, eval_batches[0]))
+    _logged_lr(run.cfg, run.lr_table, int(state.step))   # its eager schedule ops compile here, not in a window
     start = int(state.step)
     run.stream.step = start
     inputs = run.blocks.inputs(start, run.cfg.steps)
@@ -455,8 +460,12 @@ class _Loop:
         self.eval_curve: list[dict[str, float]] = []
         self.timers = {"eval_s": 0.0, "checkpoint_s": 0.0, "data_s": 0.0}
         self.pending: tuple[int, Any] | None = None   # (step, device metrics) to log one step late
-        self.last_log = (start, time.time())          # (step, time) of the last logged row
+        self.window: tuple[int, float, float] | None = None
+        """(step, time, eval + checkpoint seconds so far) where the next logged throughput window
+        starts: when the first step has finished, then at each logged row; evaluation and
+        checkpoint time inside a window is left out of it, as it is of the run's train_s."""
         self.loop_s = 0.0
+        self.first_step_s = 0.0     # the first step, run before the windows (and train_s) start
 
     def train(self, state, step_fn, inputs: tuple):
         """Steps from `start` to cfg.steps (or divergence), the first block's `inputs` given;
@@ -474,6 +483,10 @@ class _Loop:
                     inputs = blocks.inputs(done, cfg.steps)
                     timers["data_s"] += time.time() - td
                 self.writer.advance()
+                if self.window is None:     # the first window starts when the first step has finished
+                    jax.block_until_ready(metrics)
+                    self.window = (done, time.time(), self._paused_s())
+                    self.first_step_s = self.window[1] - t0
                 if not self._after_step(state, metrics, done):
                     break
         except KeyboardInterrupt as e:
@@ -541,17 +554,22 @@ class _Loop:
         first_bad_step (-1: none), read from the same fetch. Throughput is measured from the last row."""
         cfg, (p_step, p_metrics) = self.run.cfg, self.pending
         self.pending = None
-        now = time.time()
-        n_steps, dt = p_step - self.last_log[0], max(now - self.last_log[1], 1e-9)
         tokens_per_step = self.run.tokens_per_step
-        row = {k: float(v) for k, v in jax.device_get(p_metrics).items()}
+        row = {k: float(v) for k, v in jax.device_get(p_metrics).items()}   # waits for step p_step
+        now, paused = time.time(), self._paused_s()
         bad = int(row.pop("first_bad_step", -1))
-        row.update(lr=_logged_lr(cfg, self.run.lr_table, p_step - 1), tokens=p_step * tokens_per_step,
-                   tokens_per_s=n_steps * tokens_per_step / dt,
-                   mfu=flops_lib.mfu(self.conventions["6n_attn"] * tokens_per_step, dt / max(n_steps, 1), self.peak))
+        row.update(lr=_logged_lr(cfg, self.run.lr_table, p_step - 1), tokens=p_step * tokens_per_step)
+        start, t_start, paused_start = self.window
+        n_steps, dt = p_step - start, now - t_start - (paused - paused_start)
+        if n_steps > 0 and dt > 0:      # none for the first step (it opens the first window)
+            row.update(tokens_per_s=n_steps * tokens_per_step / dt,
+                       mfu=flops_lib.mfu(self.conventions["6n_attn"] * tokens_per_step, dt / n_steps, self.peak))
         self.writer.write(p_step, row)
-        self.last_log = (p_step, now)
+        self.window = (p_step, now, paused)
         return bad
+
+    def _paused_s(self) -> float:
+        return self.timers["eval_s"] + self.timers["checkpoint_s"]
 
 
 def _logged_lr(cfg: TrainConfig, lr_table: np.ndarray | None, step: int) -> float:
@@ -565,7 +583,7 @@ def _logged_lr(cfg: TrainConfig, lr_table: np.ndarray | None, step: int) -> floa
 def _finish(run: _Run, loop: _Loop, state, extra: dict[str, Any]) -> dict[str, Any]:
     """Close the checkpoints (waits for the last save), evaluate once more if the final step has
     no evaluation yet, and write result.json."""
-    train_s = loop.loop_s - loop.timers["eval_s"] - loop.timers["checkpoint_s"]
+    train_s = loop.loop_s - loop.first_step_s - loop.timers["eval_s"] - loop.timers["checkpoint_s"]
     tc = time.time()
     run.ckpts.close()
     loop.timers["checkpoint_s"] += time.time() - tc
@@ -573,7 +591,7 @@ def _finish(run: _Run, loop: _Loop, state, extra: dict[str, Any]) -> dict[str, A
     bad_step = int(state.first_bad_step)
     steps_done = bad_step if loop.status == "diverged" and bad_step >= 0 else int(state.step)
     eval_curve = _final_eval_curve(run, loop, state, steps_done)
-    steps_run, tokens_per_step = max(steps_done - loop.start, 1), run.tokens_per_step
+    steps_run, tokens_per_step = max(steps_done - loop.start - 1, 1), run.tokens_per_step   # as the windows
     flops_per_token = loop.conventions["6n_attn"]
     result = {
         "status": loop.status, "message": loop.message, "out_dir": run.cfg.out_dir,
@@ -583,6 +601,7 @@ def _finish(run: _Run, loop: _Loop, state, extra: dict[str, Any]) -> dict[str, A
         "eval_curve": eval_curve, "entropy_floor": extra["entropy_floor"],
         "params": dataclasses.asdict(flops_lib.param_counts(run.cfg.model)), "flops_per_token": loop.conventions,
         "wall_s": time.time() - run.t_start, "compile_s": extra["compile_s"], "train_s": train_s,
+        "first_step_s": loop.first_step_s,
         "resumed_from": loop.start, **loop.timers,
         "tokens_per_s": steps_run * tokens_per_step / max(train_s, 1e-9),
         "mfu": flops_lib.mfu(flops_per_token * tokens_per_step, train_s / steps_run, loop.peak),
