@@ -86,9 +86,10 @@ def _prepare_corpus(cfg: SweepConfig) -> dict[str, Any]:
     """Materialize a corpus: source, train its tokenizer and tokenize both splits once, here (the
     workers then load them); its recipe, content hash and tokens per split for corpus.json."""
     from lm.data import corpus as corpus_lib
+    from lm.data import tfds_text
     from lm.data.pipeline import build_dataset
     data = dataclasses.replace(cfg.data, seq_len=cfg.seq_len)
-    record = corpus_lib.materialize(data.source, corpus_lib.default_root(data.data_dir)).record()
+    record = corpus_lib.materialize(data.source, tfds_text.corpus_root(data.data_dir)).record()
     for split in (data.train_split, data.eval_split):
         ds = build_dataset(data, split, vocab_size_hint=cfg.model.vocab_size, max_seq_len=cfg.seq_len)
         record[f"{split}_tokens"] = int(len(ds.tokens))
@@ -221,6 +222,17 @@ class SweepOutcome:
     trained: list[str]
     """Runs this invocation trained (or resumed) to the end."""
 
+    @staticmethod
+    def combine(passes: list["SweepOutcome"], wall_s: float) -> "SweepOutcome":
+        """One outcome for several passes (an adaptive sweep's stages)."""
+        total = SweepOutcome([], {}, {}, wall_s, [])
+        for p in passes:
+            total.recorded.extend(p.recorded)
+            total.trained.extend(p.trained)
+            total.failed.update(p.failed)
+            total.blocked.update(p.blocked)
+        return total
+
 
 def run_sweep(cfg: SweepConfig, plan: Plan | None = None, *, observer: Observer | None = None,
               retry_failed: bool = False, log=None) -> SweepOutcome:
@@ -233,7 +245,9 @@ def run_sweep(cfg: SweepConfig, plan: Plan | None = None, *, observer: Observer 
     with FolderLock(cfg.directory, "sweep folder"):
         if cfg.adaptive is not None:
             from experiments.stages import run_stages
-            return run_stages(cfg, observer, retry_failed, log)
+            t0 = time.time()
+            passes = run_stages(cfg, lambda stage_plan: run_plan(cfg, stage_plan, observer, retry_failed, log), log)
+            return SweepOutcome.combine(passes, time.time() - t0)
         return run_plan(cfg, plan, observer, retry_failed, log)
 
 
