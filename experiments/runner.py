@@ -26,16 +26,16 @@ from typing import Any
 
 from experiments import results as results_lib
 from experiments.backends import BACKENDS
+from experiments import configs as configs_lib
 from experiments.configs import SweepConfig
 from experiments.plan import Plan, RunSpec, make_plan
 from experiments.schedule import Scheduler
+from lm.config import RESUME_CHANGES
 from lm.config_fields import differences, with_field_defaults
 
 ATTEMPTS_FILE = "attempts.json"
 DTYPE_FILE = "compute_dtype.json"
 """How a sweep's compute dtype 'auto' was decided (lm.precision.Choice), written when first decided."""
-_IGNORED_TRAIN_FIELDS = ("peak_flops", "progress", "tensorboard", "out_dir", "init_from")
-"""Run-config fields that may differ from the plan in a finished run (measured, cosmetic, or paths)."""
 
 
 def prepare(cfg: SweepConfig) -> Plan:
@@ -61,16 +61,17 @@ def resolve_dtype(cfg: SweepConfig, plan: Plan) -> tuple[SweepConfig, Any]:
     for the submitit back-end, whose runs train on other machines: each of its runs resolves its
     own 'auto' there (and records it in its config.json)."""
     from lm import precision
-    if cfg.model.compute_dtype != "auto" or cfg.exec.backend == "submitit" or not plan.runs:
+    if cfg.train.model.compute_dtype != "auto" or cfg.exec.backend == "submitit" or not plan.runs:
         return cfg, None
-    recorded = (_read_json(os.path.join(cfg.directory, results_lib.SWEEP_FILE)) or {}).get("model", {})
+    sweep_json = _read_json(os.path.join(cfg.directory, results_lib.SWEEP_FILE)) or {}
+    recorded = configs_lib.with_train_template(sweep_json).get("train", {}).get("model", {})
     if recorded.get("compute_dtype") == "auto":      # a sweep begun on submitit: its runs resolve it
         return cfg, None
     largest = max(plan.runs, key=lambda r: r.params).train_config(cfg, cfg.directory).model
     choice = precision.resolve("auto", recorded=recorded.get("compute_dtype"), d_model=largest.d_model,
-                               tokens=cfg.batch_size * cfg.seq_len, d_ff=largest.ff_size)
-    model = dataclasses.replace(cfg.model, compute_dtype=choice.dtype)
-    return dataclasses.replace(cfg, model=model), choice
+                               tokens=cfg.tokens_per_step, d_ff=largest.ff_size)
+    model = dataclasses.replace(cfg.train.model, compute_dtype=choice.dtype)
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, model=model)), choice
 
 
 def _json(value: Any) -> Any:
@@ -110,7 +111,7 @@ def finished_result(spec: RunSpec, cfg: SweepConfig) -> dict[str, Any] | None:
         return None
     if planned["model"]["compute_dtype"] == "auto":   # submitit: the run resolved it on its machine
         planned["model"]["compute_dtype"] = saved.get("model", {}).get("compute_dtype")
-    if differences(with_field_defaults(saved, train_cfg, planned), planned, _IGNORED_TRAIN_FIELDS):
+    if differences(with_field_defaults(saved, train_cfg, planned), planned, RESUME_CHANGES):
         raise ValueError(f"{run_dir} was trained with a different config than this sweep plans; refusing to "
                          "mix results. Start a new sweep folder (--out) or delete that run folder")
     return result

@@ -33,7 +33,8 @@ unlearned, and no sweep measured here pins it within 2 %. float32 compute: bfloa
 faster at these widths on this CPU.
 """
 
-from experiments.configs import ExecConfig, SizeConfig, SweepConfig
+from experiments.configs import SweepConfig, train_template
+from experiments.sweep_sections import ExecConfig, SizeConfig
 from lm.config import DataConfig, ModelConfig, OptimConfig
 
 
@@ -45,14 +46,14 @@ def get_config() -> SweepConfig:
         sizes=SizeConfig(rule="aspect", range=(2e3, 4e5), per_budget=5, window=3.0,
                          tokens_per_param_guess=50.0, aspect=16.0, width_step=4,
                          head_dim=8, min_layers=2, max_layers=2),
-        model=ModelConfig(vocab_size=64, compute_dtype="float32", parametrization="mup", mup_base_width=4),
-        data=DataConfig(),
-        optim=OptimConfig(learning_rate=0.2, warmup_steps=20, final_lr_frac=0.1),
-        batch_size=8,
-        seq_len=64,
+        train=train_template(
+            model=ModelConfig(vocab_size=64, compute_dtype="float32", parametrization="mup", mup_base_width=4),
+            data=DataConfig(seq_len=64),
+            optim=OptimConfig(learning_rate=0.2, warmup_steps=20, final_lr_frac=0.1),
+            batch_size=8,
+            eval_batches=8),
         min_steps=200,
         evals_per_run=4,
-        eval_batches=8,
         checkpoints_per_run=1,
         exec=ExecConfig(backend="pool", workers=2, threads=1),
     )
