@@ -27,6 +27,7 @@ from experiments.plan import make_plan
 from experiments.plan_table import format_plan
 from experiments.progress import Bars
 from experiments.report import report
+from experiments.sweep_sections import BACKENDS
 
 
 def _config(args: argparse.Namespace) -> configs_lib.SweepConfig:
@@ -73,6 +74,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = _config(args)
+    from lm import compile_cache
+    compile_cache.check(worker.compile_cache_dir(cfg.exec.compile_cache, cfg.directory))
     plan = runner.prepare(cfg)          # every bad input fails here, before anything is written
     folder = cfg.directory
     print(format_plan(plan), file=sys.stderr, flush=True)
@@ -171,8 +174,25 @@ def cmd_repair(args: argparse.Namespace) -> int:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    report(args.dir, n_bootstrap=args.bootstrap)
-    return 0
+    """Holding the sweep folder's lock, the sweep report; with any lm-fit fitting or forecast option, lm-fit's pipeline on the sweep's
+    table (its FLOP convention kept) into <dir>/fit/ (the options are lm-fit's: one parser)."""
+    from pathlib import Path
+
+    from experiments.report import fit_table
+    from lm.scaling.fitoptions import FitOptions, fit_options
+    from lm.scaling.pipeline import run_fit
+    from lm.lock import FolderLock
+    opts = fit_options(args)
+    cfg = results_lib.load_sweep_config(args.dir)               # refuse a folder that is not a sweep
+    with FolderLock(args.dir, "sweep folder"):                  # never beside a running `lm-sweep run`
+        if opts == FitOptions(bootstrap=opts.bootstrap):
+            report(args.dir, n_bootstrap=args.bootstrap)
+            return 0
+        table, fpt = fit_table(results_lib.load_results(args.dir), cfg.convention)
+        if table.empty:
+            raise ValueError(f"{args.dir} has no completed cosine run to fit yet; run the sweep further first")
+        return run_fit(table, opts, Path(args.dir) / "fit", title=f"lm-sweep fit {args.dir} ({len(table)} runs)",
+                       flops_per_token=fpt, prog="lm-sweep")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--out", help="sweep folder (default: the config's out_dir or sweeps/<name>)")
         p.add_argument("--workers", type=int, help="override exec.workers")
         p.add_argument("--threads", type=int, help="override exec.threads")
-    p_run.add_argument("--backend", choices=configs_lib.BACKENDS, help="override exec.backend")
+    p_run.add_argument("--backend", choices=BACKENDS, help="override exec.backend")
     p_run.add_argument("--no-progress", action="store_true", help="no progress bars")
     p_run.add_argument("--no-fit", action="store_true", help="stop after the runs")
     p_run.add_argument("--retry-failed", action="store_true", help="retry runs that exhausted their retries")
@@ -197,9 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     p_repair = sub.add_parser("repair", help="move bad lines of the results table aside (kept in "
                               f"{results_lib.REJECTED_FILE})")
     p_repair.add_argument("dir")
-    p_fit = sub.add_parser("fit", help="fit and report from a sweep folder's results")
+    p_fit = sub.add_parser("fit", help="fit and report from a sweep folder's results; any lm-fit fitting or "
+                           "forecast option (lm-fit --help) refits with it into <dir>/fit/")
     p_fit.add_argument("dir")
-    p_fit.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals")
+    from lm.scaling.fitoptions import add_fit_arguments
+    add_fit_arguments(p_fit)
     args = parser.parse_args(argv)
     handlers = {"run": cmd_run, "plan": cmd_plan, "status": cmd_status, "fit": cmd_fit, "repair": cmd_repair}
     try:

@@ -25,6 +25,9 @@ from etils import epath
 
 MANIFEST = "lm_manifest.json"
 CORRUPT_DIR = "corrupt_checkpoints"
+RESTARTED_FILE = "restarted.json"
+"""In CORRUPT_DIR: the damaged checkpoints a `--restart` has accepted (they no longer stop a run)."""
+UNSEALED = "never sealed"
 
 
 class CorruptCheckpoint(ValueError):
@@ -82,7 +85,7 @@ def verify(step_dir: str | epath.Path) -> str | None:
     try:
         files = json.loads((step_dir / MANIFEST).read_text())["files"]
     except FileNotFoundError:
-        return f"{MANIFEST}: missing (the checkpoint was never sealed, or the manifest was deleted)"
+        return f"{MANIFEST}: missing ({UNSEALED}: the run was stopped while saving it, or the manifest was deleted)"
     except (ValueError, KeyError, TypeError) as e:
         return f"{MANIFEST}: unreadable ({type(e).__name__})"
     if not files:
@@ -106,6 +109,23 @@ def move_aside(step_dir: str | epath.Path) -> str:
     dest.parent.mkdir(parents=True, exist_ok=True)
     step_dir.rename(dest)
     return str(dest)
+
+
+def newest_meta(directory: str | os.PathLike) -> tuple[int, dict] | None:
+    """(step, meta) of the newest checkpoint in `directory` whose metadata (config, step) reads as
+    JSON, or None; read-only, nothing verified or moved (what a run folder without config.json
+    was trained with)."""
+    path = resolve(directory)
+    if not path.is_dir():
+        return None
+    for step in sorted((int(p.name) for p in path.iterdir() if p.name.isdigit()), reverse=True):
+        try:
+            meta = json.loads((path / str(step) / "meta" / "metadata").read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict) and isinstance(meta.get("config"), dict):
+            return step, meta
+    return None
 
 
 def _one_line(e: BaseException) -> str:
@@ -136,6 +156,7 @@ class Checkpoints:
         self.manager = ocp.CheckpointManager(self.path, options=options,
                                              item_names=("state", "data", "meta"))
         self._sealers: list[threading.Thread] = []
+        self._seal_errors: list[Exception] = []
 
     def step_dir(self, step: int) -> epath.Path:
         return self.path / str(step)
@@ -165,13 +186,16 @@ class Checkpoints:
             if not self.manager.is_saving_in_progress() and not folder.is_dir():
                 return                            # the save failed; orbax reports it
             time.sleep(0.005)
-        write_manifest(folder)
+        try:
+            write_manifest(folder)
+        except Exception as e:  # noqa: BLE001 - raised by wait(): the checkpoint stays unsealed (set aside later)
+            self._seal_errors.append(e)
 
     def problem(self, step: int) -> str | None:
         """None for a sealed, intact checkpoint; else what is wrong (see `verify`)."""
         return verify(self.step_dir(step))
 
-    def _restore_raw(self, abstract_state: Any, step: int) -> tuple[Any, dict, dict]:
+    def restore_unverified(self, abstract_state: Any, step: int) -> tuple[Any, dict, dict]:
         def restore(target):
             restored = self.manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(target),
@@ -220,11 +244,33 @@ class Checkpoints:
                 return step, self.load(step, loader)
             except CorruptCheckpoint as e:
                 message = str(e)
+                if UNSEALED in message:      # a kill while saving: normal, the previous one is used
+                    message = (f"checkpoint step {step} in {self.directory} was {UNSEALED} (the run was "
+                               "stopped while saving it); set aside, resuming from the previous one")
                 if not self.read_only and jax.process_index() == 0:
                     message += f"; moved aside to {move_aside(self.step_dir(step))}"
                     self.manager.reload()
                 report(message)
         return None
+
+    def damaged_steps(self) -> list[str]:
+        """The sealed checkpoints of this run moved aside as damaged (`corrupt_checkpoints/<step>-<time>`)
+        that no `--restart` has accepted yet: while there are some and no intact checkpoint, the run
+        must not silently start over. Unsealed ones (a kill while saving) are not counted."""
+        folder = self.path.parent / CORRUPT_DIR
+        if not folder.is_dir():
+            return []
+        accepted = set(_accepted(folder))
+        return sorted(p.name for p in folder.iterdir()
+                      if p.is_dir() and (p / MANIFEST).exists() and p.name not in accepted)
+
+    def accept_damaged(self) -> None:
+        """`--restart`: the damaged checkpoints moved aside so far no longer stop this run."""
+        from lm.io import atomic_write_json
+        folder = self.path.parent / CORRUPT_DIR
+        if folder.is_dir():
+            names = sorted(set(_accepted(folder)) | set(self.damaged_steps()))
+            atomic_write_json(str(folder / RESTARTED_FILE), {"accepted": names})
 
     def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict, dict]:
         """(state, data_state, meta) at `step` (default: latest), verified. `abstract_state` holds
@@ -232,7 +278,7 @@ class Checkpoints:
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}; train first or check the path")
-        return self.load(step, lambda s: self._restore_raw(abstract_state, s))
+        return self.load(step, lambda s: self.restore_unverified(abstract_state, s))
 
     def restore_meta(self, step: int | None = None) -> dict:
         """Only the JSON metadata (config, step) of a checkpoint: no arrays are read."""
@@ -242,13 +288,23 @@ class Checkpoints:
         return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
     def wait(self) -> None:
+        """Until every save is written and sealed; a save or seal that failed raises here."""
         self.manager.wait_until_finished()
         for sealer in self._sealers:
             sealer.join()
+        if self._seal_errors:
+            raise self._seal_errors.pop(0)
 
     def close(self) -> None:
         self.wait()
         self.manager.close()
+
+
+def _accepted(folder: epath.Path) -> list[str]:
+    try:
+        return list(json.loads((folder / RESTARTED_FILE).read_text())["accepted"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
 
 
 def _with_legacy_rng(abstract_state: Any) -> dict | None:

@@ -1,6 +1,6 @@
 """JAX's persistent compilation cache, set up in one place, with entries that survive a kill.
 
-Sweeps share one cache across runs, workers, invocations and sweeps (experiments.configs
+Sweeps share one cache across runs, workers, invocations and sweeps (experiments.sweep_sections
 ExecConfig.compile_cache), `lm-train --compile-cache` and `lm-fit --compile-cache` use one too.
 
 JAX (0.10) writes a cache entry in place (`LRUCache.put`: `path.write_bytes(value)`). A process
@@ -10,7 +10,9 @@ compilation cache entry ...: incomplete or truncated stream") and compiles again
 the entry stays (measured: a truncated entry, three processes, the same warning and recompilation
 each time; results correct). `configure` therefore makes the cache's local writes atomic: the
 value goes to a temporary file in the same folder, then `os.replace` puts it under the entry's
-name, so an entry either does not exist or is whole.
+name, so an entry either does not exist or is whole. JAX puts an entry only after a miss, so an entry
+that exists when put is called is one JAX could not read (damaged by something else): it is
+replaced, once, instead of being kept and failing every later process.
 """
 
 from __future__ import annotations
@@ -29,12 +31,28 @@ def configure(folder: str | None, min_compile_s: float = 0.0) -> None:
         return
     import jax
 
+    check(folder)
     os.makedirs(folder, exist_ok=True)
     atomic_writes()
     jax.config.update("jax_compilation_cache_dir", folder)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_s)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     jax.config.update("jax_persistent_cache_enable_xla_caches", "none")
+
+
+def check(folder: str | None) -> None:
+    """A ValueError (one line, with the fix) when `folder` cannot be a cache folder."""
+    if not folder:
+        return
+    probe = os.path.abspath(folder)
+    while not os.path.isdir(probe):
+        if os.path.exists(probe):
+            raise ValueError(f"the compilation cache {folder} is a file, not a folder ({probe} is a file); "
+                             "point LM_COMPILE_CACHE (or --compile-cache, or exec.compile_cache) at a folder")
+        probe = os.path.dirname(probe)
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"the compilation cache {folder} cannot be written ({probe} is not writable); point "
+                         "LM_COMPILE_CACHE (or --compile-cache, or exec.compile_cache) at a folder you can write")
 
 
 def atomic_writes() -> bool:
@@ -59,8 +77,6 @@ def atomic_writes() -> bool:
         if getattr(self, "eviction_enabled", True) or not lru_cache._is_local_filesystem(str(self.path)):
             return jax_put(self, key, value)      # bounded or remote caches: as JAX does it
         path = os.path.join(str(self.path), f"{key}{suffix}")
-        if os.path.exists(path):
-            return
         tmp = f"{path}.{os.getpid()}{_TMP_SUFFIX}"
         with open(tmp, "wb") as f:
             f.write(value)

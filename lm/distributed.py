@@ -19,14 +19,20 @@ ENV_NUM_PROCESSES = "LM_NUM_PROCESSES"
 ENV_PROCESS_ID = "LM_PROCESS_ID"
 ENV_LOCAL_DEVICES = "LM_LOCAL_CPU_DEVICES"  # CPU only: simulated devices per process
 ENV_AUTO = "LM_DISTRIBUTED"             # 'auto': let JAX detect the cluster (TPU, SLURM, ...)
+ENV_TIMEOUT = "LM_COORDINATOR_TIMEOUT"  # seconds to wait for every process to join
+DEFAULT_TIMEOUT_S = 120
 
 
 def initialize(coordinator: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None, local_cpu_devices: int | None = None) -> bool:
+               process_id: int | None = None, local_cpu_devices: int | None = None,
+               timeout_s: int | None = None) -> bool:
     """Join a multi-process run if asked to (arguments override the LM_* variables).
 
     Must run before anything touches a device. Returns True when a distributed run was started.
+    Processes that do not all join within `timeout_s` seconds (LM_COORDINATOR_TIMEOUT, default
+    120) are a one-line ValueError naming the coordinator.
     """
+    timeout_s = _int_or_env(timeout_s, ENV_TIMEOUT, "--coordinator-timeout") or DEFAULT_TIMEOUT_S
     coordinator = coordinator or os.environ.get(ENV_COORDINATOR)
     num_processes = _int_or_env(num_processes, ENV_NUM_PROCESSES, "--num-processes")
     process_id = _int_or_env(process_id, ENV_PROCESS_ID, "--process-id")
@@ -51,9 +57,32 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
                          f"(flags or {ENV_NUM_PROCESSES}/{ENV_PROCESS_ID})")
     if num_processes < 1 or not 0 <= process_id < num_processes:
         raise ValueError(f"process_id={process_id} must be in [0, {num_processes})")
-    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                               process_id=process_id)
+    _join(coordinator, num_processes, process_id, timeout_s)
     return True
+
+
+def _join(coordinator: str, num_processes: int, process_id: int, timeout_s: int) -> None:
+    """jax.distributed.initialize, given `timeout_s` seconds. JAX's own timeout aborts the process
+    from C++ with a stack trace; a watchdog thread says what happened in one line and exits (2)
+    first (nothing has been written yet)."""
+    import sys
+    import threading
+
+    def give_up() -> None:
+        print(f"lm-train: error: process {process_id} of {num_processes} waited {timeout_s} s at coordinator "
+              f"{coordinator} and not every process joined; start all {num_processes} processes with the same "
+              f"--coordinator (process 0 on that host:port), or raise --coordinator-timeout ({ENV_TIMEOUT})",
+              file=sys.stderr, flush=True)
+        os._exit(2)
+
+    watchdog = threading.Timer(timeout_s, give_up)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                                   process_id=process_id, initialization_timeout=timeout_s + 60)
+    finally:
+        watchdog.cancel()
 
 
 def _int_or_env(value: int | None, variable: str, flag: str) -> int | None:

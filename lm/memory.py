@@ -5,7 +5,10 @@ sharded over fsdp * tensor; activations kept for the backward pass of one micro-
 layer: the residual stream and the block's intermediates, the attention scores; all of them,
 or only the block inputs with remat) and the logits with their softmax and gradient. It is an
 order-of-magnitude figure meant to refuse runs that cannot fit (a 1e9 vocabulary, a batch far too
-big), not to tune the last gigabyte: runs within 2x of the limit are let through.
+big, 10,000 layers), not to tune the last gigabyte. A run whose estimate exceeds the available
+memory is refused (a host that swaps makes no progress and prints nothing for many minutes);
+TrainConfig.allow_swap lets it through. A sweep is checked before its workers start, with the
+runs that train at the same time on one host sharing its RAM.
 """
 
 from __future__ import annotations
@@ -16,8 +19,6 @@ from lm.config import TrainConfig
 from lm.precision import dtype_name
 
 GIB = 1024 ** 3
-SLACK = 2.0
-"""Refuse only when the estimate exceeds the available memory by this factor (it is rough)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +44,7 @@ class MemoryEstimate:
         return self.per_device * self.devices
 
     def fits(self) -> bool:
-        return self.available is None or self.needed <= SLACK * self.available
+        return self.available is None or self.needed <= self.available
 
     def describe(self) -> str:
         parts = ", ".join(f"{k} {getattr(self, k) / GIB:.3g}" for k in ("params", "gradients", "optimizer",
@@ -81,8 +82,9 @@ def _available(devices) -> tuple[float | None, int, str]:
         return None, len(devices), "unknown"
 
 
-def estimate(cfg: TrainConfig, n_devices: int, local_devices=None) -> MemoryEstimate:
-    """Per-device bytes of `cfg` on a mesh of `n_devices` (local_devices: jax.local_devices())."""
+def estimate(cfg: TrainConfig, n_devices: int, local_devices=None, concurrent: int = 1) -> MemoryEstimate:
+    """Per-device bytes of `cfg` on a mesh of `n_devices` (local_devices: jax.local_devices());
+    `concurrent` runs of it at once on this host (sweep workers) share the host's RAM."""
     import jax
 
     from lm import flops as flops_lib
@@ -91,16 +93,20 @@ def estimate(cfg: TrainConfig, n_devices: int, local_devices=None) -> MemoryEsti
     shard = fsdp * tensor
     micro = cfg.batch_size / cfg.optim.grad_accum / (data * fsdp)
     available, sharing, where = _available(local_devices or jax.local_devices())
+    if where == "this host's available RAM" and concurrent > 1:
+        sharing, where = sharing * concurrent, f"this host's available RAM (for {concurrent} runs at once)"
     return MemoryEstimate(params=4.0 * n / shard, gradients=4.0 * n / shard, optimizer=8.0 * n / shard,
                           activations=_activation_bytes(cfg, micro, tensor), devices=sharing,
                           available=available, where=where)
 
 
-def check_fits(cfg: TrainConfig, n_devices: int) -> MemoryEstimate:
-    """Refuse (ValueError with the figures) a run whose estimate cannot fit the device memory."""
-    est = estimate(cfg, n_devices)
-    if not est.fits():
+def check_fits(cfg: TrainConfig, n_devices: int, local_devices=None, concurrent: int = 1) -> MemoryEstimate:
+    """Refuse (ValueError with the figures) a run whose estimate exceeds the available memory,
+    unless cfg.allow_swap."""
+    est = estimate(cfg, n_devices, local_devices, concurrent)
+    if not est.fits() and not cfg.allow_swap:
         raise ValueError(f"the run cannot fit in memory: it needs {est.describe()}; shrink the model "
                          "(vocab_size, d_model, n_layers), the batch (batch_size, or optim.grad_accum), "
-                         "set model.remat=true, or shard over more devices (mesh.fsdp / mesh.tensor)")
+                         "set model.remat=true, shard over more devices (mesh.fsdp / mesh.tensor), or set "
+                         "allow_swap=true to run it on swap (slow)")
     return est

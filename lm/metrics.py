@@ -59,8 +59,10 @@ class MetricsWriter:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+            self._tb = None
         if self._bar is not None:
             self._bar.close()
+            self._bar = None
 
 
 def read_eval_curve(path: str, tokens_per_step: int) -> list[dict[str, float]]:

@@ -23,36 +23,46 @@ import numpy as np
 from lm import flops as flops_lib
 from lm.checkpoint import Checkpoints
 from lm.distributed import broadcast_json
-from lm.config import (MeshConfig, ModelConfig, OptimConfig, TrainConfig, apply_overrides, from_dict,
-                       load_train_config, to_dict)
-from lm.config_fields import differences, with_field_defaults
+from lm.config import RESUME_CHANGES, MeshConfig, ModelConfig, OptimConfig, TrainConfig
+from lm.config_fields import differences, from_dict, to_dict, with_field_defaults
+from lm.config_io import apply_overrides, load_train_config
 from lm.io import atomic_write_json
 from lm.lock import FolderLock
 from lm.metrics import MetricsWriter, read_eval_curve
 from lm.optim import learning_rate_at, make_optimizer, make_schedule
 from lm.sharding import make_mesh, replicated
-from lm.step import Compiled, block_slot, compile_steps
+from lm.step import Compiled, compile_steps
+from lm.step_blocks import StepBlocks
 
 if TYPE_CHECKING:
     from lm.data.pipeline import BatchStream, Dataset
 
-# Fields that may differ between a run and its resumption: they do not change the numbers (the
-# mesh only moves them across devices: a checkpoint restores under any mesh and process count).
-_RESUMABLE_CHANGES = {"progress", "tensorboard", "peak_flops", "out_dir", "mesh"}
-
-
 def _check_resumable(cfg: TrainConfig) -> None:
-    """Refuse to resume a run directory written by a different config."""
-    path = os.path.join(cfg.out_dir, "config.json")
-    if not os.path.exists(path):
+    """Refuse to resume a run directory written by a different config: the one its config.json
+    records or, without one, the one its newest checkpoint carries (nothing is touched)."""
+    old, source = _recorded_config(cfg.out_dir)
+    if old is None:
         return
-    with open(path) as f:
-        old = json.load(f)
     new = json.loads(json.dumps(to_dict(cfg)))
-    diff = differences(with_field_defaults(old, cfg, new), new, _RESUMABLE_CHANGES)
+    diff = differences(with_field_defaults(old, cfg, new), new, RESUME_CHANGES)
     if diff:
-        raise ValueError(f"{cfg.out_dir} holds a run with a different config (fields {diff} differ); "
-                         "resume with the same config or choose a new out_dir")
+        raise ValueError(f"{cfg.out_dir} holds a run with a different config (fields {diff} differ from "
+                         f"{source}); resume with the same config or choose a new out_dir")
+
+
+def _recorded_config(out_dir: str) -> tuple[dict[str, Any] | None, str]:
+    """(the config a run folder was trained with, where it was read) or (None, '') for a new folder."""
+    from lm.checkpoint import newest_meta
+    from lm.records import read_json_object
+    path = os.path.join(out_dir, "config.json")
+    old = read_json_object(path, "it records the run's config: delete it to resume with the config the "
+                                 "run's checkpoints carry, or choose a new out_dir")
+    if old is not None:
+        return old, path
+    found = newest_meta(os.path.join(out_dir, "checkpoints"))
+    if found is None:
+        return None, ""
+    return found[1]["config"], f"the config checkpoint step {found[0]} carries (config.json is missing)"
 
 
 def _build_data(cfg: TrainConfig, batch_sharding):
@@ -108,10 +118,12 @@ def _branch_source(cfg: TrainConfig) -> tuple[Checkpoints, int]:
 
 
 def _source_config(run_dir: str, source: Checkpoints, step: int) -> TrainConfig:
-    path = os.path.join(run_dir, "config.json")
-    if os.path.isfile(path):
-        with open(path) as f:
-            return from_dict(TrainConfig, json.load(f))
+    from lm.records import read_json_object
+    saved = read_json_object(os.path.join(run_dir, "config.json"),
+                             "it records that run's config: restore it, or delete it to use the config its "
+                             "checkpoints carry")
+    if saved is not None:
+        return from_dict(TrainConfig, saved)
     return from_dict(TrainConfig, source.restore_meta(step)["config"])
 
 
@@ -218,25 +230,24 @@ def block_size(batch_size: int, seq_len: int) -> int:
 
 
 class _Blocks:
-    """The train step's inputs a block of `block` steps at a time (lm.step: block j holds steps
-    [j*block, (j+1)*block)): the block's batches drawn with one call into the dataset and put on
-    the devices in one transfer (`BatchStream.device_block`), with their learning rates [block]
-    when the schedule is fed from the host; the loop passes the same arrays to each of the block's
-    steps, and nothing moves to the devices per step."""
+    """The train step's inputs a block of steps at a time (`layout`, lm.step_blocks): the block's
+    batches drawn with one call into the dataset and put on the devices in one transfer
+    (`BatchStream.device_block`), with their learning rates [size] when the schedule is fed from
+    the host; the loop passes the same arrays to each of the block's steps, and nothing moves to
+    the devices per step."""
 
     def __init__(self, stream: BatchStream, compiled: Compiled, lr_table: np.ndarray | None):
-        self.stream, self.block, self.lr_table = stream, compiled.block, lr_table
+        self.stream, self.layout, self.lr_table = stream, StepBlocks(compiled.block), lr_table
         self.sharding, self.replicated = compiled.block_sharding, replicated(compiled.mesh)
 
     def inputs(self, step: int, stop: int) -> tuple:
         """(batches,) or (batches, learning rates): the block holding `step`, filled from `step`
         up to its end or `stop` (the run's last step), whichever comes first."""
-        first = step - block_slot(step, self.block)
-        end = max(step, min(first + self.block, stop))
-        batches = self.stream.device_block(step, end, self.block, self.sharding)
+        first, end = self.layout.first(step), self.layout.fill(step, stop)
+        batches = self.stream.device_block(step, end, self.layout, self.sharding)
         if self.lr_table is None:
             return (batches,)
-        lrs = np.zeros(self.block, np.float32)      # a finished run resumes at `steps`: the last rate
+        lrs = np.zeros(self.layout.size, np.float32)      # a finished run resumes at `steps`: the last rate
         lrs[step - first:end - first] = self.lr_table[np.minimum(np.arange(step, end), len(self.lr_table) - 1)]
         from lm.data.pipeline import to_device
         return batches, to_device(lrs, self.replicated)
@@ -261,7 +272,7 @@ def train(cfg: TrainConfig, *, restart: bool = False, lock_wait_s: float = 0.0) 
     from lm.precision import resolve_train_config
 
     cfg.validate(jax.device_count())
-    cfg, choice = resolve_train_config(cfg)   # 'auto' -> the recorded, platform or probed dtype
+    cfg, choice = resolve_train_config(cfg)   # 'auto' -> the recorded or table dtype
     _check_out_dir(cfg.out_dir)
     check_fits(cfg, jax.device_count())
     _check_resumable(cfg)
@@ -297,15 +308,17 @@ def _resume(cfg: TrainConfig, ckpts: Checkpoints, compiled, restart: bool, probl
         problems.append(line)
         print(f"lm-train: {line}", file=sys.stderr, flush=True)
 
-    had = ckpts.all_steps()
-    found = ckpts.restore_newest_good(lambda s: ckpts._restore_raw(compiled.abstract_state, s), report)
+    found = ckpts.restore_newest_good(lambda s: ckpts.restore_unverified(compiled.abstract_state, s), report)
     if found is not None:
         state, data_state, _ = found[1]
         return state, data_state
-    if had and not restart:
-        raise ValueError(f"no intact checkpoint is left in {ckpts.directory} (steps {had} were corrupt and "
-                         "are moved aside); rerun with --restart to train this run from scratch")
-    if had:
+    damaged = ckpts.damaged_steps()
+    if damaged and not restart:
+        raise ValueError(f"no intact checkpoint is left in {ckpts.directory} (the damaged ones, {damaged}, are "
+                         f"moved aside to {os.path.join(cfg.out_dir, 'corrupt_checkpoints')}); rerun with "
+                         "--restart to train this run from scratch")
+    if damaged:
+        ckpts.accept_damaged()
         report("no intact checkpoint left; starting from scratch (--restart)")
     if cfg.init_from is not None:
         source, branch_step = _branch_source(cfg)
@@ -346,12 +359,24 @@ def _train(cfg: TrainConfig, restart: bool, dtype_choice: dict[str, Any]) -> dic
     except BaseException:
         run.ckpts.close()
         raise
-    eval_batches, floor = _held_out(run)
-    step_fn, inputs, compile_s = _compile_step(run, state)
-    loop = _Loop(run, eval_batches, start=int(state.step))
-    state = loop.train(state, step_fn, inputs)
+    try:
+        eval_batches, floor = _held_out(run)
+        step_fn, inputs, compile_s = _compile_step(run, state, eval_batches)
+        loop = _Loop(run, eval_batches, start=int(state.step))
+        state = loop.train(state, step_fn, inputs)
+    except BaseException:
+        _close_quietly(run.ckpts)
+        raise
     return _finish(run, loop, state, {"compile_s": compile_s, "entropy_floor": floor,
                                       "checkpoint_problems": problems, "compute_dtype_choice": dtype_choice})
+
+
+def _close_quietly(ckpts: Checkpoints) -> None:
+    """Close the checkpoints of a run that stops on an error (that error is the one reported)."""
+    try:
+        ckpts.close()
+    except BaseException:  # noqa: BLE001 - a save that failed with the run (a full disk) says it again
+        pass
 
 
 def _build(cfg: TrainConfig) -> _Run:
@@ -394,10 +419,15 @@ def _held_out(run: _Run) -> tuple[list[jax.Array], float | None]:
     return eval_batches, floor
 
 
-def _compile_step(run: _Run, state) -> tuple[Any, tuple, float]:
+def _compile_step(run: _Run, state, eval_batches: list[jax.Array]) -> tuple[Any, tuple, float]:
     """(compiled train step, the inputs of the first block, seconds spent compiling): compiled
-    ahead of the loop so its time is reported apart from the steps'."""
+    ahead of the loop so its time is reported apart from the steps'; the evaluation step is
+    compiled (run once on a held-out batch) here too, so compile time is never evaluation time,
+    and so is the logged learning rate's schedule (never inside a throughput window)."""
     t0 = time.time()
+    if eval_batches:
+        jax.block_until_ready(run.compiled.eval_step(state.params, eval_batches[0]))
+    _logged_lr(run.cfg, run.lr_table, int(state.step))   # its eager schedule ops compile here, not in a window
     start = int(state.step)
     run.stream.step = start
     inputs = run.blocks.inputs(start, run.cfg.steps)
@@ -425,30 +455,52 @@ class _Loop:
         self.eval_curve: list[dict[str, float]] = []
         self.timers = {"eval_s": 0.0, "checkpoint_s": 0.0, "data_s": 0.0}
         self.pending: tuple[int, Any] | None = None   # (step, device metrics) to log one step late
-        self.last_log = (start, time.time())          # (step, time) of the last logged row
+        self.window: tuple[int, float, float] | None = None
+        """(step, time, eval + checkpoint seconds so far) where the next logged throughput window
+        starts: when the first step has finished, then at each logged row; evaluation and
+        checkpoint time inside a window is left out of it, as it is of the run's train_s."""
         self.loop_s = 0.0
+        self.first_step_s = 0.0     # the first step, run before the windows (and train_s) start
 
     def train(self, state, step_fn, inputs: tuple):
         """Steps from `start` to cfg.steps (or divergence), the first block's `inputs` given;
         returns the last state."""
         run, cfg, timers = self.run, self.run.cfg, self.timers
-        stream, blocks, block = run.stream, run.blocks, run.blocks.block
-        t0 = time.time()
-        for step in range(self.start, cfg.steps):
-            state, metrics = step_fn(state, *inputs)   # dispatched, runs async; picks its batch and rate
-            done = step + 1
-            stream.step = done          # the data position a checkpoint now records
-            if done < cfg.steps and block_slot(done, block) == 0:   # the next block, built while the step runs
-                td = time.time()
-                inputs = blocks.inputs(done, cfg.steps)
-                timers["data_s"] += time.time() - td
-            self.writer.advance()
-            if not self._after_step(state, metrics, done):
-                break
+        stream, blocks = run.stream, run.blocks
+        t0, done = time.time(), self.start
+        try:
+            for step in range(self.start, cfg.steps):
+                state, metrics = step_fn(state, *inputs)   # dispatched, runs async; picks its batch and rate
+                done = step + 1
+                stream.step = done          # the data position a checkpoint now records
+                if done < cfg.steps and blocks.layout.starts_block(done):   # the next block, built while the step runs
+                    td = time.time()
+                    inputs = blocks.inputs(done, cfg.steps)
+                    timers["data_s"] += time.time() - td
+                self.writer.advance()
+                if self.window is None:     # the first window starts when the first step has finished
+                    jax.block_until_ready(metrics)
+                    self.window = (done, time.time(), self._paused_s())
+                    self.first_step_s = self.window[1] - t0
+                if not self._after_step(state, metrics, done):
+                    break
+        except KeyboardInterrupt as e:
+            self._interrupted(e, done)
         if self.pending is not None:    # the last logged step's row (the NaN one if it diverged)
             self._log_pending()
         self.loop_s = time.time() - t0
         return state
+
+    def _interrupted(self, e: KeyboardInterrupt, done: int):
+        """Ctrl-C: let a checkpoint being saved finish (and be sealed), then re-raise `e` carrying
+        the step reached (lm-train prints one line; the rerun resumes from the last checkpoint)."""
+        self.writer.close()
+        try:
+            self.run.ckpts.wait()
+        except KeyboardInterrupt:
+            pass
+        e.step = done
+        raise e
 
     def _after_step(self, state, metrics, done: int) -> bool:
         """Log, evaluate and checkpoint as step `done` asks; False when the run must stop."""
@@ -497,17 +549,22 @@ class _Loop:
         first_bad_step (-1: none), read from the same fetch. Throughput is measured from the last row."""
         cfg, (p_step, p_metrics) = self.run.cfg, self.pending
         self.pending = None
-        now = time.time()
-        n_steps, dt = p_step - self.last_log[0], max(now - self.last_log[1], 1e-9)
         tokens_per_step = self.run.tokens_per_step
-        row = {k: float(v) for k, v in jax.device_get(p_metrics).items()}
+        row = {k: float(v) for k, v in jax.device_get(p_metrics).items()}   # waits for step p_step
+        now, paused = time.time(), self._paused_s()
         bad = int(row.pop("first_bad_step", -1))
-        row.update(lr=_logged_lr(cfg, self.run.lr_table, p_step - 1), tokens=p_step * tokens_per_step,
-                   tokens_per_s=n_steps * tokens_per_step / dt,
-                   mfu=flops_lib.mfu(self.conventions["6n_attn"] * tokens_per_step, dt / max(n_steps, 1), self.peak))
+        row.update(lr=_logged_lr(cfg, self.run.lr_table, p_step - 1), tokens=p_step * tokens_per_step)
+        start, t_start, paused_start = self.window
+        n_steps, dt = p_step - start, now - t_start - (paused - paused_start)
+        if n_steps > 0 and dt > 0:      # none for the first step (it opens the first window)
+            row.update(tokens_per_s=n_steps * tokens_per_step / dt,
+                       mfu=flops_lib.mfu(self.conventions["6n_attn"] * tokens_per_step, dt / n_steps, self.peak))
         self.writer.write(p_step, row)
-        self.last_log = (p_step, now)
+        self.window = (p_step, now, paused)
         return bad
+
+    def _paused_s(self) -> float:
+        return self.timers["eval_s"] + self.timers["checkpoint_s"]
 
 
 def _logged_lr(cfg: TrainConfig, lr_table: np.ndarray | None, step: int) -> float:
@@ -521,7 +578,7 @@ def _logged_lr(cfg: TrainConfig, lr_table: np.ndarray | None, step: int) -> floa
 def _finish(run: _Run, loop: _Loop, state, extra: dict[str, Any]) -> dict[str, Any]:
     """Close the checkpoints (waits for the last save), evaluate once more if the final step has
     no evaluation yet, and write result.json."""
-    train_s = loop.loop_s - loop.timers["eval_s"] - loop.timers["checkpoint_s"]
+    train_s = loop.loop_s - loop.first_step_s - loop.timers["eval_s"] - loop.timers["checkpoint_s"]
     tc = time.time()
     run.ckpts.close()
     loop.timers["checkpoint_s"] += time.time() - tc
@@ -529,7 +586,7 @@ def _finish(run: _Run, loop: _Loop, state, extra: dict[str, Any]) -> dict[str, A
     bad_step = int(state.first_bad_step)
     steps_done = bad_step if loop.status == "diverged" and bad_step >= 0 else int(state.step)
     eval_curve = _final_eval_curve(run, loop, state, steps_done)
-    steps_run, tokens_per_step = max(steps_done - loop.start, 1), run.tokens_per_step
+    steps_run, tokens_per_step = max(steps_done - loop.start - 1, 1), run.tokens_per_step   # as the windows
     flops_per_token = loop.conventions["6n_attn"]
     result = {
         "status": loop.status, "message": loop.message, "out_dir": run.cfg.out_dir,
@@ -539,6 +596,7 @@ def _finish(run: _Run, loop: _Loop, state, extra: dict[str, Any]) -> dict[str, A
         "eval_curve": eval_curve, "entropy_floor": extra["entropy_floor"],
         "params": dataclasses.asdict(flops_lib.param_counts(run.cfg.model)), "flops_per_token": loop.conventions,
         "wall_s": time.time() - run.t_start, "compile_s": extra["compile_s"], "train_s": train_s,
+        "first_step_s": loop.first_step_s,
         "resumed_from": loop.start, **loop.timers,
         "tokens_per_s": steps_run * tokens_per_step / max(train_s, 1e-9),
         "mfu": flops_lib.mfu(flops_per_token * tokens_per_step, train_s / steps_run, loop.peak),
@@ -557,14 +615,23 @@ def _final_eval_curve(run: _Run, loop: _Loop, state, steps_done: int) -> list[di
     eval_curve, tokens_per_step = loop.eval_curve, run.tokens_per_step
     metrics_path = os.path.join(run.cfg.out_dir, "metrics.jsonl")
     if loop.status == "completed" and (not eval_curve or eval_curve[-1]["step"] != steps_done):
-        loss = evaluate(run.compiled, state.params, loop.eval_batches)
-        eval_curve.append({"step": steps_done, "tokens": steps_done * tokens_per_step, "eval_loss": loss})
-        if run.lead:
-            from lm.io import append_jsonl
-            append_jsonl(metrics_path, {"step": steps_done, "eval_loss": loss})
+        logged = broadcast_json(_logged_eval(metrics_path, steps_done, tokens_per_step) if run.lead else None)
+        if logged is not None:          # evaluated before the kill that left no result.json
+            eval_curve.append(logged)
+        else:
+            loss = evaluate(run.compiled, state.params, loop.eval_batches)
+            eval_curve.append({"step": steps_done, "tokens": steps_done * tokens_per_step, "eval_loss": loss})
+            if run.lead:
+                from lm.io import append_jsonl
+                append_jsonl(metrics_path, {"step": steps_done, "eval_loss": loss})
     if run.lead and loop.start:
         eval_curve = read_eval_curve(metrics_path, tokens_per_step) or eval_curve
     return eval_curve
+
+
+def _logged_eval(metrics_path: str, step: int, tokens_per_step: int) -> dict[str, float] | None:
+    """The evaluation metrics.jsonl holds for `step` ({step, tokens, eval_loss}), or None."""
+    return next((e for e in read_eval_curve(metrics_path, tokens_per_step) if e["step"] == step), None)
 
 
 def _last_train_loss(path: str) -> float | None:
@@ -582,6 +649,17 @@ def default_config() -> TrainConfig:
                        steps=300, batch_size=16, eval_every=50, out_dir="runs/default")
 
 
+def _error_line(e: Exception, cfg: TrainConfig | None) -> str:
+    """What lm-train prints for an error that stops it: a full disk in one line (path, space free,
+    space a checkpoint needs), a bad input as raised; any other OSError is re-raised."""
+    from lm.disk import disk_full_message, is_disk_full
+    if cfg is not None and is_disk_full(e):
+        return disk_full_message(e, cfg.out_dir, 12.0 * flops_lib.param_counts(cfg.model).total)
+    if isinstance(e, (ValueError, FileNotFoundError)):
+        return str(e)
+    raise e
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lm-train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -591,6 +669,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-processes", type=int)
     parser.add_argument("--process-id", type=int)
     parser.add_argument("--local-cpu-devices", type=int, help="simulated CPU devices in this process")
+    parser.add_argument("--coordinator-timeout", type=int,
+                        help="seconds to wait for every process to join (default 120)")
     parser.add_argument("--compile-cache", default=os.environ.get("LM_COMPILE_CACHE"),
                         help="persistent XLA compilation cache folder")
     parser.add_argument("--restart", action="store_true",
@@ -599,16 +679,25 @@ def main(argv: list[str] | None = None) -> int:
     from lm import xla_env
     xla_env.apply()                     # before JAX starts its backend (initialize below)
     from lm.distributed import initialize
+    from lm.disk import quiet_disk_full_logs
+    quiet_disk_full_logs()
+    cfg = None
     try:
         cfg = load_train_config(args.config) if args.config else default_config()
         cfg = apply_overrides(cfg, args.overrides)
-        initialize(args.coordinator, args.num_processes, args.process_id, args.local_cpu_devices)
+        initialize(args.coordinator, args.num_processes, args.process_id, args.local_cpu_devices,
+                   args.coordinator_timeout)
         from lm import compile_cache
         compile_cache.configure(args.compile_cache, min_compile_s=0.5)
         result = train(cfg, restart=args.restart)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"lm-train: error: {e}", file=sys.stderr)
+    except (ValueError, OSError) as e:
+        print(f"lm-train: error: {_error_line(e, cfg)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:
+        step = getattr(e, "step", None)
+        where = f"at step {step}" if step is not None else "before training started"
+        print(f"lm-train: interrupted {where}; rerun the same command to resume", file=sys.stderr)
+        return 130
     if jax.process_index() == 0:
         summary = {k: result[k] for k in ("status", "steps", "tokens", "train_loss", "eval_loss",
                                           "entropy_floor", "tokens_per_s", "mfu", "wall_s", "compile_s")}

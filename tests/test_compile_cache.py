@@ -30,8 +30,8 @@ def test_entries_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
     assert cache.get("second") is None        # no entry: the next process compiles and writes it
     cache.put("second", b"y" * 10_000)
     assert cache.get("second") == b"y" * 10_000
-    cache.put("first", b"other")              # an existing entry is kept, as JAX does
-    assert cache.get("first") == b"x" * 10_000
+    cache.put("first", b"other")              # JAX puts only after a miss: an entry it could not read
+    assert cache.get("first") == b"other"     # (damaged) is replaced, whole
 
 
 def test_a_configured_cache_serves_a_second_process(tmp_path):
@@ -52,3 +52,35 @@ def test_a_configured_cache_serves_a_second_process(tmp_path):
     assert outputs[0].stdout == outputs[1].stdout
     names = os.listdir(tmp_path)
     assert any(n.endswith("-cache") for n in names) and not any(n.endswith(".lm-tmp") for n in names)
+
+
+def test_a_damaged_entry_is_replaced_once(tmp_path):
+    """An entry damaged on disk (truncated by something other than JAX) warns and recompiles once;
+    the recompiled program replaces it, so the run after that reads it without a warning."""
+    script = ("import warnings, jax, jax.numpy as jnp\n"
+              "from lm import compile_cache\n"
+              f"compile_cache.configure({str(tmp_path)!r})\n"
+              "with warnings.catch_warnings(record=True) as w:\n"
+              "    warnings.simplefilter('always')\n"
+              "    print(float(jax.jit(lambda x: jnp.cos(x).sum())(jnp.ones(64))))\n"
+              "print('WARNED' if [m for m in w if 'cache' in str(m.message)] else 'CLEAN')\n")
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+
+    def run():
+        out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout.split()
+
+    value, first = run()
+    entries = [os.path.join(tmp_path, n) for n in os.listdir(tmp_path) if n.endswith("-cache")]
+    for entry in entries:
+        os.truncate(entry, os.path.getsize(entry) // 2)
+    assert run() == [value, "WARNED"]
+    assert run() == [value, "CLEAN"] and first == "CLEAN"
+
+
+def test_a_cache_folder_that_is_a_file_is_one_line(tmp_path):
+    path = tmp_path / "cache"
+    path.write_text("")
+    with pytest.raises(ValueError, match=f"{path} is a file, not a folder.*LM_COMPILE_CACHE"):
+        compile_cache.configure(str(path))

@@ -74,11 +74,16 @@ def parse_source(source: str) -> Source:
                      "'corpus:python/DISTS'")
 
 
-def _tfds():
+def import_tfds():
     import tensorflow_datasets as tfds
     import tensorflow_datasets.text  # noqa: F401  (registers the legacy text builders: c4, ...)
 
     return tfds
+
+
+def corpus_root(data_dir: str | None) -> str:
+    """Where corpora (lm.data.corpus) are materialized: <TFDS data dir>/lm_corpora."""
+    return os.path.join(default_data_dir(data_dir), "lm_corpora")
 
 
 def default_data_dir(data_dir: str | None) -> str:
@@ -113,7 +118,7 @@ def split_folders(files: Sequence[str], pattern: str) -> list[str] | None:
     return splits if set(splits) == {"train", "validation"} else None
 
 
-def _fingerprint(files: Sequence[str]) -> str:
+def files_fingerprint(files: Sequence[str]) -> str:
     h = hashlib.sha1()
     for f in files:
         st = os.stat(f)
@@ -122,7 +127,7 @@ def _fingerprint(files: Sequence[str]) -> str:
 
 
 def _make_local_builder_class():
-    tfds = _tfds()
+    tfds = import_tfds()
 
     class LocalText(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         """Local UTF-8 text files, one example per paragraph; 'train' and 'validation' splits."""
@@ -133,7 +138,7 @@ def _make_local_builder_class():
 
         def __init__(self, *, files: Sequence[str], pattern: str, **kwargs: Any):
             self._files = list(files)
-            config = tfds.core.BuilderConfig(name=_fingerprint(files), description=pattern)
+            config = tfds.core.BuilderConfig(name=files_fingerprint(files), description=pattern)
             super().__init__(config=config, **kwargs)
 
         def _info(self):
@@ -173,7 +178,7 @@ def _make_local_builder_class():
 _LOCAL_CLASS = None
 
 
-def _quiet_custom_config_warning() -> None:
+def quiet_custom_config_warning() -> None:
     """Each local corpus is its own builder config by design; drop TFDS's warning about that."""
     import logging
 
@@ -190,19 +195,19 @@ def local_text_builder(pattern: str, data_dir: str | None):
     global _LOCAL_CLASS
     if _LOCAL_CLASS is None:
         _LOCAL_CLASS = _make_local_builder_class()
-        _quiet_custom_config_warning()
+        quiet_custom_config_warning()
     files = _local_files(pattern)
     if not any(os.path.getsize(f) for f in files):
         raise ValueError(f"the corpus text:{pattern} is empty: all {len(files)} matching file(s) are "
                          "empty; point text: at files with text")
     builder = _LOCAL_CLASS(files=files, pattern=pattern, data_dir=default_data_dir(data_dir),
                            file_format="array_record")
-    if not _is_prepared(builder.data_dir):
+    if not is_prepared(builder.data_dir):
         builder.download_and_prepare(file_format="array_record")
     return builder
 
 
-def _is_prepared(builder_dir: str) -> bool:
+def is_prepared(builder_dir: str) -> bool:
     return os.path.isfile(os.path.join(builder_dir, "dataset_info.json"))
 
 
@@ -221,7 +226,7 @@ def prepare_command(source: Source, data_dir: str) -> str:
 
 def tfds_builder(source: Source, data_dir: str | None):
     """A read-only builder of a prepared TFDS data set; fails at once when it is not prepared."""
-    tfds = _tfds()
+    tfds = import_tfds()
     data_dir = default_data_dir(data_dir)
     try:
         cls = tfds.builder_cls(source.name)
@@ -241,7 +246,7 @@ def tfds_builder(source: Source, data_dir: str | None):
         raise ValueError(f"TFDS data set {source.name!r} has no configs; drop '/{config}'")
     base = os.path.join(data_dir, source.name, *( [config] if config else []))
     versions = sorted((v for v in (os.listdir(base) if os.path.isdir(base) else [])
-                       if _is_prepared(os.path.join(base, v))), key=_version_key)
+                       if is_prepared(os.path.join(base, v))), key=_version_key)
     if source.version and source.version in versions:
         versions = [source.version]
     elif source.version:
@@ -272,7 +277,7 @@ def open_builder(source: Source, data_dir: str | None):
         return local_text_builder(source.name, data_dir)
     if source.kind == "corpus":
         from lm.data import corpus
-        return local_text_builder(corpus.materialize(source.label, corpus.default_root(data_dir)).glob, data_dir)
+        return local_text_builder(corpus.materialize(source.label, corpus_root(data_dir)).glob, data_dir)
     return tfds_builder(source, data_dir)
 
 
@@ -315,7 +320,7 @@ def split_size(builder, split: str) -> int:
 def prepare(name: str, data_dir: str) -> str:
     """Download and prepare a catalogue data set as array_record (needs network)."""
     source = parse_source("tfds:" + name)
-    tfds = _tfds()
+    tfds = import_tfds()
     full = source.name + (f"/{source.config}" if source.config else "") + \
         (f":{source.version}" if source.version else "")
     builder = tfds.builder(full, data_dir=data_dir, file_format="array_record")
