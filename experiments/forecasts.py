@@ -168,7 +168,12 @@ def predict_optimum(table, budget: float, flops_per_token=None, *, n_bootstrap: 
     choice = walk_forward_choice(table, flops_per_token)
     if choice is None or choice.chosen is None:
         return a3
-    row = choice.forecast([budget]).iloc[0]
+    try:
+        row = choice.forecast([budget]).iloc[0]
+    except Exception:  # noqa: BLE001 - a failed walk-forward forecast never stops the sweep: Approach 3's stands
+        return a3
+    if not np.isfinite(row["loss"]):
+        return a3
     n_opt = float(row["N"]) if np.isfinite(row["N"]) else a3.n_opt
     return dataclasses.replace(a3, loss=float(row["loss"]), lo=float(row["lo"]), hi=float(row["hi"]), n_opt=n_opt,
                                approach=f"walk-forward: {choice.chosen}")
@@ -186,7 +191,7 @@ def walk_forward_choice(table, flops_per_token=None):
         warnings.simplefilter("ignore")
         try:
             return walkforward.choose(table, flops_per_token=flops_per_token)
-        except ValueError:
+        except Exception:  # noqa: BLE001 - too few budgets with a minimum inside, or a fit that failed
             return None
 
 
