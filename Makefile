@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export XLA_FLAGS ?=
 
-.PHONY: sweep test test-all test-slow bench notebooks notebooks-run figures lock train clean-venv
+.PHONY: sweep sweep-text test test-all test-slow bench notebooks notebooks-run figures lock train clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 sweep: $(STAMP)
 	$(BIN)/python -m experiments.sweep run default
+
+# The real-text main job: Python source of pinned packages (no download), adaptive, preregistered.
+sweep-text: $(STAMP)
+	$(BIN)/python -m experiments.sweep run text
 
 train: $(STAMP)
 	$(BIN)/lm-train

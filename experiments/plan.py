@@ -50,7 +50,7 @@ def _steps(cfg: SweepConfig, shape: Shape, budget: float) -> tuple[int, float]:
     return steps, steps * cfg.batch_size * cfg.seq_len / flops_lib.param_counts(model).non_embedding
 
 
-def _feasible(cfg: SweepConfig, shape: Shape, budget: float) -> bool:
+def feasible(cfg: SweepConfig, shape: Shape, budget: float) -> bool:
     steps, tpp = _steps(cfg, shape, budget)
     return steps >= cfg.min_steps and tpp >= cfg.min_tokens_per_param
 
@@ -75,7 +75,7 @@ def shapes_for_budget(cfg: SweepConfig, budget: float) -> list[Shape]:
         return sorted(out, key=lambda s: nonembed_params(s, template))
     lo, hi = sizes.range
     if sizes.window is None:          # k sizes log-spaced over the feasible part of the range
-        candidates = [(n, s) for n, s in _grid(cfg) if lo <= n <= hi and _feasible(cfg, s, budget)]
+        candidates = [(n, s) for n, s in _grid(cfg) if lo <= n <= hi and feasible(cfg, s, budget)]
         chosen: list[tuple[int, Shape]] = []
         if candidates:
             for target in _log_spaced(candidates[0][0], candidates[-1][0], sizes.per_budget):
@@ -85,18 +85,18 @@ def shapes_for_budget(cfg: SweepConfig, budget: float) -> list[Shape]:
         return [s for _, s in sorted(chosen, key=lambda c: c[0])]
     # Window: k consecutive points of one log grid shared by all budgets (so budgets share
     # shapes and their compilations), centred on the guessed optimum, among the feasible ones.
-    feasible = [(n, s) for n, s in _ladder(cfg) if _feasible(cfg, s, budget)]
-    if not feasible:
+    rungs = [(n, s) for n, s in ladder(cfg) if feasible(cfg, s, budget)]
+    if not rungs:
         return []
     guess = math.sqrt(budget / (6.0 * sizes.tokens_per_param_guess))
-    centre = min(range(len(feasible)), key=lambda i: abs(math.log(feasible[i][0] / guess)))
-    k = min(sizes.per_budget, len(feasible))
-    start = min(max(centre - (k - 1) // 2, 0), len(feasible) - k)
-    return [s for _, s in feasible[start:start + k]]
+    centre = min(range(len(rungs)), key=lambda i: abs(math.log(rungs[i][0] / guess)))
+    k = min(sizes.per_budget, len(rungs))
+    start = min(max(centre - (k - 1) // 2, 0), len(rungs) - k)
+    return [s for _, s in rungs[start:start + k]]
 
 
 @functools.lru_cache(maxsize=8)
-def _ladder(cfg: SweepConfig) -> list[tuple[int, Shape]]:
+def ladder(cfg: SweepConfig) -> list[tuple[int, Shape]]:
     """The size ladder shared by the budgets of a windowed range: from the smallest shape in the
     range up, each next rung is the rule's shape nearest (log N) to ratio x the previous one, with
     ratio = window^(2/(per_budget-1)) so that per_budget rungs span about N*/window .. N* x window."""
@@ -254,7 +254,7 @@ def make_plan(cfg: SweepConfig) -> Plan:
         _check_mup_widths(cfg, shapes)
         kept = 0
         for i, shape in enumerate(shapes):
-            spec, reason = _cosine_point(cfg, shape, budget, smallest=i == 0)
+            spec, reason = cosine_point(cfg, shape, budget, smallest=i == 0)
             if reason is None:
                 runs.append(spec)
                 kept += 1
@@ -279,7 +279,7 @@ def horizon_learning_rate(cfg: SweepConfig, steps: int) -> float | None:
     return cfg.optim.learning_rate * (max(steps, 1) / cfg.lr_horizon_steps) ** -cfg.lr_horizon_exponent
 
 
-def _cosine_point(cfg: SweepConfig, shape: Shape, budget: float, smallest: bool) -> tuple[RunSpec, str | None]:
+def cosine_point(cfg: SweepConfig, shape: Shape, budget: float, smallest: bool) -> tuple[RunSpec, str | None]:
     """(the cosine run of `shape` at `budget`, None) or (it, why it is dropped). The smallest size
     of a budget below min_steps is an error: the budget itself is too small for the sweep."""
     tokens_per_step = cfg.batch_size * cfg.seq_len

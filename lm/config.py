@@ -280,7 +280,7 @@ class DataConfig:
     def validate(self) -> "DataConfig":
         check_fields(self, prefix="data.")
         _check_positive(seq_len=self.seq_len)
-        if not (self.source in ("synthetic", "translation") or self.source.startswith(("tfds:", "text:", "pairs:"))):
+        if not (self.source in ("synthetic", "translation") or self.source.startswith(("tfds:", "text:", "pairs:", "corpus:"))):
             raise ValueError(f"data source {self.source!r} is not known; use 'synthetic', 'translation', "
                              "'tfds:NAME' (e.g. tfds:tiny_shakespeare), 'text:/path/*.txt' or 'pairs:/path/*.tsv'")
         if (self.source_feature is None) != (self.target_feature is None) and not self.source.startswith("pairs:"):
@@ -289,7 +289,7 @@ class DataConfig:
         if self.paired and self.source.startswith(("text:", "synthetic")) and self.source != "translation":
             raise ValueError(f"data.source={self.source!r} is single-stream text; paired text comes from "
                              "'tfds:NAME' with source/target features or 'pairs:GLOB'")
-        if self.source.startswith(("tfds:", "text:", "pairs:")) and not self.source.split(":", 1)[1]:
+        if self.source.startswith(("tfds:", "text:", "pairs:", "corpus:")) and not self.source.split(":", 1)[1]:
             raise ValueError(f"data source {self.source!r} names nothing after the colon")
         if not 0.0 <= self.translation_noise <= 0.5:
             raise ValueError(f"translation_noise={self.translation_noise} is outside [0, 0.5]; pick e.g. 0.1")

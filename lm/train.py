@@ -31,7 +31,8 @@ from lm.lock import FolderLock
 from lm.metrics import MetricsWriter, read_eval_curve
 from lm.optim import learning_rate_at, make_optimizer, make_schedule
 from lm.sharding import make_mesh, replicated
-from lm.step import Compiled, block_slot, compile_steps
+from lm.step import Compiled, compile_steps
+from lm.step_blocks import StepBlocks
 
 if TYPE_CHECKING:
     from lm.data.pipeline import BatchStream, Dataset
@@ -234,25 +235,24 @@ def block_size(batch_size: int, seq_len: int) -> int:
 
 
 class _Blocks:
-    """The train step's inputs a block of `block` steps at a time (lm.step: block j holds steps
-    [j*block, (j+1)*block)): the block's batches drawn with one call into the dataset and put on
-    the devices in one transfer (`BatchStream.device_block`), with their learning rates [block]
-    when the schedule is fed from the host; the loop passes the same arrays to each of the block's
-    steps, and nothing moves to the devices per step."""
+    """The train step's inputs a block of steps at a time (`layout`, lm.step_blocks): the block's
+    batches drawn with one call into the dataset and put on the devices in one transfer
+    (`BatchStream.device_block`), with their learning rates [size] when the schedule is fed from
+    the host; the loop passes the same arrays to each of the block's steps, and nothing moves to
+    the devices per step."""
 
     def __init__(self, stream: BatchStream, compiled: Compiled, lr_table: np.ndarray | None):
-        self.stream, self.block, self.lr_table = stream, compiled.block, lr_table
+        self.stream, self.layout, self.lr_table = stream, StepBlocks(compiled.block), lr_table
         self.sharding, self.replicated = compiled.block_sharding, replicated(compiled.mesh)
 
     def inputs(self, step: int, stop: int) -> tuple:
         """(batches,) or (batches, learning rates): the block holding `step`, filled from `step`
         up to its end or `stop` (the run's last step), whichever comes first."""
-        first = step - block_slot(step, self.block)
-        end = max(step, min(first + self.block, stop))
-        batches = self.stream.device_block(step, end, self.block, self.sharding)
+        first, end = self.layout.first(step), self.layout.fill(step, stop)
+        batches = self.stream.device_block(step, end, self.layout, self.sharding)
         if self.lr_table is None:
             return (batches,)
-        lrs = np.zeros(self.block, np.float32)      # a finished run resumes at `steps`: the last rate
+        lrs = np.zeros(self.layout.size, np.float32)      # a finished run resumes at `steps`: the last rate
         lrs[step - first:end - first] = self.lr_table[np.minimum(np.arange(step, end), len(self.lr_table) - 1)]
         from lm.data.pipeline import to_device
         return batches, to_device(lrs, self.replicated)
@@ -366,7 +366,7 @@ def _train(cfg: TrainConfig, restart: bool, dtype_choice: dict[str, Any]) -> dic
         raise
     try:
         eval_batches, floor = _held_out(run)
-        step_fn, inputs, compile_s = _compile_step(run, state)
+        step_fn, inputs, compile_s = _compile_step(run, state, eval_batches)
         loop = _Loop(run, eval_batches, start=int(state.step))
         state = loop.train(state, step_fn, inputs)
     except BaseException:
@@ -424,10 +424,15 @@ def _held_out(run: _Run) -> tuple[list[jax.Array], float | None]:
     return eval_batches, floor
 
 
-def _compile_step(run: _Run, state) -> tuple[Any, tuple, float]:
+def _compile_step(run: _Run, state, eval_batches: list[jax.Array]) -> tuple[Any, tuple, float]:
     """(compiled train step, the inputs of the first block, seconds spent compiling): compiled
-    ahead of the loop so its time is reported apart from the steps'."""
+    ahead of the loop so its time is reported apart from the steps'; the evaluation step is
+    compiled (run once on a held-out batch) here too, so compile time is never evaluation time,
+    and so is the logged learning rate's schedule (never inside a throughput window)."""
     t0 = time.time()
+    if eval_batches:
+        jax.block_until_ready(run.compiled.eval_step(state.params, eval_batches[0]))
+    _logged_lr(run.cfg, run.lr_table, int(state.step))   # its eager schedule ops compile here, not in a window
     start = int(state.step)
     run.stream.step = start
     inputs = run.blocks.inputs(start, run.cfg.steps)
@@ -455,25 +460,33 @@ class _Loop:
         self.eval_curve: list[dict[str, float]] = []
         self.timers = {"eval_s": 0.0, "checkpoint_s": 0.0, "data_s": 0.0}
         self.pending: tuple[int, Any] | None = None   # (step, device metrics) to log one step late
-        self.last_log = (start, time.time())          # (step, time) of the last logged row
+        self.window: tuple[int, float, float] | None = None
+        """(step, time, eval + checkpoint seconds so far) where the next logged throughput window
+        starts: when the first step has finished, then at each logged row; evaluation and
+        checkpoint time inside a window is left out of it, as it is of the run's train_s."""
         self.loop_s = 0.0
+        self.first_step_s = 0.0     # the first step, run before the windows (and train_s) start
 
     def train(self, state, step_fn, inputs: tuple):
         """Steps from `start` to cfg.steps (or divergence), the first block's `inputs` given;
         returns the last state."""
         run, cfg, timers = self.run, self.run.cfg, self.timers
-        stream, blocks, block = run.stream, run.blocks, run.blocks.block
+        stream, blocks = run.stream, run.blocks
         t0, done = time.time(), self.start
         try:
             for step in range(self.start, cfg.steps):
                 state, metrics = step_fn(state, *inputs)   # dispatched, runs async; picks its batch and rate
                 done = step + 1
                 stream.step = done          # the data position a checkpoint now records
-                if done < cfg.steps and block_slot(done, block) == 0:   # the next block, built while the step runs
+                if done < cfg.steps and blocks.layout.starts_block(done):   # the next block, built while the step runs
                     td = time.time()
                     inputs = blocks.inputs(done, cfg.steps)
                     timers["data_s"] += time.time() - td
                 self.writer.advance()
+                if self.window is None:     # the first window starts when the first step has finished
+                    jax.block_until_ready(metrics)
+                    self.window = (done, time.time(), self._paused_s())
+                    self.first_step_s = self.window[1] - t0
                 if not self._after_step(state, metrics, done):
                     break
         except KeyboardInterrupt as e:
@@ -541,17 +554,22 @@ class _Loop:
         first_bad_step (-1: none), read from the same fetch. Throughput is measured from the last row."""
         cfg, (p_step, p_metrics) = self.run.cfg, self.pending
         self.pending = None
-        now = time.time()
-        n_steps, dt = p_step - self.last_log[0], max(now - self.last_log[1], 1e-9)
         tokens_per_step = self.run.tokens_per_step
-        row = {k: float(v) for k, v in jax.device_get(p_metrics).items()}
+        row = {k: float(v) for k, v in jax.device_get(p_metrics).items()}   # waits for step p_step
+        now, paused = time.time(), self._paused_s()
         bad = int(row.pop("first_bad_step", -1))
-        row.update(lr=_logged_lr(cfg, self.run.lr_table, p_step - 1), tokens=p_step * tokens_per_step,
-                   tokens_per_s=n_steps * tokens_per_step / dt,
-                   mfu=flops_lib.mfu(self.conventions["6n_attn"] * tokens_per_step, dt / max(n_steps, 1), self.peak))
+        row.update(lr=_logged_lr(cfg, self.run.lr_table, p_step - 1), tokens=p_step * tokens_per_step)
+        start, t_start, paused_start = self.window
+        n_steps, dt = p_step - start, now - t_start - (paused - paused_start)
+        if n_steps > 0 and dt > 0:      # none for the first step (it opens the first window)
+            row.update(tokens_per_s=n_steps * tokens_per_step / dt,
+                       mfu=flops_lib.mfu(self.conventions["6n_attn"] * tokens_per_step, dt / n_steps, self.peak))
         self.writer.write(p_step, row)
-        self.last_log = (p_step, now)
+        self.window = (p_step, now, paused)
         return bad
+
+    def _paused_s(self) -> float:
+        return self.timers["eval_s"] + self.timers["checkpoint_s"]
 
 
 def _logged_lr(cfg: TrainConfig, lr_table: np.ndarray | None, step: int) -> float:
@@ -565,7 +583,7 @@ def _logged_lr(cfg: TrainConfig, lr_table: np.ndarray | None, step: int) -> floa
 def _finish(run: _Run, loop: _Loop, state, extra: dict[str, Any]) -> dict[str, Any]:
     """Close the checkpoints (waits for the last save), evaluate once more if the final step has
     no evaluation yet, and write result.json."""
-    train_s = loop.loop_s - loop.timers["eval_s"] - loop.timers["checkpoint_s"]
+    train_s = loop.loop_s - loop.first_step_s - loop.timers["eval_s"] - loop.timers["checkpoint_s"]
     tc = time.time()
     run.ckpts.close()
     loop.timers["checkpoint_s"] += time.time() - tc
@@ -573,7 +591,7 @@ def _finish(run: _Run, loop: _Loop, state, extra: dict[str, Any]) -> dict[str, A
     bad_step = int(state.first_bad_step)
     steps_done = bad_step if loop.status == "diverged" and bad_step >= 0 else int(state.step)
     eval_curve = _final_eval_curve(run, loop, state, steps_done)
-    steps_run, tokens_per_step = max(steps_done - loop.start, 1), run.tokens_per_step
+    steps_run, tokens_per_step = max(steps_done - loop.start - 1, 1), run.tokens_per_step   # as the windows
     flops_per_token = loop.conventions["6n_attn"]
     result = {
         "status": loop.status, "message": loop.message, "out_dir": run.cfg.out_dir,
@@ -583,6 +601,7 @@ def _finish(run: _Run, loop: _Loop, state, extra: dict[str, Any]) -> dict[str, A
         "eval_curve": eval_curve, "entropy_floor": extra["entropy_floor"],
         "params": dataclasses.asdict(flops_lib.param_counts(run.cfg.model)), "flops_per_token": loop.conventions,
         "wall_s": time.time() - run.t_start, "compile_s": extra["compile_s"], "train_s": train_s,
+        "first_step_s": loop.first_step_s,
         "resumed_from": loop.start, **loop.timers,
         "tokens_per_s": steps_run * tokens_per_step / max(train_s, 1e-9),
         "mfu": flops_lib.mfu(flops_per_token * tokens_per_step, train_s / steps_run, loop.peak),

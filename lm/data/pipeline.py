@@ -26,6 +26,7 @@ import numpy as np
 
 from lm.config import DataConfig
 from lm.io import atomic_write_bytes
+from lm.step_blocks import StepBlocks
 from lm.data import synthetic as syn
 from lm.data.dataset import Dataset, load_or_encode, writable
 
@@ -248,16 +249,14 @@ class BatchStream:
         rows = self.dataset.rows(indices, self.seq_len + 1, self.seed)
         return rows.reshape(stop - start, len(self.rows), -1)
 
-    def device_block(self, start: int, stop: int, block: int, sharding) -> "Any":
-        """Global batches [start, stop), all within one block of `block` consecutive steps (block j
-        holds steps [j*block, (j+1)*block), lm.step.block_slot), as ONE jax.Array [block,
-        batch_size, row width] laid out by `sharding` (the block axis unsplit): batch s in slot
-        s % block, the slots of other steps zeros (never read). One draw, one transfer."""
-        first = start - start % block
-        if not (block > 0 and first <= start <= stop <= first + block):
-            raise ValueError(f"steps [{start}, {stop}) are not within one block of {block} steps")
+    def device_block(self, start: int, stop: int, blocks: StepBlocks, sharding) -> "Any":
+        """Global batches [start, stop), all within one of `blocks`, as ONE jax.Array [blocks.size,
+        batch_size, row width] laid out by `sharding` (the block axis unsplit): each batch in its
+        step's slot, the slots of other steps zeros (never read). One draw, one transfer."""
+        blocks.check_within(start, stop)
+        first = blocks.first(start)
         drawn = self.steps_rows(start, max(stop, start + 1))    # at least one step: the rows' width
-        host = np.zeros((block, *drawn.shape[1:]), np.int32)
+        host = np.zeros((blocks.size, *drawn.shape[1:]), np.int32)
         host[start - first:stop - first] = drawn[:stop - start]
         return to_device(host, sharding, self.rows, self.batch_size, axis=1)
 

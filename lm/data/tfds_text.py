@@ -9,7 +9,9 @@ Sources
 - `text:GLOB` (text:/corpus/*.txt): local UTF-8 files through `LocalText`, a TFDS builder defined
   here, so local corpora get the same prepared, shuffled, split array_record format. Each file is cut
   into documents at blank lines (paragraphs); a fixed 5 % of the documents (at least one) form the
-  'validation' split and the rest 'train'. The prepared copy lives under
+  'validation' split and the rest 'train' -- unless the glob's files lie in split folders
+  (`<base>/train/...` and `<base>/validation/...` below the glob's fixed part): then whole files are
+  held out, each split its folder's files (lm.data.corpus writes its corpora this way). The prepared copy lives under
   `data_dir/lm_local_text/<hash of the file list, sizes and times>/`, so editing a file prepares anew.
 
 What we found about TFDS without TensorFlow (tensorflow-datasets 4.9.10, no TF installed): a builder
@@ -42,20 +44,24 @@ class DatasetNotPreparedError(FileNotFoundError):
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-    kind: str                   # 'tfds' or 'text'
+    kind: str                   # 'tfds', 'text' or 'corpus' (lm.data.corpus)
     name: str                   # TFDS name, or the glob
     config: str | None = None
     version: str | None = None
 
     @property
     def label(self) -> str:
-        if self.kind == "text":
-            return f"text:{self.name}"
+        if self.kind in ("text", "corpus"):
+            return f"{self.kind}:{self.name}"
         return f"tfds:{self.name}" + (f"/{self.config}" if self.config else "") + \
             (f":{self.version}" if self.version else "")
 
 
 def parse_source(source: str) -> Source:
+    if source.startswith("corpus:"):
+        from lm.data import corpus
+        corpus.parse(source)
+        return Source("corpus", source[len("corpus:"):])
     if source.startswith("text:"):
         return Source("text", os.path.expanduser(source[5:]))
     if source.startswith("tfds:"):
@@ -64,7 +70,8 @@ def parse_source(source: str) -> Source:
             raise ValueError(f"data source {source!r} is not tfds:NAME[/CONFIG][:VERSION] "
                              "(e.g. tfds:tiny_shakespeare or tfds:c4/en:3.1.0)")
         return Source("tfds", m.group(1), m.group(2), m.group(3))
-    raise ValueError(f"data source {source!r} is not known; use 'synthetic', 'tfds:NAME' or 'text:GLOB'")
+    raise ValueError(f"data source {source!r} is not known; use 'synthetic', 'tfds:NAME', 'text:GLOB' or "
+                     "'corpus:python/DISTS'")
 
 
 def import_tfds():
@@ -85,7 +92,7 @@ def default_data_dir(data_dir: str | None) -> str:
 # ---------------------------------------------------------------------------------------------
 # Local text files through a project TFDS builder.
 
-def _split_documents(text: str) -> list[str]:
+def split_documents(text: str) -> list[str]:
     """Paragraphs: text between blank lines, with surrounding blank lines dropped."""
     return [p.strip("\n") for p in re.split(r"\n[ \t\r]*\n", text) if p.strip()]
 
@@ -96,6 +103,14 @@ def _local_files(pattern: str) -> list[str]:
         raise FileNotFoundError(f"no files match {pattern!r} (data source text:{pattern}); check the path "
                                 "and quote the glob so the shell does not expand it")
     return files
+
+
+def split_folders(files: Sequence[str], pattern: str) -> list[str] | None:
+    """Each file's split when every file lies in `<base>/train/` or `<base>/validation/` (base: the
+    glob's part before its first wildcard) and both splits have files; else None."""
+    base = os.path.abspath(re.split(r"[*?\[]", pattern, maxsplit=1)[0].rsplit(os.sep, 1)[0] or os.sep)
+    splits = [os.path.relpath(os.path.abspath(f), base).split(os.sep, 1)[0] for f in files]
+    return splits if set(splits) == {"train", "validation"} else None
 
 
 def files_fingerprint(files: Sequence[str]) -> str:
@@ -130,10 +145,14 @@ def _make_local_builder_class():
             documents = []
             for i, path in enumerate(self._files):
                 with open(path, encoding="utf-8", errors="replace") as f:
-                    documents += [(f"{i}:{j}", d) for j, d in enumerate(_split_documents(f.read()))]
+                    documents += [(f"{i}:{j}", d) for j, d in enumerate(split_documents(f.read()))]
             if not documents:
                 raise ValueError(f"the corpus {self.builder_config.description!r} is empty: its "
                                  f"{len(self._files)} file(s) hold no text; point text: at files with text")
+            folders = split_folders(self._files, self.builder_config.description)
+            if folders is not None:
+                return {split: self._generate([kd for kd in documents if folders[int(kd[0].split(":")[0])] == split])
+                        for split in ("train", "validation")}
             # A fixed pseudo-random 5% of documents (by hash of the key), at least one, for validation.
             ranked = sorted(documents, key=lambda kd: hashlib.sha1(kd[0].encode()).digest())
             n_val = max(1, round(VALIDATION_FRACTION * len(documents))) if len(documents) > 1 else 0
@@ -251,6 +270,9 @@ def tfds_builder(source: Source, data_dir: str | None):
 def open_builder(source: Source, data_dir: str | None):
     if source.kind == "text":
         return local_text_builder(source.name, data_dir)
+    if source.kind == "corpus":
+        from lm.data import corpus
+        return local_text_builder(corpus.materialize(source.label, corpus.default_root(data_dir)).glob, data_dir)
     return tfds_builder(source, data_dir)
 
 

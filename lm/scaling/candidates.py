@@ -1,9 +1,8 @@
 """The laws the walk-forward chooses between, each fitted the same way on any training table.
 
 A `Candidate` names a law and its objective:
-- Approach 3, L(N, D) = E + A/N^alpha + B/D^beta, by the grid fitter (L-BFGS from WALK_GRID, 243
-  of Chinchilla's 4,500 starts: a walk-forward refits every candidate once per split, and on
-  every table tried the 243 starts reach the 4,500's optimum to the 4th digit of the forecast)
+- Approach 3, L(N, D) = E + A/N^alpha + B/D^beta, by the grid fitter (L-BFGS from WALK_GRID's 32
+  starts, every delta in one batched call: a walk-forward refits every candidate once per split)
   or by VPNLS, each with Huber delta 1e-3, 1e-2, 1e-1 or least squares (frontier.LS_DELTA), all
   on log loss. It forecasts optimal losses L(N_opt(C), D_opt(C)) and, for per-run tables, every
   run's L(N, D). Not for minima tables (identify.py: points along one curve).
@@ -38,9 +37,10 @@ from lm.scaling.laws import ChinchillaLaw
 from lm.scaling.optimize import minimize_batch
 from lm.scaling.vpnls import fit_vpnls
 
-WALK_GRID = np.array(list(itertools.product([0.0, 10.0, 20.0], [0.0, 10.0, 20.0], [-1.0, 0.0, 1.0],
-                                            [0.5, 1.0, 1.5], [0.5, 1.0, 1.5])), dtype=np.float64)
-"""[243, 5] starts (a, b, e, alpha, beta) for the walk-forward's grid fits."""
+WALK_GRID = np.array(list(itertools.product([2.0, 10.0], [2.0, 10.0], [-1.0, 0.5], [0.25, 0.75], [0.25, 0.75])),
+                     dtype=np.float64)
+"""[32, 5] starts (a, b, e, alpha, beta) for the walk-forward's grid fits: a corner of each
+half of Chinchilla's grid ranges (a, b in 0-25, e in -1-1, exponents 0-2 cover far more)."""
 DELTAS = (1e-3, 1e-2, 1e-1, LS_DELTA)
 
 

@@ -27,7 +27,7 @@ import pandas as pd
 from lm.scaling.approaches import approach3
 from lm.scaling.bootstrap import refit_offset_power_laws
 from lm.scaling.fit import fit_offset_power_law
-from lm.scaling.isoflop import boot_budget, fit_budget
+from lm.scaling.isoflop import DEFAULT_WINDOW, boot_budget, fit_budget
 from lm.scaling.laws import ChinchillaLaw
 from lm.scaling.results import budgets_of, prepare_results
 
@@ -96,7 +96,7 @@ def _law_rows(name, k, a3, train, test, obs, level, rng):
 
 
 def forecast(results: pd.DataFrame, *, ks=(1, 2), flops_per_token=None, n_bootstrap: int = 200, seed: int = 0,
-             level: float = 0.9, window=5, methods=("grid", "vpnls"), budget_tol_dex: float = 0.05,
+             level: float = 0.9, window=DEFAULT_WINDOW, methods=("grid", "vpnls"), budget_tol_dex: float = 0.05,
              constraints=None) -> Forecast:
     """Fit on budgets below the largest k, predict the held-back ones (module doc)."""
     df = prepare_results(results, flops_per_token).assign(budget=lambda d: budgets_of(d, budget_tol_dex))
@@ -115,11 +115,15 @@ def forecast(results: pd.DataFrame, *, ks=(1, 2), flops_per_token=None, n_bootst
             try:
                 a3 = approach3(train, method=method, n_bootstrap=n_bootstrap, seed=seed, budgets=tuple(held),
                                flops_per_token=flops_per_token, constraints=constraints)
-            except ValueError as err:
-                notes.append(f"k={k}: {name} could not be fitted: {err}")
+            except Exception as err:  # noqa: BLE001 - one approach failing never hides the others
+                why = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
+                notes.append(f"k={k}: {name} could not be fitted: {why}")
                 continue
             rows += _law_rows(name, k, a3, train, test, obs, level, rng)
-        rows += _approach2_rows(k, train, obs, window, flops_per_token, notes, n_bootstrap, level, rng)
+        try:
+            rows += _approach2_rows(k, train, obs, window, flops_per_token, notes, n_bootstrap, level, rng)
+        except Exception as err:  # noqa: BLE001 - one approach failing never hides the others
+            notes.append(f"k={k}: Approach 2 could not forecast: {type(err).__name__}: {err}")
     pred = pd.DataFrame(rows)
     if len(pred):
         pred["rel_error"] = (pred["predicted"] - pred["observed"]) / pred["observed"]

@@ -10,7 +10,9 @@
 give the same choice. Steps:
 1. budgets: the table's `budget` column or clusters of log10 C (results.budgets_of); a minima
    table's rows are its budgets. Observed optimum per budget: a minima table's row; for runs,
-   the budget's windowed parabola minimum (its best run when the vertex falls outside).
+   the budget's windowed parabola minimum, and only budgets whose vertex lies inside the sizes
+   used count as budgets here (a budget's best run of one or two sizes is not its optimum; its
+   runs are still fitted and, as runs, scored).
 2. splits: fit on the budgets up to C_j (at least `min_fit` = 3), predict every larger budget's
    optimal loss and, for per-run tables, every larger run's loss. Every such origin is a split;
    `max_splits` (default 6) keeps that many, evenly spaced and always including the last (the
@@ -67,6 +69,7 @@ def split_data(table: pd.DataFrame, shape: str = "auto", *, window=5, flops_per_
     runs = prepare_results(table, flops_per_token).assign(budget=lambda d: budgets_of(d, budget_tol_dex))
     obs = [dict(budget=float(c), **dict(zip(("loss", "n_used"), observed_optimum(c, g, window, flops_per_token))))
            for c, g in runs.groupby("budget", sort=True)]
+    obs = [o for o in obs if o["n_used"] > 1]  # a budget's best run is no optimum: only parabola minima
     minima = frontier_minima(runs, window=window, flops_per_token=flops_per_token, budget_tol_dex=budget_tol_dex)
     return Data(shape, runs, minima, pd.DataFrame(obs))
 
@@ -195,6 +198,10 @@ class Choice:
                  f"optimal loss; {100 * self.level:.0f} % interval coverage):",
                  f"  {'candidate':<34} {'splits':>6} {'n':>4} {'mean err':>9} {'worst':>8} {'coverage':>9} {'runs err':>9}"]
         for r in self.table.itertuples():
+            if r.splits == 0:
+                why = self.failures.get(r.candidate, [(None, "no split fitted")])
+                lines.append(f"  {r.candidate:<34} not fitted: {why[-1][1] if why else 'no split fitted'}")
+                continue
             mark = " <- chosen" if r.candidate == self.chosen else (" (naive baseline)" if r.baseline else "")
             f = lambda v: "n/a" if not np.isfinite(v) else f"{100 * v:.2f}%"
             lines.append(f"  {r.candidate:<34} {r.splits:>6} {r.n:>4} {f(r.mean_error):>9} {f(r.worst_error):>8} "
@@ -234,8 +241,10 @@ def choose(table: pd.DataFrame, *, shape: str = "auto", candidates=CANDIDATES, m
         candidates = candidates + (NAIVE,)
     data = split_data(table, shape, window=window, flops_per_token=flops_per_token, budget_tol_dex=budget_tol_dex)
     if len(data.observed) < min_fit + 1:
-        raise ValueError(f"walk-forward needs >= {min_fit + 1} budgets (fit on {min_fit}, predict 1 or more); "
-                         f"the table has {len(data.observed)}")
+        raise ValueError(f"walk-forward needs >= {min_fit + 1} budgets with an observed optimum (fit on {min_fit}, "
+                         f"predict 1 or more); the table has {len(data.observed)}"
+                         + (" (budgets whose IsoFLOP parabola has its vertex inside the sizes sampled)"
+                            if data.runs is not None else ""))
     pred, failures, orgs = walk_forward(data, candidates, min_fit=min_fit, max_splits=max_splits, level=level,
                                         window=window, flops_per_token=flops_per_token, budget_tol_dex=budget_tol_dex)
     table_ = score_table(pred, failures, candidates, len(orgs))
