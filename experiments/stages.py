@@ -4,20 +4,18 @@ Each pass replays the stages on the finished rows (adaptive.walk), then:
 - writes the observation row of every completed stage that was forecast (forecasts.observe);
 - before the stage in progress trains, writes its forecast (forecasts.preregister, from stage
   `adaptive.preregister_from` on; a resumed sweep keeps the rows it wrote before);
-- runs every unfinished run planned so far (runner.run_plan: all workers on the stage's runs).
+- runs every unfinished run planned so far (the `train` callable: runner.run_plan, all workers on the stage's runs).
 It stops when every stage is complete, or when a run failed or was blocked (the outcome says which).
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from experiments import adaptive
 from experiments import forecasts
 from experiments import results as results_lib
 from experiments.configs import SweepConfig
-from experiments.runner import Observer, SweepOutcome, run_plan
 
 
 class StageFits:
@@ -39,7 +37,7 @@ class StageFits:
         key = (budget, tuple(sorted(table["run"])))
         if key not in self.predictions:
             self.predictions[key] = forecasts.predict_optimum(
-                table, budget, fpt, n_bootstrap=self.cfg.adaptive.forecast_bootstrap, seed=self.cfg.seed)
+                table, budget, fpt, n_bootstrap=self.cfg.adaptive.forecast_bootstrap, seed=self.cfg.train.seed)
         return self.predictions[key]
 
     def walk(self, rows: dict[str, dict[str, Any]]) -> adaptive.Walk:
@@ -56,10 +54,12 @@ def observe_completed(cfg: SweepConfig, walk: adaptive.Walk, fits: StageFits) ->
             forecasts.observe(cfg.directory, stage.budget, loss, n_opt)
 
 
-def run_stages(cfg: SweepConfig, observer: Observer | None, retry_failed: bool, log) -> SweepOutcome:
-    """Every stage of an adaptive sweep, in order (the caller holds the folder's lock)."""
-    t0 = time.time()
-    total = SweepOutcome([], {}, {}, 0.0, [])
+def run_stages(cfg: SweepConfig, train, log) -> list:
+    """Every stage of an adaptive sweep, in order (the caller holds the folder's lock).
+
+    train(plan) trains a plan's unfinished runs and returns what it did (runner.run_plan's
+    SweepOutcome); the outcomes of every pass are returned in order."""
+    outcomes = []
     fits = StageFits(cfg)
     while True:
         rows = {r["run_id"]: r for r in results_lib.read_rows(cfg.directory)}
@@ -73,12 +73,8 @@ def run_stages(cfg: SweepConfig, observer: Observer | None, retry_failed: bool, 
             forecasts.preregister(cfg.directory, stage.index, stage.prediction, [r.run_id for r in stage.runs])
         if log is not None and stage.edge_note:
             log(f"stage {stage.index} (C={stage.budget:.3g}): {stage.edge_note}")
-        outcome = run_plan(cfg, walk.plan(cfg), observer, retry_failed, log)
-        for name in ("recorded", "trained"):
-            getattr(total, name).extend(getattr(outcome, name))
-        total.failed.update(outcome.failed)
-        total.blocked.update(outcome.blocked)
+        outcome = train(walk.plan(cfg))
+        outcomes.append(outcome)
         if outcome.failed or outcome.blocked or not outcome.recorded:
             break                          # a run failed, or nothing moved (no pass may repeat itself)
-    total.wall_s = time.time() - t0
-    return total
+    return outcomes

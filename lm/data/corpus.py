@@ -180,9 +180,3 @@ def materialize(source: str, root: str) -> Corpus:
     sizes = {s: sum(len(c[3]) for c in chosen if c[0] == s) for s in ("train", "validation")}
     return Corpus(recipe, folder, versions, split_files["train"], split_files["validation"],
                   sizes["train"], sizes["validation"], digest)
-
-
-def default_root(data_dir: str | None) -> str:
-    """Where corpora are materialized: <TFDS data dir>/lm_corpora."""
-    from lm.data.tfds_text import default_data_dir
-    return os.path.join(default_data_dir(data_dir), "lm_corpora")

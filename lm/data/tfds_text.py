@@ -81,6 +81,11 @@ def import_tfds():
     return tfds
 
 
+def corpus_root(data_dir: str | None) -> str:
+    """Where corpora (lm.data.corpus) are materialized: <TFDS data dir>/lm_corpora."""
+    return os.path.join(default_data_dir(data_dir), "lm_corpora")
+
+
 def default_data_dir(data_dir: str | None) -> str:
     if data_dir:
         return os.path.expanduser(data_dir)
@@ -272,7 +277,7 @@ def open_builder(source: Source, data_dir: str | None):
         return local_text_builder(source.name, data_dir)
     if source.kind == "corpus":
         from lm.data import corpus
-        return local_text_builder(corpus.materialize(source.label, corpus.default_root(data_dir)).glob, data_dir)
+        return local_text_builder(corpus.materialize(source.label, corpus_root(data_dir)).glob, data_dir)
     return tfds_builder(source, data_dir)
 
 

@@ -3,21 +3,24 @@
 import os
 import sys
 
-from experiments.configs import ExecConfig, SizeConfig, SweepConfig
-from lm.config import ModelConfig, OptimConfig
+from experiments.configs import SweepConfig, train_template
+from experiments.sweep_sections import ExecConfig, SizeConfig
+from lm.config import DataConfig, OptimConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 TINY_CONFIG = '''
-from experiments.configs import ExecConfig, SizeConfig, SweepConfig, WSDConfig
-from lm.config import ModelConfig, OptimConfig
+from experiments.configs import SweepConfig, train_template
+from experiments.sweep_sections import ExecConfig, SizeConfig, WSDConfig
+from lm.config import DataConfig, OptimConfig
 
 def get_config():
     return SweepConfig(
         name="tiny", budgets={budgets}, convention="6n",
         sizes=SizeConfig(targets={targets}, width_step=8, head_dim=8, min_layers=1, max_layers=2),
-        model=ModelConfig(vocab_size=64), optim=OptimConfig(learning_rate=1e-2, warmup_steps=5),
-        batch_size=8, seq_len=32, min_steps={min_steps}, evals_per_run=2, eval_batches=1,
+        train=train_template(data=DataConfig(seq_len=32), optim=OptimConfig(learning_rate=1e-2, warmup_steps=5),
+                             batch_size=8, eval_batches=1),
+        min_steps={min_steps}, evals_per_run=2,
         checkpoints_per_run={checkpoints}, wsd={wsd},
         exec=ExecConfig(backend="{backend}", workers={workers}, threads=1, max_retries=2, poll_s=0.1))
 '''
@@ -29,8 +32,9 @@ def tiny_config(tmp_path, *, budgets=(4e8, 8e8), targets=(5e3, 9e3), min_steps=2
     return SweepConfig(
         name="tiny", budgets=budgets, convention="6n",
         sizes=SizeConfig(targets=targets, width_step=8, head_dim=8, min_layers=1, max_layers=2),
-        model=ModelConfig(vocab_size=64), optim=OptimConfig(learning_rate=1e-2, warmup_steps=5),
-        batch_size=8, seq_len=32, min_steps=min_steps, evals_per_run=2, eval_batches=1,
+        train=train_template(data=DataConfig(seq_len=32), optim=OptimConfig(learning_rate=1e-2, warmup_steps=5),
+                             batch_size=8, eval_batches=1),
+        min_steps=min_steps, evals_per_run=2,
         checkpoints_per_run=checkpoints, wsd=wsd,
         exec=ExecConfig(backend=backend, workers=workers, threads=1, max_retries=2, poll_s=0.1),
         out_dir=str(tmp_path / out))
