@@ -2,11 +2,14 @@
 
     lm-sweep run default              # the main job (what `make sweep` runs): plan, run, fit, report
     lm-sweep plan default             # the table of runs, with a wall-time estimate from a probe
+    lm-sweep plan default budgets=[1e10,3e10] train.batch_size=16 exec.workers=1   # key=value overrides
     lm-sweep status sweeps/default    # which runs are done, running, failed, pending
     lm-sweep fit sweeps/default       # fits, report and plots from the results table
     lm-sweep repair sweeps/default    # move bad lines of the results table aside (kept)
 
-CONFIG is a name in experiments/configs/ or a path to a Python file defining get_config().
+CONFIG is a name in experiments/configs/ or a path to a Python file defining get_config(); `plan` and
+`run` take key=value overrides of its fields after it (values as JSON, each checked against its type;
+`lm-sweep --help-config` lists every field by section with its documentation).
 Re-running `run` on the same folder resumes: finished runs are skipped, interrupted ones resume
 from their checkpoints, failed ones are retried (up to exec.max_retries).
 """
@@ -27,17 +30,19 @@ from experiments.plan_table import format_plan
 from experiments.progress import Bars
 from experiments.report import report
 from experiments.sweep_sections import BACKENDS
+from lm.config_io import apply_overrides, help_config_action
 
 
 def _config(args: argparse.Namespace) -> configs_lib.SweepConfig:
-    cfg = configs_lib.load(args.config)
+    """The named config with the command line's key=value overrides, then its flags, validated."""
+    cfg = apply_overrides(configs_lib.load(args.config), args.overrides)
     changes: dict[str, Any] = {}
     if getattr(args, "out", None):
         changes["out_dir"] = args.out
     for name in ("backend", "workers", "threads"):
         if getattr(args, name, None) is not None:
             changes[f"exec.{name}"] = getattr(args, name)
-    return configs_lib.replace(cfg, **changes).validate() if changes else cfg
+    return configs_lib.replace(cfg, **changes).validate()
 
 
 def _cache(cfg) -> None:
@@ -156,11 +161,17 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lm-sweep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--help-config", action=help_config_action(lambda: configs_lib.load("default"),
+                                                                   "the `default` sweep's"),
+                        help="list every sweep config field by section with its documentation, and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="plan, run (resuming), fit and report a sweep")
     p_plan = sub.add_parser("plan", help="print the plan as a table with a wall-time estimate")
     for p in (p_run, p_plan):
         p.add_argument("config", help="a config name in experiments/configs/ or a .py file")
+        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                       help="overrides of the config's fields, e.g. exec.workers=1 budgets=[1e10,3e10] "
+                            "train.optim.learning_rate=0.1 sizes.max_layers=3 (every field: --help-config)")
         p.add_argument("--out", help="sweep folder (default: the config's out_dir or sweeps/<name>)")
         p.add_argument("--workers", type=int, help="override exec.workers")
         p.add_argument("--threads", type=int, help="override exec.threads")
@@ -178,7 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     p_fit = sub.add_parser("fit", help="fit and report from a sweep folder's results")
     p_fit.add_argument("dir")
     p_fit.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and (args.command not in ("plan", "run") or any(x.startswith("-") or "=" not in x for x in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:                                     # overrides given after an option
+        args.overrides = args.overrides + extra
     handlers = {"run": cmd_run, "plan": cmd_plan, "status": cmd_status, "fit": cmd_fit, "repair": cmd_repair}
     try:
         return handlers[args.command](args)
