@@ -12,8 +12,8 @@ Every run trains with `schedule_on_host`, so runs of one shape share one compile
 their length (the sweep's persistent compilation cache); a windowed range draws every budget's
 sizes from one shared ladder of shapes for the same reason.
 
-Shapes and the size rule live in experiments.shapes; the table `lm-sweep plan` shows in
-experiments.plan_table; the probe and wall-time estimates in experiments.estimate.
+Shapes and the size rule live in experiments.shapes; the table `lm-sweep plan` shows, with its
+probe and wall-time estimate, in experiments.plan_table.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import os
 from typing import Any, Iterable
 
 from experiments.configs import SweepConfig
-from experiments.shapes import Shape, _nonembed, preset_shape, shape_for, shape_grid
+from experiments.shapes import Shape, nonembed_params, preset_shape, shape_for, shape_grid
 from lm import flops as flops_lib
 from lm.config import ModelConfig, TrainConfig
 
@@ -72,7 +72,7 @@ def shapes_for_budget(cfg: SweepConfig, budget: float) -> list[Shape]:
             shape = shape_for(target, sizes, template)
             if shape not in out:
                 out.append(shape)
-        return sorted(out, key=lambda s: _nonembed(s, template))
+        return sorted(out, key=lambda s: nonembed_params(s, template))
     lo, hi = sizes.range
     if sizes.window is None:          # k sizes log-spaced over the feasible part of the range
         candidates = [(n, s) for n, s in _grid(cfg) if lo <= n <= hi and _feasible(cfg, s, budget)]

@@ -17,6 +17,7 @@ from their checkpoints, failed ones are retried (up to exec.max_retries).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -26,7 +27,7 @@ from experiments import configs as configs_lib
 from experiments import results as results_lib
 from experiments import runner, worker
 from experiments.plan import make_plan
-from experiments.plan_table import format_plan
+from experiments.plan_table import estimate_seconds, format_plan, probe
 from experiments.progress import Bars
 from experiments.report import report
 from experiments.sweep_sections import BACKENDS
@@ -50,12 +51,13 @@ def _cache(cfg) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from experiments.estimate import estimate_seconds, probe
     cfg = _config(args)
     plan = make_plan(cfg)
     seconds = {}
     if args.probe > 0:
-        cfg, _ = runner.resolve_dtype(cfg, plan)     # time the dtype the sweep's runs will use               # time steps the way a worker runs them (threads, one device)
+        cfg, _ = runner.resolve_dtype(cfg, plan)     # time the dtype the sweep's runs will use
+        plan = dataclasses.replace(plan, config=cfg)  # (the runs do not depend on it)
+        # time steps the way a worker runs them (threads, one device)
         os.environ.update(worker.worker_env(cfg.exec.threads))
         if hasattr(os, "sched_setaffinity") and cfg.exec.backend != "inline":
             os.sched_setaffinity(0, set(range(min(cfg.exec.threads, os.cpu_count() or 1))))
@@ -63,7 +65,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         shapes = sorted({r.shape for r in plan.runs}, key=lambda s: min(r.params for r in plan.runs if r.shape == s))
         picks = sorted({0, len(shapes) // 2, len(shapes) - 1})[:args.probe]
         print(f"probing {len(picks)} shape(s) for throughput ...", file=sys.stderr, flush=True)
-        seconds = estimate_seconds(plan, probe(cfg, [shapes[i] for i in picks]))
+        seconds = estimate_seconds(plan, probe(plan, [shapes[i] for i in picks]))
     print(format_plan(plan, seconds))
     return 0
 
