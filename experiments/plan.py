@@ -12,8 +12,8 @@ Every run trains with `schedule_on_host`, so runs of one shape share one compile
 their length (the sweep's persistent compilation cache); a windowed range draws every budget's
 sizes from one shared ladder of shapes for the same reason.
 
-Shapes and the size rule live in experiments.shapes; the table `lm-sweep plan` shows in
-experiments.plan_table; the probe and wall-time estimates in experiments.estimate.
+Shapes and the size rule live in experiments.shapes; the table `lm-sweep plan` shows, with its
+probe and wall-time estimate, in experiments.plan_table.
 """
 
 from __future__ import annotations

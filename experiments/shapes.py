@@ -39,7 +39,7 @@ class Shape:
 
 
 def nonembed_params(shape: Shape, template: ModelConfig) -> int:
-    """Non-embedding parameters of `shape` built on `template`."""
+    """Kaplan's N (non-embedding parameters) of `shape` built on `template`."""
     return flops_lib.param_counts(shape.model(template, template.max_seq_len)).non_embedding
 
 

@@ -3,11 +3,14 @@
     lm-sweep run default              # the main job (what `make sweep` runs): plan, run, fit, report
     lm-sweep run text                 # the real-text main job (`make sweep-text`): Python source, no download
     lm-sweep plan default             # the table of runs, with a wall-time estimate from a probe
+    lm-sweep plan default budgets=[1e10,3e10] train.batch_size=16 exec.workers=1   # key=value overrides
     lm-sweep status sweeps/default    # which runs are done, running, failed, pending
     lm-sweep fit sweeps/default       # fits, report and plots from the results table
     lm-sweep repair sweeps/default    # move bad lines of the results table aside (kept)
 
-CONFIG is a name in experiments/configs/ or a path to a Python file defining get_config().
+CONFIG is a name in experiments/configs/ or a path to a Python file defining get_config(); `plan` and
+`run` take key=value overrides of its fields after it (values as JSON, each checked against its type;
+`lm-sweep --help-config` lists every field by section with its documentation).
 Re-running `run` on the same folder resumes: finished runs are skipped, interrupted ones resume
 from their checkpoints, failed ones are retried (up to exec.max_retries).
 """
@@ -15,6 +18,7 @@ from their checkpoints, failed ones are retried (up to exec.max_retries).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -24,21 +28,23 @@ from experiments import configs as configs_lib
 from experiments import results as results_lib
 from experiments import runner, worker
 from experiments.plan import make_plan
-from experiments.plan_table import format_plan
+from experiments.plan_table import estimate_seconds, format_plan, probe
 from experiments.progress import Bars
 from experiments.report import report
 from experiments.sweep_sections import BACKENDS
+from lm.config_io import apply_overrides, help_config_action
 
 
 def _config(args: argparse.Namespace) -> configs_lib.SweepConfig:
-    cfg = configs_lib.load(args.config)
+    """The named config with the command line's key=value overrides, then its flags, validated."""
+    cfg = apply_overrides(configs_lib.load(args.config), args.overrides)
     changes: dict[str, Any] = {}
     if getattr(args, "out", None):
         changes["out_dir"] = args.out
     for name in ("backend", "workers", "threads"):
         if getattr(args, name, None) is not None:
             changes[f"exec.{name}"] = getattr(args, name)
-    return configs_lib.replace(cfg, **changes).validate() if changes else cfg
+    return configs_lib.replace(cfg, **changes).validate()
 
 
 def _cache(cfg) -> None:
@@ -46,7 +52,6 @@ def _cache(cfg) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from experiments.estimate import estimate_seconds, probe
     cfg = _config(args)
     if cfg.adaptive is not None:
         from experiments.adaptive import describe_later_stages, first_stage_plan
@@ -57,7 +62,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         plan = make_plan(cfg)
     seconds = {}
     if args.probe > 0:
-        cfg, _ = runner.resolve_dtype(cfg, plan)     # time the dtype the sweep's runs will use               # time steps the way a worker runs them (threads, one device)
+        cfg, _ = runner.resolve_dtype(cfg, plan)     # time the dtype the sweep's runs will use
+        plan = dataclasses.replace(plan, config=cfg)  # (the runs do not depend on it)
+        # time steps the way a worker runs them (threads, one device)
         os.environ.update(worker.worker_env(cfg.exec.threads))
         if hasattr(os, "sched_setaffinity") and cfg.exec.backend != "inline":
             os.sched_setaffinity(0, set(range(min(cfg.exec.threads, os.cpu_count() or 1))))
@@ -65,7 +72,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         shapes = sorted({r.shape for r in plan.runs}, key=lambda s: min(r.params for r in plan.runs if r.shape == s))
         picks = sorted({0, len(shapes) // 2, len(shapes) - 1})[:args.probe]
         print(f"probing {len(picks)} shape(s) for throughput ...", file=sys.stderr, flush=True)
-        seconds = estimate_seconds(plan, probe(cfg, [shapes[i] for i in picks]))
+        seconds = estimate_seconds(plan, probe(plan, [shapes[i] for i in picks]))
     print(format_plan(plan, seconds))
     if cfg.adaptive is not None:
         print("later stages, centred on the forecast:\n" + "\n".join(describe_later_stages(cfg)))
@@ -198,11 +205,17 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lm-sweep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--help-config", action=help_config_action(lambda: configs_lib.load("default"),
+                                                                   "the `default` sweep's"),
+                        help="list every sweep config field by section with its documentation, and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="plan, run (resuming), fit and report a sweep")
     p_plan = sub.add_parser("plan", help="print the plan as a table with a wall-time estimate")
     for p in (p_run, p_plan):
         p.add_argument("config", help="a config name in experiments/configs/ or a .py file")
+        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                       help="overrides of the config's fields, e.g. exec.workers=1 budgets=[1e10,3e10] "
+                            "train.optim.learning_rate=0.1 sizes.max_layers=3 (every field: --help-config)")
         p.add_argument("--out", help="sweep folder (default: the config's out_dir or sweeps/<name>)")
         p.add_argument("--workers", type=int, help="override exec.workers")
         p.add_argument("--threads", type=int, help="override exec.threads")
@@ -222,7 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     p_fit.add_argument("dir")
     from lm.scaling.fitoptions import add_fit_arguments
     add_fit_arguments(p_fit)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and (args.command not in ("plan", "run") or any(x.startswith("-") or "=" not in x for x in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:                                     # overrides given after an option
+        args.overrides = args.overrides + extra
     handlers = {"run": cmd_run, "plan": cmd_plan, "status": cmd_status, "fit": cmd_fit, "repair": cmd_repair}
     try:
         return handlers[args.command](args)

@@ -234,8 +234,8 @@ class ExecConfig:
     tasks_per_node: int = 1
     """submitit: JAX processes per node of each run (see nodes)."""
     compile_cache: str = "user"
-    """Where compiled programs persist, so a shape compiled once loads (~0.5 s) instead of compiling
-    (seconds) in every later worker, invocation or sweep that meets it: 'user' (one cache for all
+    """Where compiled programs persist, so a shape compiled once is loaded instead of compiled again
+    in every later worker, invocation or sweep that meets it: 'user' (one cache for all
     of this user's sweeps: $LM_COMPILE_CACHE, else $XDG_CACHE_HOME/lm/xla, else ~/.cache/lm/xla),
     'sweep' (the sweep folder's .jax_cache only), 'none', or a folder (on a cluster: one every node
     sees). Entries are keyed by program, compile options, XLA_FLAGS and jax version: never stale."""

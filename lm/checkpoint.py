@@ -196,22 +196,11 @@ class Checkpoints:
         return verify(self.step_dir(step))
 
     def restore_unverified(self, abstract_state: Any, step: int) -> tuple[Any, dict, dict]:
-        def restore(target):
-            restored = self.manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(target),
-                data=ocp.args.JsonRestore(),
-                meta=ocp.args.JsonRestore()))
-            return restored["state"], restored["data"], restored["meta"]
-
-        try:
-            return restore(abstract_state)
-        except ValueError as e:
-            legacy = _with_legacy_rng(abstract_state)
-            if legacy is None or "tree structures do not match" not in str(e):
-                raise
-        state, data, meta = restore(legacy)      # written before TrainState lost its unused `rng`
-        state.pop("rng")
-        return type(abstract_state)(**state), data, meta
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            data=ocp.args.JsonRestore(),
+            meta=ocp.args.JsonRestore()))
+        return restored["state"], restored["data"], restored["meta"]
 
     def load(self, step: int, loader: Callable[[int], Any]) -> Any:
         """`loader(step)` after the checkpoint verified; CorruptCheckpoint (the one-line report)
@@ -306,18 +295,3 @@ def _accepted(folder: epath.Path) -> list[str]:
     except (OSError, ValueError, KeyError, TypeError):
         return []
 
-
-def _with_legacy_rng(abstract_state: Any) -> dict | None:
-    """The restore target of a checkpoint written while TrainState still held an (unused) PRNG key
-    `rng` (uint32 [2], replicated like `step`): the state's fields as a dict plus that key, so
-    checkpoints from before its removal still resume. None for a state that is not a dataclass."""
-    import dataclasses
-
-    import jax
-    import jax.numpy as jnp
-    if not dataclasses.is_dataclass(abstract_state):
-        return None
-    fields = {f.name: getattr(abstract_state, f.name) for f in dataclasses.fields(abstract_state)}
-    step = fields.get("step")
-    sharding = getattr(step, "sharding", None)
-    return {**fields, "rng": jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=sharding)}

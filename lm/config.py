@@ -84,19 +84,18 @@ class ModelConfig:
     the ranking flips between CPUs. Library calls outside a run read the same table."""
     attention_impl: str = "einsum"
     """How attention is computed: 'einsum' (explicit scores + softmax, heads-major; what
-    `attention_maps` inspects; on CPU as fast as 'xla' within noise), 'xla'
-    (`jax.nn.dot_product_attention` lowered by XLA) or 'cudnn' (its cuDNN flash-attention kernel:
-    NVIDIA GPUs with bfloat16 compute only)."""
+    `attention_maps` inspects), 'xla' (`jax.nn.dot_product_attention` lowered by XLA) or 'cudnn' (its
+    cuDNN flash-attention kernel: NVIDIA GPUs with bfloat16 compute only). Their speeds on the
+    machines measured: BENCHMARKS.md."""
     remat: bool = False
     """Rematerialise each block in the backward pass (saves memory, costs ~1/3 more compute)."""
     scan_layers: bool = True
     """Scan over a stacked layer axis so compile time stays flat as depth grows."""
     scan_unroll: int = 0
     """Layers per iteration of the scanned layer loop (`lax.scan`'s unroll; the parameters and
-    their layout are the same whatever it is). 0 = by platform: every layer on CPU, where the loop
-    cost ~10 % of the step (zero-filled stacked buffers, dynamic slices: d256-L4 step 9 % faster,
-    the default sweep's d44-d80 10-19 %, BENCHMARKS.md) for a compile that grows with depth; 1 on
-    accelerators (one compiled layer body)."""
+    their layout are the same whatever it is). 0 = by platform: every layer on CPU, where unrolling
+    removes the loop's zero-filled stacked buffers and dynamic slices (a faster step, BENCHMARKS.md)
+    for a compile that grows with depth; 1 on accelerators (one compiled layer body)."""
     init_std: float = 0.02
     """Standard deviation of the normal initialiser; output projections are scaled by 1/sqrt(2 n_layers)."""
     count_only: bool = False

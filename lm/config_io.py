@@ -1,41 +1,118 @@
-"""TrainConfig in and out: `key=value` overrides (dotted keys, JSON values), JSON files, and config
-files (.json, or .py defining `config` / `get_config()`) read with one error line per problem."""
+"""Configs in and out: `key=value` overrides (dotted keys, JSON values) of any config dataclass
+(a TrainConfig for lm-train, a sweep's config for lm-sweep), JSON files, config files (.json, or .py
+defining `config` / `get_config()`) read with one error line per problem, and `describe`, the list
+of every field by section with its documentation (`--help-config`)."""
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import functools
+import inspect
 import json
 import os
+import textwrap
+import typing
 from typing import Any, Mapping
 
 from lm.config import TrainConfig
-from lm.config_fields import check_fields, from_dict, to_dict
+from lm.config_fields import check_fields, from_dict, section_type, to_dict
 
 
 def _parse_value(text: str) -> Any:
+    """A value as JSON (1e10, true, null, [1, 2], {"a": 1}), else as the Python spelling of a tuple,
+    None or a bool ((1e3, 1e5), None, True), else as the string itself (cosine, runs/x)."""
     try:
         return json.loads(text)
     except json.JSONDecodeError:
+        pass
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         return text
+    return value if value is None or isinstance(value, (tuple, bool)) else text
 
 
-def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
-    """Apply `key=value` overrides such as `model.d_model=128` or `steps=50` (values as JSON)."""
+def _section(cls: type, name: str) -> type | None:
+    """The config dataclass of field `name` of `cls` (also when the field may be None), else None."""
+    return section_type(typing.get_type_hints(cls).get(name))
+
+
+def _show(value: Any) -> str:
+    """A field's value as a `key=value` override would spell it (JSON; large floats as 1.6e10)."""
+    if isinstance(value, float) and value and not 1e-4 <= abs(value) < 1e5:
+        mantissa, exponent = f"{value:.12e}".split("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    return json.dumps(value, default=str)
+
+
+def apply_overrides(config: Any, overrides: list[str]) -> Any:
+    """`config` (any config dataclass) with `key=value` overrides applied, such as `model.d_model=128`,
+    `steps=50` or, on a sweep, `train.model.n_layers=3` and `budgets=[1e10,3e10]`. Values are JSON (or
+    Python literals, or plain strings), checked against each field's type; a section that is None
+    (a sweep's `wsd`) is created with its defaults when one of its fields is set. Every bad key or
+    value is one ValueError line naming it."""
     values = to_dict(config)
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"override {item!r} is not key=value (e.g. model.d_model=128)")
         key, raw = item.split("=", 1)
-        target = values
+        target, cls = values, type(config)
         *parents, leaf = key.split(".")
         for parent in parents:
-            if parent not in target or not isinstance(target[parent], dict):
-                raise ValueError(f"override {key!r}: {parent!r} is not a config section; "
-                                 f"sections: {sorted(k for k, v in values.items() if isinstance(v, dict))}")
-            target = target[parent]
+            section = _section(cls, parent) if parent in target else None
+            if section is None:
+                known = sorted(k for k in target if _section(cls, k) is not None)
+                raise ValueError(f"override {key!r}: {parent!r} is not a config section; sections: {known}")
+            if target[parent] is None:
+                target[parent] = to_dict(section())
+            target, cls = target[parent], section
         if leaf not in target:
             raise ValueError(f"override {key!r}: unknown field {leaf!r}; known: {sorted(target)}")
         target[leaf] = _parse_value(raw)
-    return from_dict(TrainConfig, values)
+    return from_dict(type(config), values)
+
+
+@functools.lru_cache(maxsize=None)
+def field_docs(cls: type) -> dict[str, str]:
+    """{field name: the docstring written under it} of a config dataclass (read from its source)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    docs = {}
+    for node, after in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+            docs[node.target.id] = inspect.cleandoc(after.value.value)
+    return docs
+
+
+def describe(config: Any, prefix: str = "", doc: str | None = None) -> list[str]:
+    """Every field of `config` as `key = value` lines under its section, each followed by its
+    documentation (sections: the field's docstring, else the class's): what `--help-config` prints,
+    keys spelled as `key=value` overrides spell them."""
+    cls = type(config)
+    docs = field_docs(cls)
+    head = (doc or inspect.cleandoc(cls.__doc__ or "")).split("\n\n")[0]
+    lines = [f"[{prefix.rstrip('.') or cls.__name__}]"] + [f"    {line}" for line in head.splitlines()]
+    sections = []
+    for f in dataclasses.fields(config):
+        value, section = getattr(config, f.name), _section(cls, f.name)
+        if section is not None and value is not None:
+            sections.append((f.name, value))
+            continue
+        shown = _show(value)
+        if section is not None:
+            shown += f"  (off; setting any {prefix}{f.name}.* field turns on a {section.__name__})"
+        lines.append(f"  {prefix}{f.name} = {shown}")
+        lines += [f"      {line}" for line in docs.get(f.name, "").splitlines()]
+    for name, value in sections:
+        lines += [""] + describe(value, f"{prefix}{name}.", docs.get(name))
+    return lines
 
 
 def save_json(config: Any, path: str) -> None:
@@ -78,3 +155,20 @@ def load_train_config(path: str) -> TrainConfig:
         return check_fields(config, strict=False)
     except ValueError as e:
         raise ValueError(f"--config {path}: {e}") from None
+
+
+def help_config_action(get_config: Any, what: str) -> type:
+    """An argparse action for `--help-config`: print `describe(get_config())` under a line saying
+    whose values are shown (`what`), then exit, like --help."""
+    import argparse
+
+    class HelpConfig(argparse.Action):
+        def __init__(self, option_strings, dest, **kw):
+            super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kw)
+
+        def __call__(self, parser, namespace, values, option_string=None):
+            print(f"Every config field, by section, as `key=value` overrides name it (values: {what}).\n")
+            print("\n".join(describe(get_config())))
+            parser.exit()
+
+    return HelpConfig

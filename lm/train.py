@@ -25,7 +25,7 @@ from lm.checkpoint import Checkpoints
 from lm.distributed import broadcast_json
 from lm.config import RESUME_CHANGES, MeshConfig, ModelConfig, OptimConfig, TrainConfig
 from lm.config_fields import differences, from_dict, to_dict, with_field_defaults
-from lm.config_io import apply_overrides, load_train_config
+from lm.config_io import apply_overrides, help_config_action, load_train_config
 from lm.io import atomic_write_json
 from lm.lock import FolderLock
 from lm.metrics import MetricsWriter, read_eval_curve
@@ -662,9 +662,14 @@ def _error_line(e: Exception, cfg: TrainConfig | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lm-train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="`lm-train --help-config` lists every config field by section "
+                                            "with its documentation and default.")
     parser.add_argument("--config", help="a JSON config or a Python file defining `config`/`get_config()`")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model.d_model=128 steps=100")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model.d_model=128 steps=100 "
+                        "(values as JSON; every field: --help-config)")
+    parser.add_argument("--help-config", action=help_config_action(default_config, "lm-train's defaults"),
+                        help="list every config field by section with its documentation, and exit")
     parser.add_argument("--coordinator", help="host:port of process 0 for a multi-process run")
     parser.add_argument("--num-processes", type=int)
     parser.add_argument("--process-id", type=int)

@@ -11,33 +11,18 @@ The measurements below are of the fixed-grid design this replaced (sizes.window=
 (6N plus the causal attention scores, which add 7-39 % to 6N at seq 64 for these shapes; the results
 table keeps every convention's C). 5 sizes per budget from one ladder of width-only shapes at depth 2
 (d8-L2 .. d80-L2, 2.6K-210K non-embedding parameters), centred on a guess of 50 tokens per parameter.
-Depth is fixed because muP transfers the learning rate across width, not depth: a ladder that also
-grew depth (d8-L2 .. d56-L4, measured 2026-11-30) fitted E 4.9 % above the floor with Approach 3's
-a-interval 0.185 wide; depth 2 throughout gives +2.1 % and 0.146.
+Depth is fixed because muP transfers the learning rate across width, not depth.
 
-Learning rate per size through muP (model.parametrization='mup', mup_base_width=4 divides every
+Learning rate per size through muP (train.model.parametrization='mup'; mup_base_width=4 divides every
 width): embeddings and unembedding train at the base rate, hidden matrices at base / (d_model / 4),
-logits x 4 / d_model. Base rate 0.2 from `lm-sweep run mup_transfer` (300-step runs at depth 2,
-BENCHMARKS.md), tuned once, for every run. Longer runs prefer lower rates (d60-L2: 0.2 is the best of
-0.05/0.1/0.2 at 402 steps, but 0.05-0.1 beat it by 0.035 nats at 2515 steps); the horizon rule
-`lr_horizon_steps=400, lr_horizon_exponent=0.5` (SweepConfig) trains the long runs better (the
-largest budget's optimum 1.4405 vs 1.4859) but its fit met fewer of the targets on this sweep
-(E -3.6 %, Approach 3's a-interval 0.183, forecast: Approach 2 0.91 %, Approach 3 3.7 %;
-BENCHMARKS.md), so the default keeps one rate.
+logits x 4 / d_model. One base rate, 0.2, tuned once with `lm-sweep run mup_transfer` (300-step runs at
+depth 2), for every run. Longer runs prefer lower rates; the horizon rule (SweepConfig
+`lr_horizon_steps=400, lr_horizon_exponent=0.5`) trains them better, but its fit met fewer of the
+targets, so the default keeps one rate. float32 compute: bfloat16 was no faster at these widths on
+the CPU it was measured on.
 
-Measured (2026-11-30 09:22 UTC, 2-core AMD EPYC, AVX-512 incl. AVX512_BF16, `make sweep`, quiet):
-30 runs, 304 s wall in all (273 s training, 84.9 % of worker time in steps; at 10:14 UTC with the
-block-fed step, the same losses bit for bit: 322 s and 83.3 % with an empty compilation cache,
-283 s and 93.6 % with the shapes cached by an earlier sweep); held-out largest
-budget's optimal loss forecast by Approach 3 within 0.20 % (Approach 2: 1.86 %); Approach 3
-a = 0.579 [0.525, 0.682] (width 0.158); Approach 2 a = 0.682, inside it; fitted E = 1.375 vs the
-floor 1.340 (+2.6 %). The same sweep before the CPU compile options and the unrolled layer loop
-(same recipe, other float rounding) gave 0.51 %, width 0.146 and +2.06 %: a fit moves by that much
-with the runs' rounding. The same recipe on 1.6x larger
-budgets (experiments/configs/large.py) narrows a's interval to 0.085 but moves E to +5.3 %, and
-the horizon rule above moves it to -3.6 %: at these scales the fitted E absorbs what the runs leave
-unlearned, and no sweep measured here pins it within 2 %. float32 compute: bfloat16 was no
-faster at these widths on this CPU.
+What the sweep gives (wall time, forecast error, exponents, E against the floor) and the runs behind
+each choice above: BENCHMARKS.md, "The main job".
 """
 
 from experiments.configs import SweepConfig, train_template

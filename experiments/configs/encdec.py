@@ -8,13 +8,9 @@ trained 600 steps (batch 16 x 16, learning rate 5e-3) on the noisy-channel trans
 fits the law, gives p_e and p_d with bootstrap intervals, or says why the data cannot identify them,
 and plots loss against each side's size (plots/encdec.png).
 
-Measured (2026-11-30, 2-core AMD EPYC AVX-512+BF16, heavily loaded by other jobs: 687 s wall, 75 %
-of it compilation): every model with a 1- or 2-layer encoder ends 0.03-0.10 nats above the floor
-(0.698-0.770), but the three with a 3-layer encoder are still on the plateau before the task's
-source-target alignment is found (3.5-4.0 nats; a 4+4 model at lr 1e-2 stays at ln 63 for 300
-steps). The fit therefore reports p_e < 0 and p_d's interval through 0: at this horizon depth slows
-optimisation more than it adds capacity, and the data cannot identify the exponents. A longer
-horizon (or a harder task whose loss depends on capacity) is needed for a real L(N_e, N_d).
+What it gave (at 600 steps the 3-layer encoders had not yet found the task's alignment, so the fit
+could not identify the exponents): BENCHMARKS.md, "Figures the sweep configs' docstrings used to
+quote".
 """
 
 from experiments.configs import SweepConfig, train_template

@@ -173,3 +173,17 @@ def test_wsd_trunk_can_run_past_its_last_branch(tiny):
     plan = make_plan(tiny(wsd=WSDConfig(cooldown_frac=0.25, trunk_steps=200)))
     trunks = [r for r in plan.runs if r.kind == "wsd_constant"]
     assert trunks and all(t.steps == 200 and max(t.checkpoint_steps) < 200 for t in trunks)
+
+
+def test_the_probe_times_shapes_of_the_plan_and_the_estimate_covers_every_run(tiny):
+    """`lm-sweep plan`'s probe trains a short real run of a shape the way the sweep trains it (a WSD
+    sweep's cooldowns too: the probe starts fresh), and the estimate extends it to every run."""
+    from experiments.plan_table import estimate_seconds, format_plan, makespan, probe
+    plan = make_plan(tiny(budgets=(4e8,), targets=(5e3,), wsd=WSDConfig()))
+    shapes = sorted({r.shape for r in plan.runs}, key=lambda s: s.d_model)
+    probed = probe(plan, shapes[:1], steps=20)
+    assert set(probed) == {shapes[0].name} and probed[shapes[0].name]["step_s"] > 0
+    seconds = estimate_seconds(plan, probed)
+    assert set(seconds) == {r.run_id for r in plan.runs} and min(seconds.values()) > 0
+    assert makespan(seconds.values(), 1) == pytest.approx(sum(seconds.values()))
+    assert "est. s" in format_plan(plan, seconds)
