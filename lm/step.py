@@ -96,7 +96,9 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, grad_accu
                     host_lr: bool = False, batch_sharding: NamedSharding | None = None, block: int = 0):
     """A pure `(state, batch) -> (state, metrics)`; with grad_accum > 1 the batch's leading axis is
     split into that many strided micro-batches (`split_micro`, laid out like the batch by
-    `batch_sharding`) whose gradients are averaged (scan: one compiled body).
+    `batch_sharding`) whose losses and gradients are summed, each weighted by its token count, and
+    divided by the batch's count (scan: one compiled body): the full batch's mean per token, also
+    when padding leaves the micro-batches different numbers of tokens.
 
     With `host_lr` the step is `(state, batch, lr) -> ...`: `lr` (float32 []) is this step's learning
     rate, written into the injected hyperparameters inside the compiled step (no state rebuild on
@@ -108,26 +110,29 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, grad_accu
     `lr` [block]; it uses the slot of `state.step`, so the loop hands the same device arrays to
     `block` calls and transfers nothing per step."""
 
-    def grads_of(params, batch):
-        (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch)
-        return loss, grads
+    grads_of = jax.value_and_grad(loss_fn, has_aux=True)   # ((mean loss, token count), gradient)
 
     def accumulated(params, batch):
         micro = split_micro(batch, grad_accum, batch_sharding)
 
         def body(carry, mb):
-            loss_sum, grad_sum = carry
+            loss_sum, count_sum, grad_sum = carry
             if batch_sharding is not None:   # each micro-batch laid out like the batch
                 mb = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, batch_sharding), mb)
-            loss, grads = grads_of(params, mb)
-            return (loss_sum + loss, jax.tree.map(jnp.add, grad_sum, grads)), None
+            (loss, count), grads = grads_of(params, mb)
+            grad_sum = jax.tree.map(lambda s, g: s + g * count.astype(g.dtype), grad_sum, grads)
+            return (loss_sum + loss * count, count_sum + count, grad_sum), None
 
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        (loss, grads), _ = jax.lax.scan(body, (jnp.zeros((), jnp.float32), zeros), micro)
-        return loss / grad_accum, jax.tree.map(lambda g: g / grad_accum, grads)
+        zero = jnp.zeros((), jnp.float32)
+        (loss, count, grads), _ = jax.lax.scan(body, (zero, zero, jax.tree.map(jnp.zeros_like, params)), micro)
+        count = jnp.maximum(count, 1.0)                     # all padding: a zero gradient, not NaN
+        return loss / count, jax.tree.map(lambda g: g / count.astype(g.dtype), grads)
 
     def one_step(state: TrainState, batch: Batch, lr: jax.Array | None) -> tuple[TrainState, dict[str, jax.Array]]:
-        loss, grads = grads_of(state.params, batch) if grad_accum == 1 else accumulated(state.params, batch)
+        if grad_accum == 1:
+            (loss, _), grads = grads_of(state.params, batch)
+        else:
+            loss, grads = accumulated(state.params, batch)
         grad_norm = optax.tree.norm(grads)
         opt_state = state.opt_state if lr is None else _set_learning_rate(state.opt_state, lr)
         updates, opt_state = tx.update(grads, opt_state, state.params)
