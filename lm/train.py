@@ -136,7 +136,13 @@ def _check_same_shape(cfg: TrainConfig, src: TrainConfig, run_dir: str) -> None:
 
 
 def _check_out_dir(path: str) -> None:
-    """out_dir must be a folder that exists or can be created and written (checked, nothing created)."""
+    """out_dir must be a folder that exists or can be created and written (checked, nothing created).
+    A URL (gs://...) is refused: the run folder's lock, config, metrics and result are files on a
+    filesystem, and only the checkpoints could follow a URL (issue 26: the run came apart in two)."""
+    if "://" in path:
+        raise ValueError(f"out_dir {path} is a URL, but a run folder (its lock, config.json, metrics.jsonl, "
+                         "result.json and checkpoints) must be on a filesystem: use a local or shared path, "
+                         "e.g. a bucket mounted with gcsfuse")
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"out_dir {path} is an existing file, not a folder; pick another out_dir")
     probe = os.path.abspath(path)
@@ -261,8 +267,8 @@ def train(cfg: TrainConfig, *, restart: bool = False, lock_wait_s: float = 0.0) 
     from lm.precision import resolve_train_config
 
     cfg.validate(jax.device_count())
-    cfg, choice = resolve_train_config(cfg)   # 'auto' -> the recorded, platform or probed dtype
     _check_out_dir(cfg.out_dir)
+    cfg, choice = resolve_train_config(cfg)   # 'auto' -> the recorded, platform or probed dtype
     check_fits(cfg, jax.device_count())
     _check_resumable(cfg)
     if cfg.init_from is not None and not _has_checkpoint(os.path.join(cfg.out_dir, "checkpoints")):

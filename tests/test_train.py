@@ -134,6 +134,18 @@ def test_resume_refuses_a_different_config(tmp_path):
         train(tiny(tmp_path / "run", steps=5, eval_every=0, seed=1))
 
 
+def test_a_url_out_dir_is_refused_in_one_line_before_anything_is_written(tmp_path):
+    """gs:// run folders came apart (checkpoints in the bucket, config/metrics/result/lock in a local
+    ./gs:/ folder): lm-train refuses a URL out_dir in one line, without a traceback or a network
+    call, and writes nothing."""
+    out = subprocess.run([sys.executable, "-m", "lm.train", "out_dir=gs://no-such-bucket/run", "steps=40"],
+                         env=_env(), capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert lines == [lines[0]] and lines[0].startswith("lm-train: error: out_dir gs://no-such-bucket/run is a URL")
+    assert os.listdir(tmp_path) == []
+
+
 def test_cli_reports_bad_override(tmp_path):
     out = subprocess.run([sys.executable, "-m", "lm.train", "model.d_modle=3"], env=_env(),
                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
