@@ -381,6 +381,10 @@ def _initial_state(run: _Run, restart: bool):
     if resumed is not None:
         state, data_state = resumed
         run.stream.restore(data_state)
+        if run.stream.step != int(state.step):
+            raise ValueError(f"the checkpoint of {run.cfg.out_dir} at step {int(state.step)} records the data "
+                             f"position {run.stream.step}; they must agree: move that checkpoint folder aside to "
+                             "resume from an earlier one")
     else:
         state = run.compiled.init(jax.random.PRNGKey(run.cfg.seed))
     if run.lead:
@@ -404,8 +408,7 @@ def _compile_step(run: _Run, state) -> tuple[Any, tuple, float]:
     """(compiled train step, the inputs of the first block, seconds spent compiling): compiled
     ahead of the loop so its time is reported apart from the steps'."""
     t0 = time.time()
-    start = int(state.step)
-    run.stream.step = start
+    start = run.stream.step                      # == state.step (_initial_state checks it)
     inputs = run.blocks.inputs(start, run.cfg.steps)
     step_fn = run.compiled.train_step.lower(state, *inputs).compile()
     return step_fn, inputs, time.time() - t0

@@ -91,6 +91,52 @@ def test_resume_after_kill_is_bit_identical(tmp_path):
     assert _rows(tmp_path / "b") == _rows(tmp_path / "a")       # row for row, timing aside
 
 
+def test_resume_into_a_later_block_is_bit_identical_and_the_data_position_must_agree(tmp_path):
+    """A resume at step 66, in the second block of K = 64 steps (slot 2): the same weights and rows
+    as the run straight through. A checkpoint whose recorded data position disagrees with its
+    step is refused in one line (it used to be overwritten by the step, silently)."""
+    import shutil
+    from lm.checkpoint import write_manifest
+    from lm.train import block_size
+
+    cfg = tiny(tmp_path / "a", steps=70, checkpoint_every=33, eval_every=0, log_every=10, keep_checkpoints=5)
+    assert block_size(cfg.batch_size, cfg.data.seq_len) == 64
+    straight = train(cfg)
+    assert straight["status"] == "completed"
+
+    def cut_back(name):                                    # the run as it was after its step-66 checkpoint
+        shutil.copytree(tmp_path / "a", tmp_path / name)
+        shutil.rmtree(tmp_path / name / "checkpoints" / "70")
+        os.remove(tmp_path / name / "result.json")
+        return dataclasses.replace(cfg, out_dir=str(tmp_path / name))
+
+    cfg_b = cut_back("b")
+    resumed = train(cfg_b)
+    assert resumed["resumed_from"] == 66 and resumed["status"] == "completed"
+    state_a, data_a = _final_params(str(tmp_path / "a"), cfg)
+    state_b, data_b = _final_params(str(tmp_path / "b"), cfg_b)
+    assert data_a["step"] == data_b["step"] == 70
+    for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert _rows(tmp_path / "b") == _rows(tmp_path / "a")
+
+    cfg_c = cut_back("c")
+    step_dir = tmp_path / "c" / "checkpoints" / "66"
+    edited = 0
+    for path in (step_dir / "data").rglob("*"):            # the data position orbax wrote as JSON
+        try:
+            position = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError, IsADirectoryError):
+            continue
+        if isinstance(position, dict) and position.get("step") == 66:
+            path.write_text(json.dumps({**position, "step": 65}))
+            edited += 1
+    assert edited == 1
+    write_manifest(step_dir)                                # sealed again: intact, but inconsistent
+    with pytest.raises(ValueError, match="at step 66 records the data position 65"):
+        train(cfg_c)
+
+
 def _rows(run_dir):
     return [{k: v for k, v in r.items() if k not in ("tokens_per_s", "mfu")}
             for r in read_jsonl(os.path.join(run_dir, "metrics.jsonl"))]
