@@ -227,7 +227,7 @@ class Checkpoints:
         check_all_agree(self.all_steps() == steps,
                         f"the checkpoints in {self.directory} differ from the steps {steps} process 0 sees "
                         f"(this process sees {self.all_steps()})",
-                        "put the run folder on a filesystem every host shares (NFS, Lustre, ...) or on gs://")
+                        "put the run folder on a filesystem every host shares (NFS, Lustre, a mounted bucket, ...)")
         for step in reversed(steps):
             try:
                 return step, self.load(step, loader)

@@ -173,9 +173,12 @@ def make_optimizer(cfg: OptimConfig, total_steps: int, schedule: optax.Schedule 
 
     The update of a decayed leaf is -lr(t) * g * (adam_direction + weight_decay * param), with lr(t)
     from `schedule` (default make_schedule(cfg, total_steps)) and g the leaf's group multiplier:
-    1 unless `model` uses muP, where hidden matrices get g = 1 / width_mult (per-parameter-group
-    Adam learning rates, lm/mup.py; the decay is scaled with the rate, as in torch's AdamW). Without
-    a muP model this is optax.adamw itself. Gradient accumulation happens in the train step
+    1 unless `model` uses muP, where hidden matrices get g = 1 / width_mult on the Adam direction
+    only (per-parameter-group Adam learning rates, lm/mup.py): their update is
+    -lr(t) * (adam_direction / width_mult + weight_decay * param), so the decay per step,
+    lr * weight_decay, is the same at every width, as in the reference muP (microsoft/mup's MuAdamW
+    divides a group's lr by width_mult and multiplies its weight_decay by it). Without a muP model
+    this is optax.adamw itself. Gradient accumulation happens in the train step
     (cfg.grad_accum is not used here).
     """
     cfg.validate()
@@ -184,7 +187,7 @@ def make_optimizer(cfg: OptimConfig, total_steps: int, schedule: optax.Schedule 
     mask: Callable[[Any], Any] = lambda params: decay_mask(params, cfg)
     if model is not None and mup.is_mup(model):
         adamw = optax.chain(optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps),
-                            optax.add_decayed_weights(cfg.weight_decay, mask), scale_per_leaf(model),
+                            scale_per_leaf(model), optax.add_decayed_weights(cfg.weight_decay, mask),
                             optax.scale_by_learning_rate(schedule))
     else:
         adamw = optax.adamw(learning_rate=schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,

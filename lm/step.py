@@ -92,11 +92,34 @@ def _set_learning_rate(opt_state: Any, lr: jax.Array) -> Any:
                                            "learning_rate": jnp.asarray(lr, old.dtype).reshape(old.shape)})
 
 
+def accumulated_grads(grads_of, params: Any, batch: Batch, grad_accum: int,
+                      batch_sharding: NamedSharding | None = None) -> tuple[jax.Array, Any]:
+    """(mean loss per token, its gradient) of `batch` from `grad_accum` strided micro-batches
+    (`split_micro`), one scanned body: each micro-batch's loss and gradient weighted by its token
+    count, the sums divided by the batch's count, so micro-batches that padding left with different
+    numbers of tokens weigh what their tokens weigh. `grads_of(params, micro_batch)` returns
+    ((mean loss, token count), gradient), as jax.value_and_grad(loss_fn, has_aux=True) does."""
+    micro = split_micro(batch, grad_accum, batch_sharding)
+
+    def body(carry, mb):
+        loss_sum, count_sum, grad_sum = carry
+        if batch_sharding is not None:   # each micro-batch laid out like the batch
+            mb = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, batch_sharding), mb)
+        (loss, count), grads = grads_of(params, mb)
+        grad_sum = jax.tree.map(lambda s, g: s + g * count.astype(g.dtype), grad_sum, grads)
+        return (loss_sum + loss * count, count_sum + count, grad_sum), None
+
+    zero = jnp.zeros((), jnp.float32)
+    (loss, count, grads), _ = jax.lax.scan(body, (zero, zero, jax.tree.map(jnp.zeros_like, params)), micro)
+    count = jnp.maximum(count, 1.0)                     # all padding: a zero gradient, not NaN
+    return loss / count, jax.tree.map(lambda g: g / count.astype(g.dtype), grads)
+
+
 def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, grad_accum: int = 1,
                     host_lr: bool = False, batch_sharding: NamedSharding | None = None, block: int = 0):
     """A pure `(state, batch) -> (state, metrics)`; with grad_accum > 1 the batch's leading axis is
-    split into that many strided micro-batches (`split_micro`, laid out like the batch by
-    `batch_sharding`) whose gradients are averaged (scan: one compiled body).
+    split into that many strided micro-batches (`accumulated_grads`, laid out like the batch by
+    `batch_sharding`): the full batch's mean per token.
 
     With `host_lr` the step is `(state, batch, lr) -> ...`: `lr` (float32 []) is this step's learning
     rate, written into the injected hyperparameters inside the compiled step (no state rebuild on
@@ -108,26 +131,13 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, grad_accu
     `lr` [block]; it uses the slot of `state.step`, so the loop hands the same device arrays to
     `block` calls and transfers nothing per step."""
 
-    def grads_of(params, batch):
-        (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch)
-        return loss, grads
-
-    def accumulated(params, batch):
-        micro = split_micro(batch, grad_accum, batch_sharding)
-
-        def body(carry, mb):
-            loss_sum, grad_sum = carry
-            if batch_sharding is not None:   # each micro-batch laid out like the batch
-                mb = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, batch_sharding), mb)
-            loss, grads = grads_of(params, mb)
-            return (loss_sum + loss, jax.tree.map(jnp.add, grad_sum, grads)), None
-
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        (loss, grads), _ = jax.lax.scan(body, (jnp.zeros((), jnp.float32), zeros), micro)
-        return loss / grad_accum, jax.tree.map(lambda g: g / grad_accum, grads)
+    grads_of = jax.value_and_grad(loss_fn, has_aux=True)   # ((mean loss, token count), gradient)
 
     def one_step(state: TrainState, batch: Batch, lr: jax.Array | None) -> tuple[TrainState, dict[str, jax.Array]]:
-        loss, grads = grads_of(state.params, batch) if grad_accum == 1 else accumulated(state.params, batch)
+        if grad_accum == 1:
+            (loss, _), grads = grads_of(state.params, batch)
+        else:
+            loss, grads = accumulated_grads(grads_of, state.params, batch, grad_accum, batch_sharding)
         grad_norm = optax.tree.norm(grads)
         opt_state = state.opt_state if lr is None else _set_learning_rate(state.opt_state, lr)
         updates, opt_state = tx.update(grads, opt_state, state.params)

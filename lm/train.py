@@ -147,7 +147,13 @@ def _check_same_shape(cfg: TrainConfig, src: TrainConfig, run_dir: str) -> None:
 
 
 def _check_out_dir(path: str) -> None:
-    """out_dir must be a folder that exists or can be created and written (checked, nothing created)."""
+    """out_dir must be a folder that exists or can be created and written (checked, nothing created).
+    A URL (gs://...) is refused: the run folder's lock, config, metrics and result are files on a
+    filesystem, and only the checkpoints could follow a URL (issue 26: the run came apart in two)."""
+    if "://" in path:
+        raise ValueError(f"out_dir {path} is a URL, but a run folder (its lock, config.json, metrics.jsonl, "
+                         "result.json and checkpoints) must be on a filesystem: use a local or shared path, "
+                         "e.g. a bucket mounted with gcsfuse")
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"out_dir {path} is an existing file, not a folder; pick another out_dir")
     probe = os.path.abspath(path)
@@ -272,8 +278,8 @@ def train(cfg: TrainConfig, *, restart: bool = False, lock_wait_s: float = 0.0) 
     from lm.precision import resolve_train_config
 
     cfg.validate(jax.device_count())
-    cfg, choice = resolve_train_config(cfg)   # 'auto' -> the recorded or table dtype
     _check_out_dir(cfg.out_dir)
+    cfg, choice = resolve_train_config(cfg)   # 'auto' -> the recorded or table dtype
     check_fits(cfg, jax.device_count())
     _check_resumable(cfg)
     if cfg.init_from is not None and not _has_checkpoint(os.path.join(cfg.out_dir, "checkpoints")):
@@ -400,6 +406,10 @@ def _initial_state(run: _Run, restart: bool):
     if resumed is not None:
         state, data_state = resumed
         run.stream.restore(data_state)
+        if run.stream.step != int(state.step):
+            raise ValueError(f"the checkpoint of {run.cfg.out_dir} at step {int(state.step)} records the data "
+                             f"position {run.stream.step}; they must agree: move that checkpoint folder aside to "
+                             "resume from an earlier one")
     else:
         state = run.compiled.init(jax.random.PRNGKey(run.cfg.seed))
     if run.lead:
@@ -428,8 +438,7 @@ def _compile_step(run: _Run, state, eval_batches: list[jax.Array]) -> tuple[Any,
     if eval_batches:
         jax.block_until_ready(run.compiled.eval_step(state.params, eval_batches[0]))
     _logged_lr(run.cfg, run.lr_table, int(state.step))   # its eager schedule ops compile here, not in a window
-    start = int(state.step)
-    run.stream.step = start
+    start = run.stream.step                      # == state.step (_initial_state checks it)
     inputs = run.blocks.inputs(start, run.cfg.steps)
     step_fn = run.compiled.train_step.lower(state, *inputs).compile()
     return step_fn, inputs, time.time() - t0

@@ -1,5 +1,7 @@
 """Activations are pinned by logical names through the same rules table as the parameters."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,8 +29,13 @@ def test_forward_under_a_mesh_pins_logits_and_keeps_the_numbers():
     params = jax.device_put(init_params(cfg, jax.random.PRNGKey(0)), replicated(mesh))
     tokens = jax.device_put(np.random.default_rng(0).integers(0, 64, (8, 16)).astype(np.int32), replicated(mesh))
     fn = jax.jit(with_mesh(lambda p, t: forward(p, t, cfg), mesh))
-    text = fn.lower(params, tokens).as_text()
-    assert text.count("sharding_constraint") + text.count('"Sharding"') >= 3   # embed, each block, logits
+    pinned = sorted(re.findall(r"sharding_constraint %\S+ <@mesh, (\[.*?\])> : tensor<([0-9x]+)xf32>",
+                               fn.lower(params, tokens).as_text()))
+    batch, logits_spec = '[{"data", "fsdp"}, {}, {}]', '[{"data", "fsdp"}, {}, {"tensor"}]'
+    assert pinned == sorted([('[{"tensor"}, {}]', "64x32"),      # the embedding table, gathered by vocab
+                             (batch, "8x16x32"),                 # the embedded tokens
+                             (batch, "8x16x32"),                 # each block's output (one scanned body)
+                             (logits_spec, "8x16x64")]), pinned  # the logits
     logits = fn(params, tokens)
     assert logits.sharding.spec == P(("data", "fsdp"), None, "tensor")
     np.testing.assert_allclose(np.asarray(logits), np.asarray(forward(params, tokens, cfg)), rtol=1e-5, atol=1e-6)

@@ -163,9 +163,23 @@ def test_measure_matmul_peak(monkeypatch):
     ticks = iter([0.0, 0.003, 1.0, 1.001, 2.0, 2.002])
     monkeypatch.setattr(flops.time, "perf_counter", lambda: next(ticks))
     assert flops.measure_matmul_peak(n=128, repeats=3) == pytest.approx(2 * 128**3 / 0.001)
-    monkeypatch.undo()
-    peak = flops.measure_matmul_peak(n=128, repeats=3)                   # a real, physically possible rate
-    assert 1e8 < peak < 1e14
+    # The real products, each between two clock readings; the first (compile, warm-up) untimed.
+    events, real_jit, clock = [], jax.jit, (i * 0.001 for i in range(100))
+
+    def spying_jit(fn):
+        compiled = real_jit(fn)
+
+        def product(a, b):
+            events.append(("product", a.shape, b.shape, str(a.dtype)))
+            return compiled(a, b)
+        return product
+
+    monkeypatch.setattr(flops.jax, "jit", spying_jit)
+    monkeypatch.setattr(flops.time, "perf_counter", lambda: events.append("clock") or next(clock))
+    peak = flops.measure_matmul_peak(n=64, dtype=jnp.bfloat16, repeats=3)
+    product = ("product", (64, 64), (64, 64), "bfloat16")
+    assert events == [product] + ["clock", product, "clock"] * 3
+    assert peak == pytest.approx(2 * 64**3 / 0.001)
 
 
 def test_datasheet_peaks_by_device_kind():

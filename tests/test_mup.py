@@ -123,21 +123,48 @@ def test_mup_init_scales_and_base_width_equals_standard_init():
 
 
 def test_mup_adam_learning_rates_per_group():
+    """Hidden matrices take lr / m on the Adam direction; the weight decay is lr * wd at every width."""
     wide = dataclasses.replace(_model(128, "mup"), mup_base_width=32)            # m = 4
     params = model_lib.init_params(wide, jax.random.key(0))
     grads = jax.tree.map(lambda p: jnp.ones_like(p) * 0.3, params)
     ocfg = OptimConfig(learning_rate=1e-2, warmup_steps=0, schedule="constant", weight_decay=0.1)
+    no_decay = dataclasses.replace(ocfg, weight_decay=0.0)
     sp_tx, mup_tx = optim.make_optimizer(ocfg, 10), optim.make_optimizer(ocfg, 10, model=wide)
+    adam_tx = optim.make_optimizer(no_decay, 10)
     sp_up, _ = sp_tx.update(grads, sp_tx.init(params), params)
     mup_up, _ = mup_tx.update(grads, mup_tx.init(params), params)
+    adam_up, _ = adam_tx.update(grads, adam_tx.init(params), params)
     hidden = 0
-    for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(sp_up)[0], jax.tree.leaves(mup_up)):
+    flat = jax.tree_util.tree_flatten_with_path(sp_up)[0]
+    for (path, sp), mu, adam, p in zip(flat, *(jax.tree.leaves(t) for t in (mup_up, adam_up, params))):
         names = _names(path)
-        factor = 0.25 if mup.is_hidden_matrix(names) else 1.0
-        hidden += factor != 1.0
-        np.testing.assert_allclose(b, factor * a, rtol=1e-6, err_msg=str(names))
+        if mup.is_hidden_matrix(names):
+            hidden += 1
+            decay = -1e-2 * 0.1 * p                      # lr * wd * param, as under the standard AdamW
+            np.testing.assert_allclose(mu, 0.25 * adam + decay, rtol=1e-5, atol=1e-9, err_msg=str(names))
+        else:
+            np.testing.assert_allclose(mu, sp, rtol=1e-6, err_msg=str(names))
     assert hidden == 7                 # q, k, v, out, up, gate, down (each stacked over layers)
     assert mup.group_learning_rates(wide, 1e-2)["hidden"] == pytest.approx(2.5e-3)
+
+
+@pytest.mark.parametrize("width", [32, 128, 320])
+def test_mup_weight_decay_per_step_is_the_same_at_every_width(width):
+    """With a zero gradient Adam's direction is 0 and a decayed leaf moves by -lr * wd * param:
+    the same at m = 1, 4 and 10 (issue 26: it was -lr * wd * param / m, 10x weaker at m = 10)."""
+    cfg = dataclasses.replace(_model(width, "mup"), mup_base_width=32)
+    params = model_lib.init_params(cfg, jax.random.key(0))
+    ocfg = OptimConfig(learning_rate=1e-2, warmup_steps=0, schedule="constant", weight_decay=0.1)
+    tx = optim.make_optimizer(ocfg, 10, model=cfg)
+    updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    decayed = optim.decay_mask(params, ocfg)
+    checked = 0
+    for (path, u), p, d in zip(jax.tree_util.tree_flatten_with_path(updates)[0], jax.tree.leaves(params),
+                               jax.tree.leaves(decayed)):
+        expected = -1e-2 * 0.1 * p if d else jnp.zeros_like(p)
+        np.testing.assert_allclose(u, expected, rtol=1e-6, atol=0, err_msg=str(_names(path)))
+        checked += bool(d) and mup.is_hidden_matrix(_names(path))
+    assert checked == 7
 
 
 def test_mup_attention_and_logits_multipliers():

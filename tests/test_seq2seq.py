@@ -86,6 +86,33 @@ def test_seq2seq_loss_scores_target_tokens_only_and_masks_padding():
     assert abs(float(loss_s) - float(loss)) > 1e-4                         # the source padding mattered
 
 
+def test_grad_accumulation_on_padded_paired_data_matches_the_full_batch():
+    """grad_accum 2 == 1 when padding leaves the micro-batches different numbers of target tokens
+    (micro-batch 0 = rows 0, 2, ... is mostly padding): the loss and the update are the batch's
+    mean per token, not the mean of the micro-batches' means (issue 26)."""
+    from lm.config import MeshConfig
+    from lm.sharding import make_mesh
+    from lm.step import compile_steps
+
+    cfg = ModelConfig(vocab_size=16, d_model=32, n_layers=1, n_encoder_layers=1, n_heads=2, d_ff=64,
+                      max_seq_len=8, compute_dtype="float32")
+    rows = build_dataset(DATA, "train").rows(np.arange(8), 9, 0)
+    rows[0::2, 8 + 2:] = -1                                  # even rows: 1 target token of 8
+    loss_fn = lambda params, batch: seq2seq_loss(params, batch, cfg, 8)
+    mesh = make_mesh(MeshConfig(data=2), jax.devices()[:2])
+    out = []
+    for accum in (1, 2):
+        c = compile_steps(cfg, optax.sgd(1.0), mesh, grad_accum=accum, loss_fn=loss_fn)
+        state = c.init(jax.random.PRNGKey(0))
+        before = jax.device_get(state.params)
+        state, metrics = c.train_step(state, jax.device_put(rows, c.batch_sharding))
+        out.append((float(metrics["loss"]), jax.tree.map(lambda a, b: np.asarray(a) - b, state.params, before)))
+    (loss_1, update_1), (loss_2, update_2) = out
+    assert loss_2 == pytest.approx(loss_1, rel=1e-6)
+    for a, b in zip(jax.tree.leaves(update_1), jax.tree.leaves(update_2)):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-7)
+
+
 def tiny(out_dir, **kw) -> TrainConfig:
     base = TrainConfig(
         model=ModelConfig(vocab_size=16, d_model=32, n_layers=1, n_encoder_layers=1, n_heads=2, d_ff=64,

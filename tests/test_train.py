@@ -92,6 +92,52 @@ def test_resume_after_kill_is_bit_identical(tmp_path):
     assert _rows(tmp_path / "b") == _rows(tmp_path / "a")       # row for row, timing aside
 
 
+def test_resume_into_a_later_block_is_bit_identical_and_the_data_position_must_agree(tmp_path):
+    """A resume at step 66, in the second block of K = 64 steps (slot 2): the same weights and rows
+    as the run straight through. A checkpoint whose recorded data position disagrees with its
+    step is refused in one line (it used to be overwritten by the step, silently)."""
+    import shutil
+    from lm.checkpoint import write_manifest
+    from lm.train import block_size
+
+    cfg = tiny(tmp_path / "a", steps=70, checkpoint_every=33, eval_every=0, log_every=10, keep_checkpoints=5)
+    assert block_size(cfg.batch_size, cfg.data.seq_len) == 64
+    straight = train(cfg)
+    assert straight["status"] == "completed"
+
+    def cut_back(name):                                    # the run as it was after its step-66 checkpoint
+        shutil.copytree(tmp_path / "a", tmp_path / name)
+        shutil.rmtree(tmp_path / name / "checkpoints" / "70")
+        os.remove(tmp_path / name / "result.json")
+        return dataclasses.replace(cfg, out_dir=str(tmp_path / name))
+
+    cfg_b = cut_back("b")
+    resumed = train(cfg_b)
+    assert resumed["resumed_from"] == 66 and resumed["status"] == "completed"
+    state_a, data_a = _final_params(str(tmp_path / "a"), cfg)
+    state_b, data_b = _final_params(str(tmp_path / "b"), cfg_b)
+    assert data_a["step"] == data_b["step"] == 70
+    for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert _rows(tmp_path / "b") == _rows(tmp_path / "a")
+
+    cfg_c = cut_back("c")
+    step_dir = tmp_path / "c" / "checkpoints" / "66"
+    edited = 0
+    for path in (step_dir / "data").rglob("*"):            # the data position orbax wrote as JSON
+        try:
+            position = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError, IsADirectoryError):
+            continue
+        if isinstance(position, dict) and position.get("step") == 66:
+            path.write_text(json.dumps({**position, "step": 65}))
+            edited += 1
+    assert edited == 1
+    write_manifest(step_dir)                                # sealed again: intact, but inconsistent
+    with pytest.raises(ValueError, match="at step 66 records the data position 65"):
+        train(cfg_c)
+
+
 def _rows(run_dir):
     return [{k: v for k, v in r.items() if k not in ("tokens_per_s", "mfu")}
             for r in read_jsonl(os.path.join(run_dir, "metrics.jsonl"))]
@@ -133,6 +179,18 @@ def test_resume_refuses_a_different_config(tmp_path):
     train(tiny(tmp_path / "run", steps=5, eval_every=0))
     with pytest.raises(ValueError, match="different config"):
         train(tiny(tmp_path / "run", steps=5, eval_every=0, seed=1))
+
+
+def test_a_url_out_dir_is_refused_in_one_line_before_anything_is_written(tmp_path):
+    """gs:// run folders came apart (checkpoints in the bucket, config/metrics/result/lock in a local
+    ./gs:/ folder): lm-train refuses a URL out_dir in one line, without a traceback or a network
+    call, and writes nothing."""
+    out = subprocess.run([sys.executable, "-m", "lm.train", "out_dir=gs://no-such-bucket/run", "steps=40"],
+                         env=_env(), capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert lines == [lines[0]] and lines[0].startswith("lm-train: error: out_dir gs://no-such-bucket/run is a URL")
+    assert os.listdir(tmp_path) == []
 
 
 def test_cli_reports_bad_override(tmp_path):

@@ -61,19 +61,35 @@ def test_cpu_training_programs_are_compiled_with_the_options(monkeypatch):
 
 
 def test_logged_learning_rate_is_the_fed_one(tmp_path):
-    from lm.config import OptimConfig, TrainConfig
-    from lm.optim import learning_rate_at
-    from lm.train import _logged_lr, _optimizer
+    """A real run with the host-fed schedule, logging every step: the row of step s (s steps done)
+    carries the rate step s - 1 was fed (warmup and cosine change it every step, so an off-by-one
+    shows), and the last row's rate is the one the compiled step wrote into the optimizer state."""
+    import jax
 
-    cfg = TrainConfig(optim=OptimConfig(learning_rate=0.1, warmup_steps=5, schedule="cosine"), steps=40,
-                      schedule_on_host=True, out_dir=str(tmp_path))
-    _, table = _optimizer(cfg)
-    assert table.shape == (40,) and table.dtype == np.float32
-    for step in (0, 3, 5, 17, 39):            # the steps a run logs: 0 .. steps - 1
-        assert _logged_lr(cfg, table, step) == float(table[step])
-        assert _logged_lr(cfg, table, step) == pytest.approx(learning_rate_at(cfg.optim, 40, step), rel=1e-6)
-    assert _logged_lr(cfg, None, 17) == learning_rate_at(cfg.optim, 40, 17)
-    assert np.all(np.diff(table[5:]) <= 0)
+    from lm.checkpoint import Checkpoints
+    from lm.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+    from lm.io import read_jsonl
+    from lm.optim import learning_rate_at
+    from lm.sharding import make_mesh
+    from lm.step import compile_steps
+    from lm.train import _optimizer, train
+
+    cfg = TrainConfig(model=ModelConfig(vocab_size=64, d_model=16, n_layers=1, n_heads=2, max_seq_len=16, d_ff=32,
+                                        compute_dtype="float32"),
+                      data=DataConfig(seq_len=16), optim=OptimConfig(learning_rate=0.1, warmup_steps=5, schedule="cosine"),
+                      steps=12, batch_size=8, log_every=1, eval_every=0, eval_batches=1, schedule_on_host=True,
+                      out_dir=str(tmp_path / "run"), tensorboard=False, progress=False, peak_flops=1e11)
+    assert train(cfg)["status"] == "completed"
+    rows = [r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if "lr" in r]
+    assert [r["step"] for r in rows] == list(range(1, 13))
+    for r in rows:
+        assert r["lr"] == pytest.approx(learning_rate_at(cfg.optim, cfg.steps, r["step"] - 1), rel=1e-6), r
+    assert len({round(r["lr"], 9) for r in rows}) == 12
+    tx, _ = _optimizer(cfg)
+    compiled = compile_steps(cfg.model, tx, make_mesh(cfg.mesh), host_lr=True)
+    state, _, _ = Checkpoints(str(tmp_path / "run" / "checkpoints")).restore(compiled.abstract_state)
+    fed = float(jax.device_get(state.opt_state.hyperparams["learning_rate"]))   # written by the last step
+    assert rows[-1]["lr"] == pytest.approx(fed, rel=1e-6)
 
 
 def test_host_schedule_table_spans_blocks(tmp_path):

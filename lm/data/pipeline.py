@@ -25,10 +25,10 @@ from typing import Any, Iterator
 import numpy as np
 
 from lm.config import DataConfig
-from lm.io import atomic_write_bytes
-from lm.step_blocks import StepBlocks
 from lm.data import synthetic as syn
 from lm.data.dataset import Dataset, load_or_encode, writable
+from lm.io import atomic_write_bytes
+from lm.step_blocks import StepBlocks
 
 SYNTHETIC_SHARDS = {"train": 0, "validation": 1, "test": 2}
 
