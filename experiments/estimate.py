@@ -10,7 +10,7 @@ import tempfile
 from typing import Iterable
 
 from experiments.configs import SweepConfig
-from experiments.plan import Plan, _spec
+from experiments.plan import Plan, run_spec
 from experiments.shapes import Shape
 
 
@@ -26,7 +26,7 @@ def probe(cfg: SweepConfig, shapes: Iterable[Shape], steps: int = 60) -> dict[st
     out = {}
     with tempfile.TemporaryDirectory(prefix="lm-probe-") as tmp:
         for shape in shapes:
-            spec = _spec(cfg, "probe", "cosine", shape, None, steps)
+            spec = run_spec(cfg, "probe", "cosine", shape, None, steps)
             tc = dataclasses.replace(spec.train_config(cfg, tmp), out_dir=os.path.join(tmp, shape.name),
                                      eval_every=0, eval_batches=1, checkpoint_every=0, log_every=10,
                                      optim=dataclasses.replace(cfg.optim, warmup_steps=min(cfg.optim.warmup_steps, steps)))

@@ -25,7 +25,7 @@ import os
 from typing import Any, Iterable
 
 from experiments.configs import SweepConfig
-from experiments.shapes import Shape, _nonembed, preset_shape, shape_for, shape_grid
+from experiments.shapes import Shape, nonembed_params, preset_shape, shape_for, shape_grid
 from lm import flops as flops_lib
 from lm.config import ModelConfig, TrainConfig
 
@@ -50,7 +50,7 @@ def _steps(cfg: SweepConfig, shape: Shape, budget: float) -> tuple[int, float]:
     return steps, steps * cfg.batch_size * cfg.seq_len / flops_lib.param_counts(model).non_embedding
 
 
-def _feasible(cfg: SweepConfig, shape: Shape, budget: float) -> bool:
+def feasible(cfg: SweepConfig, shape: Shape, budget: float) -> bool:
     steps, tpp = _steps(cfg, shape, budget)
     return steps >= cfg.min_steps and tpp >= cfg.min_tokens_per_param
 
@@ -72,10 +72,10 @@ def shapes_for_budget(cfg: SweepConfig, budget: float) -> list[Shape]:
             shape = shape_for(target, sizes, template)
             if shape not in out:
                 out.append(shape)
-        return sorted(out, key=lambda s: _nonembed(s, template))
+        return sorted(out, key=lambda s: nonembed_params(s, template))
     lo, hi = sizes.range
     if sizes.window is None:          # k sizes log-spaced over the feasible part of the range
-        candidates = [(n, s) for n, s in _grid(cfg) if lo <= n <= hi and _feasible(cfg, s, budget)]
+        candidates = [(n, s) for n, s in _grid(cfg) if lo <= n <= hi and feasible(cfg, s, budget)]
         chosen: list[tuple[int, Shape]] = []
         if candidates:
             for target in _log_spaced(candidates[0][0], candidates[-1][0], sizes.per_budget):
@@ -85,18 +85,18 @@ def shapes_for_budget(cfg: SweepConfig, budget: float) -> list[Shape]:
         return [s for _, s in sorted(chosen, key=lambda c: c[0])]
     # Window: k consecutive points of one log grid shared by all budgets (so budgets share
     # shapes and their compilations), centred on the guessed optimum, among the feasible ones.
-    feasible = [(n, s) for n, s in _ladder(cfg) if _feasible(cfg, s, budget)]
-    if not feasible:
+    rungs = [(n, s) for n, s in ladder(cfg) if feasible(cfg, s, budget)]
+    if not rungs:
         return []
     guess = math.sqrt(budget / (6.0 * sizes.tokens_per_param_guess))
-    centre = min(range(len(feasible)), key=lambda i: abs(math.log(feasible[i][0] / guess)))
-    k = min(sizes.per_budget, len(feasible))
-    start = min(max(centre - (k - 1) // 2, 0), len(feasible) - k)
-    return [s for _, s in feasible[start:start + k]]
+    centre = min(range(len(rungs)), key=lambda i: abs(math.log(rungs[i][0] / guess)))
+    k = min(sizes.per_budget, len(rungs))
+    start = min(max(centre - (k - 1) // 2, 0), len(rungs) - k)
+    return [s for _, s in rungs[start:start + k]]
 
 
 @functools.lru_cache(maxsize=8)
-def _ladder(cfg: SweepConfig) -> list[tuple[int, Shape]]:
+def ladder(cfg: SweepConfig) -> list[tuple[int, Shape]]:
     """The size ladder shared by the budgets of a windowed range: from the smallest shape in the
     range up, each next rung is the rule's shape nearest (log N) to ratio x the previous one, with
     ratio = window^(2/(per_budget-1)) so that per_budget rungs span about N*/window .. N* x window."""
@@ -224,7 +224,7 @@ def _run_model(cfg: SweepConfig, shape: Shape, parametrization: str | None = Non
     return model if parametrization is None else dataclasses.replace(model, parametrization=parametrization)
 
 
-def _spec(cfg: SweepConfig, run_id: str, kind: str, shape: Shape, budget: float | None, steps: int,
+def run_spec(cfg: SweepConfig, run_id: str, kind: str, shape: Shape, budget: float | None, steps: int,
           **kw: Any) -> RunSpec:
     model = _run_model(cfg, shape, kw.get("parametrization"))
     counts = flops_lib.param_counts(model)
@@ -254,7 +254,7 @@ def make_plan(cfg: SweepConfig) -> Plan:
         _check_mup_widths(cfg, shapes)
         kept = 0
         for i, shape in enumerate(shapes):
-            spec, reason = _cosine_point(cfg, shape, budget, smallest=i == 0)
+            spec, reason = cosine_point(cfg, shape, budget, smallest=i == 0)
             if reason is None:
                 runs.append(spec)
                 kept += 1
@@ -279,11 +279,11 @@ def horizon_learning_rate(cfg: SweepConfig, steps: int) -> float | None:
     return cfg.optim.learning_rate * (max(steps, 1) / cfg.lr_horizon_steps) ** -cfg.lr_horizon_exponent
 
 
-def _cosine_point(cfg: SweepConfig, shape: Shape, budget: float, smallest: bool) -> tuple[RunSpec, str | None]:
+def cosine_point(cfg: SweepConfig, shape: Shape, budget: float, smallest: bool) -> tuple[RunSpec, str | None]:
     """(the cosine run of `shape` at `budget`, None) or (it, why it is dropped). The smallest size
     of a budget below min_steps is an error: the budget itself is too small for the sweep."""
     tokens_per_step = cfg.batch_size * cfg.seq_len
-    probe = _spec(cfg, "", "cosine", shape, budget, 1)
+    probe = run_spec(cfg, "", "cosine", shape, budget, 1)
     steps = budget_steps(cfg, probe.flops_per_token, budget)
     spec = dataclasses.replace(probe, run_id=f"cos-C{budget_label(budget)}-{shape.name}", steps=steps,
                                tokens=steps * tokens_per_step, learning_rate=horizon_learning_rate(cfg, steps))
@@ -327,7 +327,7 @@ def _transfer_runs(cfg: SweepConfig) -> list[RunSpec]:
         _check_mup_widths(cfg, [shape], "mup" in t.parametrizations)
         for param in t.parametrizations:
             for lr in t.grid(param):
-                runs.append(_spec(cfg, f"lr-{param}-{shape.name}-lr{lr:g}", "lr_transfer", shape, None, t.steps,
+                runs.append(run_spec(cfg, f"lr-{param}-{shape.name}-lr{lr:g}", "lr_transfer", shape, None, t.steps,
                                   learning_rate=lr, parametrization=param))
     if t.steps < cfg.min_steps or t.steps <= cfg.optim.warmup_steps:
         raise ValueError(f"transfer.steps={t.steps} is below min_steps={cfg.min_steps} or inside the warmup "
@@ -348,7 +348,7 @@ def _encdec_runs(cfg: SweepConfig) -> list[RunSpec]:
         for enc in e.encoder_layers:
             for dec in e.decoder_layers:
                 shape = Shape(width, dec, n_heads, cfg.sizes.ff_mult * width, n_encoder_layers=enc)
-                runs.append(_spec(cfg, f"ed-{shape.name}", "cosine", shape, None, e.steps))
+                runs.append(run_spec(cfg, f"ed-{shape.name}", "cosine", shape, None, e.steps))
     _check_mup_widths(cfg, [r.shape for r in runs])
     return runs
 
@@ -384,9 +384,9 @@ def _wsd_runs(cfg: SweepConfig, cosine: list[RunSpec]) -> list[RunSpec]:
         branches = _wsd_branches(cfg, twins)
         trunk_id = f"wsd-trunk-{name}"
         trunk_steps = cfg.wsd.trunk_steps or max(b for _, b in branches)
-        out.append(_spec(cfg, trunk_id, "wsd_constant", twins[0].shape, None, trunk_steps,
+        out.append(run_spec(cfg, trunk_id, "wsd_constant", twins[0].shape, None, trunk_steps,
                          checkpoint_steps=tuple(sorted({b for _, b in branches}))))
         for twin, branch in branches:
-            out.append(_spec(cfg, f"wsd-C{budget_label(twin.budget)}-{name}", "wsd_cooldown", twin.shape,
+            out.append(run_spec(cfg, f"wsd-C{budget_label(twin.budget)}-{name}", "wsd_cooldown", twin.shape,
                              twin.budget, twin.steps, parent=trunk_id, branch_step=branch))
     return out

@@ -8,6 +8,7 @@ import json
 import os
 from typing import Any
 
+from experiments import report_stages as stages_report
 from experiments import results as results_lib
 
 
@@ -264,6 +265,9 @@ def report(folder: str, n_bootstrap: int = 1000) -> dict[str, Any]:
         ext = _guarded(out, "extrapolation", lambda: extrapolation(table, flops_per_token=fpt))
         fc = _guarded(out, "forecast", lambda: forecast(table, flops_per_token=fpt, n_bootstrap=min(n_bootstrap, 200)))
     lines += _fit_lines(res, fc, out)
+    lines += _guarded(out, "agreement", lambda: stages_report.agreement_lines(res, table, fpt, out)) or []
+    lines += _guarded(out, "track_record", lambda: stages_report.track_record_lines(folder, out)) or []
+    lines += _guarded(out, "corpus", lambda: stages_report.corpus_lines(folder, frame, out)) or []
     lines += _law_lines(res, ext, frame, out)
     lines += _wsd_lines(frame, out, (cfg, fpt, res, n_bootstrap))
     plots = _guarded(out, "plots", lambda: [str(p) for p in write_plots(res, table, os.path.join(folder, "plots"), fpt)])

@@ -32,6 +32,8 @@ from experiments.schedule import Scheduler
 from lm.config_fields import differences, with_field_defaults
 
 ATTEMPTS_FILE = "attempts.json"
+CORPUS_FILE = "corpus.json"
+"""A corpus: source's recipe, content SHA-256, tokenizer and tokens per epoch (lm.data.corpus)."""
 DTYPE_FILE = "compute_dtype.json"
 """How a sweep's compute dtype 'auto' was decided (lm.precision.Choice), written when first decided."""
 _IGNORED_TRAIN_FIELDS = ("peak_flops", "progress", "tensorboard", "out_dir", "init_from", "allow_swap")
@@ -42,12 +44,20 @@ def prepare(cfg: SweepConfig) -> Plan:
     """Validate, plan, resolve a compute dtype 'auto' and check the folder; only then record
     sweep.json and plan.json (and how the dtype was decided, in compute_dtype.json) in it."""
     cfg.validate()
-    plan = make_plan(cfg)
+    if cfg.adaptive is not None:                  # the later stages are planned as results come in
+        from experiments.adaptive import first_stage_plan
+        plan = first_stage_plan(cfg)
+    else:
+        plan = make_plan(cfg)
     cfg, choice = resolve_dtype(cfg, plan)
     plan = dataclasses.replace(plan, config=cfg)      # the runs do not depend on the dtype
     check_memory(cfg, plan)
     results_lib.check_sweep_dir(cfg)
+    corpus = _prepare_corpus(cfg) if cfg.data.source.startswith("corpus:") else None
     results_lib.record_sweep(cfg, plan)
+    if corpus is not None:
+        from lm.io import atomic_write_json
+        atomic_write_json(os.path.join(cfg.directory, CORPUS_FILE), corpus)
     if choice is not None and choice.by != "recorded":
         from lm.io import atomic_write_json
         atomic_write_json(os.path.join(cfg.directory, DTYPE_FILE), choice.record())
@@ -72,10 +82,26 @@ def check_memory(cfg: SweepConfig, plan: Plan) -> None:
             raise ValueError(f"run {spec.run_id}: {e}".replace("allow_swap=true", "exec.allow_swap=true")) from None
 
 
+def _prepare_corpus(cfg: SweepConfig) -> dict[str, Any]:
+    """Materialize a corpus: source, train its tokenizer and tokenize both splits once, here (the
+    workers then load them); its recipe, content hash and tokens per split for corpus.json."""
+    from lm.data import corpus as corpus_lib
+    from lm.data import tfds_text
+    from lm.data.pipeline import build_dataset
+    data = dataclasses.replace(cfg.data, seq_len=cfg.seq_len)
+    record = corpus_lib.materialize(data.source, tfds_text.corpus_root(data.data_dir)).record()
+    for split in (data.train_split, data.eval_split):
+        ds = build_dataset(data, split, vocab_size_hint=cfg.model.vocab_size, max_seq_len=cfg.seq_len)
+        record[f"{split}_tokens"] = int(len(ds.tokens))
+    record["tokens_per_epoch"] = record[f"{data.train_split}_tokens"]
+    record["tokenizer"] = {"type": data.tokenizer_type, "vocab_size": cfg.model.vocab_size}
+    return record
+
+
 def resolve_dtype(cfg: SweepConfig, plan: Plan) -> tuple[SweepConfig, Any]:
     """(cfg with one concrete model.compute_dtype for every run, how it was decided) when the model
     says 'auto' (a scaling law across mixed precisions is wrong): the dtype the folder's sweep.json
-    recorded (a resumed sweep keeps it), else the accelerator table or the CPU probe at the plan's
+    recorded (a resumed sweep keeps it), else the platform / CPU-flag table at the plan's
     largest model (lm.precision), decided once here. Unchanged, with None, for an explicit dtype and
     for the submitit back-end, whose runs train on other machines: each of its runs resolves its
     own 'auto' there (and records it in its config.json)."""
@@ -196,6 +222,17 @@ class SweepOutcome:
     trained: list[str]
     """Runs this invocation trained (or resumed) to the end."""
 
+    @staticmethod
+    def combine(passes: list["SweepOutcome"], wall_s: float) -> "SweepOutcome":
+        """One outcome for several passes (an adaptive sweep's stages)."""
+        total = SweepOutcome([], {}, {}, wall_s, [])
+        for p in passes:
+            total.recorded.extend(p.recorded)
+            total.trained.extend(p.trained)
+            total.failed.update(p.failed)
+            total.blocked.update(p.blocked)
+        return total
+
 
 def run_sweep(cfg: SweepConfig, plan: Plan | None = None, *, observer: Observer | None = None,
               retry_failed: bool = False, log=None) -> SweepOutcome:
@@ -206,10 +243,16 @@ def run_sweep(cfg: SweepConfig, plan: Plan | None = None, *, observer: Observer 
     from lm.lock import FolderLock
     plan = plan or prepare(cfg)
     with FolderLock(cfg.directory, "sweep folder"):
-        return _run_sweep(cfg, plan, observer, retry_failed, log)
+        if cfg.adaptive is not None:
+            from experiments.stages import run_stages
+            t0 = time.time()
+            passes = run_stages(cfg, lambda stage_plan: run_plan(cfg, stage_plan, observer, retry_failed, log), log)
+            return SweepOutcome.combine(passes, time.time() - t0)
+        return run_plan(cfg, plan, observer, retry_failed, log)
 
 
-def _run_sweep(cfg: SweepConfig, plan: Plan, observer: Observer | None, retry_failed: bool, log) -> SweepOutcome:
+def run_plan(cfg: SweepConfig, plan: Plan, observer: Observer | None, retry_failed: bool, log) -> SweepOutcome:
+    """Run the plan's unfinished runs (the caller holds the folder's lock)."""
     t0 = time.time()
     sweep = _Sweep(cfg, plan, log or (lambda msg: print(msg, file=sys.stderr, flush=True)))
     pending = sweep.pending(retry_failed)

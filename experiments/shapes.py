@@ -37,7 +37,8 @@ class Shape:
                                    d_ff=self.d_ff, max_seq_len=seq_len, n_encoder_layers=enc)
 
 
-def _nonembed(shape: Shape, template: ModelConfig) -> int:
+def nonembed_params(shape: Shape, template: ModelConfig) -> int:
+    """Non-embedding parameters of `shape` built on `template`."""
     return flops_lib.param_counts(shape.model(template, template.max_seq_len)).non_embedding
 
 
@@ -53,16 +54,16 @@ def shape_for(target: float, sizes: SizeConfig, template: ModelConfig) -> Shape:
     for n_layers in range(sizes.min_layers, sizes.max_layers + 1):
         step = sizes.width_step
         lo, hi = 1, 1
-        while _nonembed(_aspect_shape(hi * step, n_layers, sizes), template) < target:
+        while nonembed_params(_aspect_shape(hi * step, n_layers, sizes), template) < target:
             lo, hi = hi, hi * 2
         while hi - lo > 1:                 # smallest width with N >= target
             mid = (lo + hi) // 2
-            if _nonembed(_aspect_shape(mid * step, n_layers, sizes), template) < target:
+            if nonembed_params(_aspect_shape(mid * step, n_layers, sizes), template) < target:
                 lo = mid
             else:
                 hi = mid
         options = [_aspect_shape(k * step, n_layers, sizes) for k in {max(hi - 1, 1), hi}]
-        shape = min(options, key=lambda s: abs(math.log(_nonembed(s, template) / target)))
+        shape = min(options, key=lambda s: abs(math.log(nonembed_params(s, template) / target)))
         score = abs(math.log(shape.d_model / n_layers / sizes.aspect))
         if best is None or score < best[0]:
             best = (score, shape)
@@ -75,7 +76,7 @@ def shape_grid(sizes: SizeConfig, template: ModelConfig, lo: float, hi: float) -
     target = lo
     while target <= hi * 1.0001:
         shape = shape_for(target, sizes, template)
-        found.setdefault(shape, _nonembed(shape, template))
+        found.setdefault(shape, nonembed_params(shape, template))
         target *= 1.02
     return sorted(((n, s) for s, n in found.items()), key=lambda item: item[0])
 

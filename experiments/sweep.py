@@ -1,6 +1,7 @@
 """`lm-sweep`: plan -> run -> fit -> report, for IsoFLOP (and WSD) scaling sweeps.
 
     lm-sweep run default              # the main job (what `make sweep` runs): plan, run, fit, report
+    lm-sweep run text                 # the real-text main job (`make sweep-text`): Python source, no download
     lm-sweep plan default             # the table of runs, with a wall-time estimate from a probe
     lm-sweep status sweeps/default    # which runs are done, running, failed, pending
     lm-sweep fit sweeps/default       # fits, report and plots from the results table
@@ -46,7 +47,13 @@ def _cache(cfg) -> None:
 def cmd_plan(args: argparse.Namespace) -> int:
     from experiments.estimate import estimate_seconds, probe
     cfg = _config(args)
-    plan = make_plan(cfg)
+    if cfg.adaptive is not None:
+        from experiments.adaptive import describe_later_stages, first_stage_plan
+        plan = first_stage_plan(cfg)
+        print(f"adaptive sweep: {len(cfg.budgets)} stages; stage(s) 1-{cfg.adaptive.prior_stages} from the prior "
+              f"({cfg.sizes.tokens_per_param_guess:g} tokens per parameter):")
+    else:
+        plan = make_plan(cfg)
     seconds = {}
     if args.probe > 0:
         cfg, _ = runner.resolve_dtype(cfg, plan)     # time the dtype the sweep's runs will use               # time steps the way a worker runs them (threads, one device)
@@ -59,6 +66,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(f"probing {len(picks)} shape(s) for throughput ...", file=sys.stderr, flush=True)
         seconds = estimate_seconds(plan, probe(cfg, [shapes[i] for i in picks]))
     print(format_plan(plan, seconds))
+    if cfg.adaptive is not None:
+        print("later stages, centred on the forecast:\n" + "\n".join(describe_later_stages(cfg)))
     return 0
 
 
@@ -108,8 +117,8 @@ def _timing(folder: str, outcome: runner.SweepOutcome, cfg: configs_lib.SweepCon
 
 def cmd_status(args: argparse.Namespace) -> int:
     cfg = results_lib.load_sweep_config(args.dir)
-    plan = make_plan(cfg)
     rows = {r["run_id"]: r for r in results_lib.read_rows(args.dir)}
+    plan = make_plan(cfg) if cfg.adaptive is None else _planned(args.dir)
     counts: dict[str, int] = {}
     lines = []
     for spec in plan.runs:
@@ -134,6 +143,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _planned(folder: str):
+    """An adaptive sweep's runs planned so far (plan.json), as a Plan."""
+    import json
+
+    from experiments.plan import Plan, RunSpec
+    from experiments.shapes import Shape
+    with open(os.path.join(folder, results_lib.PLAN_FILE)) as f:
+        runs = json.load(f)["runs"]
+    fields = {f for f in RunSpec.__dataclass_fields__}
+    specs = [RunSpec(**{k: (Shape(**v) if k == "shape" else tuple(v) if isinstance(v, list) else v)
+                        for k, v in r.items() if k in fields}) for r in runs]
+    return Plan(results_lib.load_sweep_config(folder), tuple(specs), ())
+
+
 def cmd_repair(args: argparse.Namespace) -> int:
     """Move the results table's bad lines (not JSON, no run_id, repeated runs) aside."""
     results_lib.load_sweep_config(args.dir)                     # refuse a folder that is not a sweep
@@ -150,12 +173,25 @@ def cmd_repair(args: argparse.Namespace) -> int:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    """Fit and report, holding the sweep folder's lock (never beside a running `lm-sweep run`)."""
-    results_lib.load_sweep_config(args.dir)                     # refuse a folder that is not a sweep
+    """Holding the sweep folder's lock, the sweep report; with any lm-fit fitting or forecast option, lm-fit's pipeline on the sweep's
+    table (its FLOP convention kept) into <dir>/fit/ (the options are lm-fit's: one parser)."""
+    from pathlib import Path
+
+    from experiments.report import fit_table
+    from lm.scaling.fitoptions import FitOptions, fit_options
+    from lm.scaling.pipeline import run_fit
     from lm.lock import FolderLock
-    with FolderLock(args.dir, "sweep folder"):
-        report(args.dir, n_bootstrap=args.bootstrap)
-    return 0
+    opts = fit_options(args)
+    cfg = results_lib.load_sweep_config(args.dir)               # refuse a folder that is not a sweep
+    with FolderLock(args.dir, "sweep folder"):                  # never beside a running `lm-sweep run`
+        if opts == FitOptions(bootstrap=opts.bootstrap):
+            report(args.dir, n_bootstrap=args.bootstrap)
+            return 0
+        table, fpt = fit_table(results_lib.load_results(args.dir), cfg.convention)
+        if table.empty:
+            raise ValueError(f"{args.dir} has no completed cosine run to fit yet; run the sweep further first")
+        return run_fit(table, opts, Path(args.dir) / "fit", title=f"lm-sweep fit {args.dir} ({len(table)} runs)",
+                       flops_per_token=fpt, prog="lm-sweep")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,9 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     p_repair = sub.add_parser("repair", help="move bad lines of the results table aside (kept in "
                               f"{results_lib.REJECTED_FILE})")
     p_repair.add_argument("dir")
-    p_fit = sub.add_parser("fit", help="fit and report from a sweep folder's results")
+    p_fit = sub.add_parser("fit", help="fit and report from a sweep folder's results; any lm-fit fitting or "
+                           "forecast option (lm-fit --help) refits with it into <dir>/fit/")
     p_fit.add_argument("dir")
-    p_fit.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals")
+    from lm.scaling.fitoptions import add_fit_arguments
+    add_fit_arguments(p_fit)
     args = parser.parse_args(argv)
     handlers = {"run": cmd_run, "plan": cmd_plan, "status": cmd_status, "fit": cmd_fit, "repair": cmd_repair}
     try:

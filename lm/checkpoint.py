@@ -195,7 +195,7 @@ class Checkpoints:
         """None for a sealed, intact checkpoint; else what is wrong (see `verify`)."""
         return verify(self.step_dir(step))
 
-    def _restore_raw(self, abstract_state: Any, step: int) -> tuple[Any, dict, dict]:
+    def restore_unverified(self, abstract_state: Any, step: int) -> tuple[Any, dict, dict]:
         def restore(target):
             restored = self.manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(target),
@@ -278,7 +278,7 @@ class Checkpoints:
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}; train first or check the path")
-        return self.load(step, lambda s: self._restore_raw(abstract_state, s))
+        return self.load(step, lambda s: self.restore_unverified(abstract_state, s))
 
     def restore_meta(self, step: int | None = None) -> dict:
         """Only the JSON metadata (config, step) of a checkpoint: no arrays are read."""

@@ -72,9 +72,8 @@ class ModelConfig:
     """Activation/matmul dtype: 'auto', 'float32' or 'bfloat16'; parameters, norms, softmax and the
     loss stay float32. 'auto' (lm/precision.py) is made concrete when a run starts, and config.json
     records the result: the dtype a resumed run's folder recorded, bfloat16 on GPUs/TPUs, and on a CPU
-    the faster of the two in a ~1 s probe (one MLP block's forward+backward at the run's shapes;
-    bfloat16 only when >= 5 % faster), since the ranking flips between CPUs. Library calls outside a
-    run (model.forward with a config saying 'auto') use the platform table: float32 on CPU."""
+    the row of a table of CPU flags and d_model (lm.precision.CPU_TABLE, measured; no timing), since
+    the ranking flips between CPUs. Library calls outside a run read the same table."""
     attention_impl: str = "einsum"
     """How attention is computed: 'einsum' (explicit scores + softmax, heads-major; what
     `attention_maps` inspects; on CPU as fast as 'xla' within noise), 'xla'
@@ -281,7 +280,7 @@ class DataConfig:
     def validate(self) -> "DataConfig":
         check_fields(self, prefix="data.")
         _check_positive(seq_len=self.seq_len)
-        if not (self.source in ("synthetic", "translation") or self.source.startswith(("tfds:", "text:", "pairs:"))):
+        if not (self.source in ("synthetic", "translation") or self.source.startswith(("tfds:", "text:", "pairs:", "corpus:"))):
             raise ValueError(f"data source {self.source!r} is not known; use 'synthetic', 'translation', "
                              "'tfds:NAME' (e.g. tfds:tiny_shakespeare), 'text:/path/*.txt' or 'pairs:/path/*.tsv'")
         if (self.source_feature is None) != (self.target_feature is None) and not self.source.startswith("pairs:"):
@@ -290,7 +289,7 @@ class DataConfig:
         if self.paired and self.source.startswith(("text:", "synthetic")) and self.source != "translation":
             raise ValueError(f"data.source={self.source!r} is single-stream text; paired text comes from "
                              "'tfds:NAME' with source/target features or 'pairs:GLOB'")
-        if self.source.startswith(("tfds:", "text:", "pairs:")) and not self.source.split(":", 1)[1]:
+        if self.source.startswith(("tfds:", "text:", "pairs:", "corpus:")) and not self.source.split(":", 1)[1]:
             raise ValueError(f"data source {self.source!r} names nothing after the colon")
         if not 0.0 <= self.translation_noise <= 0.5:
             raise ValueError(f"translation_noise={self.translation_noise} is outside [0, 0.5]; pick e.g. 0.1")

@@ -171,12 +171,44 @@ def _heads_major(y_BxLxNxE: jax.Array) -> jax.Array:
     return y_BxLxNxE.transpose(0, 2, 1, 3)
 
 
+class SelfAttnCache(NamedTuple):
+    """A self-attention layer's key/value cache of C slots (cached decoding): a pytree.
+
+    [B, C, K, E] each inside a layer; [N, B, C, K, E] stacked over the N layers of a Stack."""
+
+    k: jax.Array
+    v: jax.Array
+
+
+class CrossAttnCache(NamedTuple):
+    """A cross-attention layer's keys/values of the encoded source, computed once (the first
+    decoding call, given the source) and reused by every later call: a pytree.
+
+    [B, S, K, E] each inside a layer; [N, B, S, K, E] stacked over the N layers of a Stack."""
+
+    k: jax.Array
+    v: jax.Array
+
+
+class LayerCache(NamedTuple):
+    """What one decoder layer carries from one decoding call to the next."""
+
+    self_attn: SelfAttnCache
+    cross_attn: CrossAttnCache | None = None
+    """Encoder-decoder models only (None: decoder-only)."""
+
+
 class Attention(nn.Module):
     """Multi-head (grouped-query) attention: self-attention, or cross-attention over `context`.
 
-    Returns (y [B, L, D], new_cache). With `cache` = (k_BxCxKxE, v_BxCxKxE, index) the new keys and
-    values are written into slots [index, index + L) and attention runs over all C slots (then
-    `mask` is [B, L, C]); new_cache is the updated (k, v). Without a cache, new_cache is None.
+    Returns (y [B, L, D], new_cache).
+    - Self-attention with `cache` (a SelfAttnCache [B, C, K, E]) and `cache_index`: the new keys and
+      values are written into slots [cache_index, cache_index + L) and attention runs over all C
+      slots (then `mask` is [B, L, C]); new_cache is the updated SelfAttnCache.
+    - Cross-attention while decoding (`cross_cache` given, or `keep_cross` set): attends over
+      `cross_cache` (the source's keys/values cached by an earlier call; `context` is not read), or
+      over keys/values computed from `context`; new_cache is the CrossAttnCache it used.
+    - Otherwise (training, encoding) new_cache is None.
     A None mask means causal over positions 0..L-1 (training). Self-attention computes q, k, v
     with one matmul over the three kernels concatenated at trace time (the parameters stay
     separate); q, k, v are then heads-major [B, N, L, E] so the score and value dots need no
@@ -186,9 +218,8 @@ class Attention(nn.Module):
     cfg: ModelConfig
     rotary: bool
 
-    def _qkv(self, x_BxLxD, context_BxSxD, dt, kv=None):
-        """q [B, H, L, E], k and v [B, K, S, E] (heads-major); `kv` = cached cross-attention
-        (k, v) [B, S, K, E] each: only q is computed."""
+    def _qkv(self, x_BxLxD, context_BxSxD, dt, cross_cache: CrossAttnCache | None = None):
+        """q [B, H, L, E], k and v [B, K, S, E] (heads-major); with `cross_cache` only q is computed."""
         cfg = self.cfg
         h, n_kv, e, d = cfg.n_heads, cfg.kv_heads, cfg.head_size, cfg.d_model
         proj = functools.partial(Dense, n_in=1, use_bias=cfg.use_bias, std=mup.hidden_std(cfg), dtype=dt)
@@ -196,8 +227,8 @@ class Attention(nn.Module):
                   proj((d, n_kv, e), ("embed", "kv_heads", "head_dim"), name="key"),
                   proj((d, n_kv, e), ("embed", "kv_heads", "head_dim"), name="value"))
         b, l = x_BxLxD.shape[:2]
-        if kv is not None and kv is not True:   # cross-attention over cached keys/values [B, S, K, E]
-            return _heads_major(layers[0](x_BxLxD)), _heads_major(kv[0]), _heads_major(kv[1])
+        if cross_cache is not None:   # cross-attention over cached keys/values [B, S, K, E]
+            return _heads_major(layers[0](x_BxLxD)), _heads_major(cross_cache.k), _heads_major(cross_cache.v)
         # Self-attention: one [B*L, D] @ [D, (H + 2K) E] matmul, unless the heads are split over
         # devices (tensor parallel): concatenating kernels sharded by heads would reshard them.
         if context_BxSxD is x_BxLxD and not splits("heads", cfg.n_heads):
@@ -214,22 +245,24 @@ class Attention(nn.Module):
         return q, key, v
 
     @nn.compact
-    def __call__(self, x_BxLxD, context_BxSxD, mask_BxLxS, q_pos_BxL, k_pos_BxS, cache=None, kv=None):
+    def __call__(self, x_BxLxD, context_BxSxD, mask_BxLxS, q_pos_BxL, k_pos_BxS,
+                 cache: SelfAttnCache | None = None, cache_index: jax.Array | None = None,
+                 cross_cache: CrossAttnCache | None = None, keep_cross: bool = False):
         cfg = self.cfg
         dt = dtype_of(cfg)
         h, n_kv, e, d = cfg.n_heads, cfg.kv_heads, cfg.head_size, cfg.d_model
         b, l = x_BxLxD.shape[:2]
-        q, key, v = self._qkv(x_BxLxD, context_BxSxD, dt, kv)
+        q, key, v = self._qkv(x_BxLxD, context_BxSxD, dt, cross_cache)
         new_cache = None
-        if kv is not None:   # cross-attention whose keys/values are cached once per prompt
-            new_cache = (_heads_major(key), _heads_major(v))                  # [B, S, K, E] each
+        if keep_cross or cross_cache is not None:   # cross-attention cached once per prompt
+            new_cache = CrossAttnCache(_heads_major(key), _heads_major(v))      # [B, S, K, E] each
         if self.rotary:
             q, key = rope(q, q_pos_BxL, cfg.rope_theta, 1), rope(key, k_pos_BxS, cfg.rope_theta, 1)
         if cache is not None:             # the cache is [B, C, K, E]: write, then read heads-major
-            k_cache_BxCxKxE, v_cache_BxCxKxE, index = cache
-            key, v = (jax.lax.dynamic_update_slice_in_dim(c, _heads_major(new).astype(c.dtype), index, axis=1)
-                      for c, new in ((k_cache_BxCxKxE, key), (v_cache_BxCxKxE, v)))
-            new_cache = (key, v)
+            key, v = (jax.lax.dynamic_update_slice_in_dim(c_BxCxKxE, _heads_major(new).astype(c_BxCxKxE.dtype),
+                                                          cache_index, axis=1)
+                      for c_BxCxKxE, new in ((cache.k, key), (cache.v, v)))
+            new_cache = SelfAttnCache(key, v)
             key, v = _heads_major(key), _heads_major(v)
         q = q.reshape(b, n_kv, h // n_kv, l, e)
         scale = 1.0 / math.sqrt(e) * (mup.query_scale(cfg) or 1.0)   # muP: q.k / E instead of q.k / sqrt(E)
@@ -285,21 +318,20 @@ class Block(nn.Module):
     """One layer: self-attention, optional cross-attention, MLP; pre- or post-norm residuals.
 
     Called as `(x, new_cache) = block(x, inputs, cache)` so that it can be scanned; `inputs` is a
-    LayerInputs broadcast to every layer; `cache` is this layer's (k, v) or None (training:
-    new_cache is then None too).
+    LayerInputs broadcast to every layer; `cache` is this layer's LayerCache (decoding; new_cache
+    is the updated one) or None (training: new_cache is then None too).
     """
 
     cfg: ModelConfig
     cross: bool = False
 
     @nn.compact
-    def __call__(self, x_BxLxD, inputs, cache=None):
+    def __call__(self, x_BxLxD, inputs, cache: LayerCache | None = None):
         cfg = self.cfg
         self_mask, pos, context, cross_mask, ctx_pos, cache_index = (
             inputs.self_mask, inputs.positions, inputs.context, inputs.cross_mask, inputs.context_positions,
             inputs.cache_index)
         rotary = cfg.positions == "rope"
-        layer_cache = None if cache is None else (*cache[:2], cache_index)
         new_cache = []
 
         def residual(name: str, fn, x):
@@ -308,32 +340,34 @@ class Block(nn.Module):
             return Norm(cfg, name=f"{name}_norm")(x + fn(x))
 
         def self_attention(y):
-            out, kv = Attention(cfg, rotary, name="attn")(y, y, self_mask, pos, pos, layer_cache)
-            new_cache.append(kv)
+            out, self_kv = Attention(cfg, rotary, name="attn")(
+                y, y, self_mask, pos, pos, None if cache is None else cache.self_attn, cache_index)
+            new_cache.append(self_kv)
             return out
 
         x = residual("attn", self_attention, x_BxLxD)
-        if self.cross and cache is not None:   # decoding: cross K/V in cache[2:], or computed (context given)
+        if self.cross and cache is not None:   # decoding: cross K/V computed (context given), or cached
             def cross_attention(y):
-                kv = True if context is not None else cache[2:]
-                out, cross_kv = Attention(cfg, False, name="cross")(y, context, cross_mask, pos, ctx_pos, kv=kv)
+                cached = None if context is not None else cache.cross_attn
+                out, cross_kv = Attention(cfg, False, name="cross")(y, context, cross_mask, pos, ctx_pos,
+                                                                    cross_cache=cached, keep_cross=True)
                 new_cache.append(cross_kv)
                 return out
 
             x = residual("cross", cross_attention, x)
-            return residual("mlp", lambda y: Mlp(cfg, name="mlp")(y), x), (*new_cache[0], *new_cache[1])
+            return residual("mlp", lambda y: Mlp(cfg, name="mlp")(y), x), LayerCache(*new_cache)
         if self.cross:
             x = residual("cross", lambda y: Attention(cfg, False, name="cross")(
                 y, context, cross_mask, pos, ctx_pos)[0], x)
         x = residual("mlp", lambda y: Mlp(cfg, name="mlp")(y), x)
-        return constrain(x, "batch", "length", "embed"), new_cache[0]
+        return constrain(x, "batch", "length", "embed"), None if cache is None else LayerCache(new_cache[0])
 
 
 class Stack(nn.Module):
     """n_layers blocks, scanned (stacked `layers` axis) or unrolled (layers_0, layers_1, ...).
 
-    Returns (x, new_cache); `cache` is None or (k, v) stacked over layers: [N, B, C, K, E] each
-    (decoding an encoder-decoder: (k, v, cross_k, cross_v), the cross ones [N, B, S, K, E]).
+    Returns (x, new_cache); `cache` is None or a LayerCache stacked over layers (self-attention
+    [N, B, C, K, E], cross-attention [N, B, S, K, E]).
     """
 
     cfg: ModelConfig
@@ -341,7 +375,7 @@ class Stack(nn.Module):
     cross: bool = False
 
     @nn.compact
-    def __call__(self, x_BxLxD, inputs, cache=None):
+    def __call__(self, x_BxLxD, inputs, cache: LayerCache | None = None):
         cfg = self.cfg
         block = nn.remat(Block, prevent_cse=not cfg.scan_layers) if cfg.remat else Block
         args = (inputs,) if cache is None else (inputs, cache)
@@ -355,8 +389,8 @@ class Stack(nn.Module):
             per_layer = []
             for i in range(self.n_layers):
                 layer_args = args if cache is None else (inputs, jax.tree.map(lambda c: c[i], cache))
-                x_BxLxD, kv = block(cfg, self.cross, name=f"layers_{i}")(x_BxLxD, *layer_args)
-                per_layer.append(kv)
+                x_BxLxD, layer_cache = block(cfg, self.cross, name=f"layers_{i}")(x_BxLxD, *layer_args)
+                per_layer.append(layer_cache)
             new_cache = None if cache is None else jax.tree.map(lambda *c: jnp.stack(c), *per_layer)
         if cfg.norm_position == "pre":
             x_BxLxD = Norm(cfg, name="final_norm")(x_BxLxD)
@@ -470,7 +504,8 @@ class Transformer(nn.Module):
         key_pos = jnp.where(positions_BxL >= 0, positions_BxL, PAD_POS).astype(jnp.int32)
         cache_pos_BxC = jax.lax.dynamic_update_slice_in_dim(cache["pos"], key_pos, index, axis=1)
         x = self._embed(tokens_BxL, pos)
-        layer_cache, context, cross_mask, ctx_pos = (cache["k"], cache["v"]), None, None, None
+        layer_cache = LayerCache(SelfAttnCache(cache["k"], cache["v"]))
+        context = cross_mask = ctx_pos = None
         src_mask = cache.get("src_mask")
         if cfg.n_encoder_layers:
             b, s = tokens_BxL.shape[0], cache["cross_k"].shape[2]
@@ -479,14 +514,15 @@ class Transformer(nn.Module):
                     raise ValueError(f"src_BxS has shape {src_BxS.shape} but the cache holds {(b, s)}")
                 src_mask = jnp.ones((b, s), bool) if src_mask_BxS is None else src_mask_BxS.astype(bool)
                 context = self.encode(src_BxS, src_mask)
-            layer_cache = (*layer_cache, cache["cross_k"], cache["cross_v"])
+            layer_cache = layer_cache._replace(cross_attn=CrossAttnCache(cache["cross_k"], cache["cross_v"]))
             cross_mask = _source_mask(src_mask, b, tokens_BxL.shape[1], s)
             ctx_pos = jnp.broadcast_to(jnp.arange(s), (b, s))
         inputs = LayerInputs(causal_mask(pos, cache_pos_BxC), pos, context, cross_mask, ctx_pos, index)
         x, new = self.decoder(x, inputs, layer_cache)
-        new_cache = {**cache, "k": new[0], "v": new[1], "pos": cache_pos_BxC, "index": index + tokens_BxL.shape[1]}
+        new_cache = {**cache, "k": new.self_attn.k, "v": new.self_attn.v, "pos": cache_pos_BxC,
+                     "index": index + tokens_BxL.shape[1]}
         if cfg.n_encoder_layers:
-            new_cache.update(cross_k=new[2], cross_v=new[3], src_mask=src_mask)
+            new_cache.update(cross_k=new.cross_attn.k, cross_v=new.cross_attn.v, src_mask=src_mask)
         return self._logits(x), new_cache
 
 

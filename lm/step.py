@@ -23,6 +23,7 @@ from lm import model as model_lib
 from lm import sharding as sh
 from lm import xla_env
 from lm.config import ModelConfig
+from lm.step_blocks import StepBlocks
 
 Batch = Any
 LossFn = Callable[[Any, Batch], tuple[jax.Array, jax.Array]]
@@ -103,9 +104,9 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, grad_accu
     metrics it fetches one step late, with no extra host sync).
 
     With `block` > 0 the step reads its inputs from a block of `block` consecutive steps' inputs
-    already on the devices: the batch argument is [block, B, ...] and `lr` [block]; it uses slot
-    `state.step % block` (`block_slot`: the loop fills block j with steps [j*block, (j+1)*block)),
-    so the loop hands the same device arrays to `block` calls and transfers nothing per step."""
+    already on the devices (lm.step_blocks.StepBlocks): the batch argument is [block, B, ...] and
+    `lr` [block]; it uses the slot of `state.step`, so the loop hands the same device arrays to
+    `block` calls and transfers nothing per step."""
 
     def grads_of(params, batch):
         (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch)
@@ -139,7 +140,7 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, grad_accu
     def picked(state: TrainState, batch: Batch, lr: jax.Array | None):
         if not block:
             return one_step(state, batch, lr)
-        slot = block_slot(state.step, block)
+        slot = StepBlocks(block).slot(state.step)
         batch = jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, slot, 0, keepdims=False), batch)
         if batch_sharding is not None:
             batch = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, batch_sharding), batch)
@@ -152,12 +153,6 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, grad_accu
         def step(state: TrainState, batch: Batch):
             return picked(state, batch, None)
     return step
-
-
-def block_slot(step, block: int):
-    """The slot of step `step` in its block of `block` consecutive steps (block j holds steps
-    [j*block, (j+1)*block)); works on ints and on traced int32 scalars."""
-    return step % block
 
 
 def block_sharding(batch_sharding: NamedSharding) -> NamedSharding:

@@ -31,7 +31,8 @@ from lm.lock import FolderLock
 from lm.metrics import MetricsWriter, read_eval_curve
 from lm.optim import learning_rate_at, make_optimizer, make_schedule
 from lm.sharding import make_mesh, replicated
-from lm.step import Compiled, block_slot, compile_steps
+from lm.step import Compiled, compile_steps
+from lm.step_blocks import StepBlocks
 
 if TYPE_CHECKING:
     from lm.data.pipeline import BatchStream, Dataset
@@ -234,25 +235,24 @@ def block_size(batch_size: int, seq_len: int) -> int:
 
 
 class _Blocks:
-    """The train step's inputs a block of `block` steps at a time (lm.step: block j holds steps
-    [j*block, (j+1)*block)): the block's batches drawn with one call into the dataset and put on
-    the devices in one transfer (`BatchStream.device_block`), with their learning rates [block]
-    when the schedule is fed from the host; the loop passes the same arrays to each of the block's
-    steps, and nothing moves to the devices per step."""
+    """The train step's inputs a block of steps at a time (`layout`, lm.step_blocks): the block's
+    batches drawn with one call into the dataset and put on the devices in one transfer
+    (`BatchStream.device_block`), with their learning rates [size] when the schedule is fed from
+    the host; the loop passes the same arrays to each of the block's steps, and nothing moves to
+    the devices per step."""
 
     def __init__(self, stream: BatchStream, compiled: Compiled, lr_table: np.ndarray | None):
-        self.stream, self.block, self.lr_table = stream, compiled.block, lr_table
+        self.stream, self.layout, self.lr_table = stream, StepBlocks(compiled.block), lr_table
         self.sharding, self.replicated = compiled.block_sharding, replicated(compiled.mesh)
 
     def inputs(self, step: int, stop: int) -> tuple:
         """(batches,) or (batches, learning rates): the block holding `step`, filled from `step`
         up to its end or `stop` (the run's last step), whichever comes first."""
-        first = step - block_slot(step, self.block)
-        end = max(step, min(first + self.block, stop))
-        batches = self.stream.device_block(step, end, self.block, self.sharding)
+        first, end = self.layout.first(step), self.layout.fill(step, stop)
+        batches = self.stream.device_block(step, end, self.layout, self.sharding)
         if self.lr_table is None:
             return (batches,)
-        lrs = np.zeros(self.block, np.float32)      # a finished run resumes at `steps`: the last rate
+        lrs = np.zeros(self.layout.size, np.float32)      # a finished run resumes at `steps`: the last rate
         lrs[step - first:end - first] = self.lr_table[np.minimum(np.arange(step, end), len(self.lr_table) - 1)]
         from lm.data.pipeline import to_device
         return batches, to_device(lrs, self.replicated)
@@ -277,7 +277,7 @@ def train(cfg: TrainConfig, *, restart: bool = False, lock_wait_s: float = 0.0) 
     from lm.precision import resolve_train_config
 
     cfg.validate(jax.device_count())
-    cfg, choice = resolve_train_config(cfg)   # 'auto' -> the recorded, platform or probed dtype
+    cfg, choice = resolve_train_config(cfg)   # 'auto' -> the recorded or table dtype
     _check_out_dir(cfg.out_dir)
     check_fits(cfg, jax.device_count())
     _check_resumable(cfg)
@@ -313,7 +313,7 @@ def _resume(cfg: TrainConfig, ckpts: Checkpoints, compiled, restart: bool, probl
         problems.append(line)
         print(f"lm-train: {line}", file=sys.stderr, flush=True)
 
-    found = ckpts.restore_newest_good(lambda s: ckpts._restore_raw(compiled.abstract_state, s), report)
+    found = ckpts.restore_newest_good(lambda s: ckpts.restore_unverified(compiled.abstract_state, s), report)
     if found is not None:
         state, data_state, _ = found[1]
         return state, data_state
@@ -471,14 +471,14 @@ class _Loop:
         """Steps from `start` to cfg.steps (or divergence), the first block's `inputs` given;
         returns the last state."""
         run, cfg, timers = self.run, self.run.cfg, self.timers
-        stream, blocks, block = run.stream, run.blocks, run.blocks.block
+        stream, blocks = run.stream, run.blocks
         t0, done = time.time(), self.start
         try:
             for step in range(self.start, cfg.steps):
                 state, metrics = step_fn(state, *inputs)   # dispatched, runs async; picks its batch and rate
                 done = step + 1
                 stream.step = done          # the data position a checkpoint now records
-                if done < cfg.steps and block_slot(done, block) == 0:   # the next block, built while the step runs
+                if done < cfg.steps and blocks.layout.starts_block(done):   # the next block, built while the step runs
                     td = time.time()
                     inputs = blocks.inputs(done, cfg.steps)
                     timers["data_s"] += time.time() - td

@@ -206,6 +206,7 @@ def test_blocks_hold_the_streams_batches(tmp_path, rows):
     from lm.data.pipeline import BatchStream, build_dataset
     from lm.sharding import batch_sharding, make_mesh
     from lm.step import block_sharding
+    from lm.step_blocks import StepBlocks
 
     cfg = tiny(tmp_path)
     dataset = build_dataset(cfg.data, cfg.data.train_split, vocab_size_hint=cfg.model.vocab_size)
@@ -219,14 +220,14 @@ def test_blocks_hold_the_streams_batches(tmp_path, rows):
     if rows is not None:                       # a device block needs every row its devices hold
         return
     sharding = block_sharding(batch_sharding(make_mesh(MeshConfig(data=2), jax.devices()[:2])))
-    block = stream.device_block(5, 7, 4, sharding)           # steps 5, 6 of block [4, 8)
+    block = stream.device_block(5, 7, StepBlocks(4), sharding)           # steps 5, 6 of block [4, 8)
     assert block.shape == (4, cfg.batch_size, cfg.data.seq_len + 1) and block.sharding == sharding
     got = np.asarray(block)
     np.testing.assert_array_equal(got[1], stream.batch(5))
     np.testing.assert_array_equal(got[2], stream.batch(6))
     assert not got[0].any() and not got[3].any()           # slots of other steps: zeros, never read
     with pytest.raises(ValueError, match="within one block"):
-        stream.device_block(3, 6, 4, sharding)
+        stream.device_block(3, 6, StepBlocks(4), sharding)
 
 
 def test_a_step_fed_by_blocks_matches_one_batch_per_call():

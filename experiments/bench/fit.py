@@ -11,9 +11,9 @@ bootstraps in a fresh process (--lmfit); wall and process CPU seconds, with the 
     python -m experiments.bench.fit --tables-only      # the docs' synthetic-grid tables
 
 --scipy-starts K also times scipy's L-BFGS-B looping over K grid starts (the published way)
-and extrapolates it to all 4,500. --tables prints (a) Approach 2's error in a, windowed vs all
-points, on synthetic IsoFLOP grids of +-2x, +-4x, +-16x (noise-free, and 0.5 % noise over 10
-seeds) and (b) the error in D_opt at 1e24 FLOPs against grid width, Approach 2 next to VPNLS.
+and extrapolates it to all 4,500. --tables prints (a) Approach 2's error in a per window
+(experiments/bench/window.py's synthetic table) and (b) the error in D_opt at 1e24 FLOPs against
+grid width, Approach 2 next to VPNLS.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "epoch_chinchilla_svg_extracted_data.csv"
+DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "epoch_chinchilla_svg_extracted_data.csv"
 
 
 def machine() -> str:
@@ -63,31 +63,6 @@ def load(path: Path):
     return N[keep], C[keep] / (6 * N[keep]), L[keep]
 
 
-def a_error_table(seeds: int = 10) -> list[str]:
-    """Approach 2's a - a_true, windowed (k = 5) vs all points, on drifting synthetic grids."""
-    from lm.scaling.isoflop import approach2
-    from lm.scaling.laws import CHINCHILLA, ChinchillaLaw
-    from lm.scaling.synthetic import isoflop_grid
-
-    lopsided = ChinchillaLaw(E=1.69, A=406.4, B=410.7, alpha=0.465, beta=0.155)
-    lines = ["| law | grid | noise | a error, windowed (k=5) | a error, all points |", "|---|---|---|---|---|"]
-    for name, law in (("Chinchilla (a=0.452)", CHINCHILLA), ("lopsided alpha=0.465 beta=0.155 (a=0.25)", lopsided)):
-        for factor in (2, 4, 16):
-            for noise in (0.0, 0.005):
-                errs = {}
-                for window in (5, None):
-                    e = []
-                    for seed in range(1 if noise == 0 else seeds):
-                        with warnings.catch_warnings():
-                            warnings.simplefilter("ignore")
-                            df = isoflop_grid(law, factor, noise=noise, seed=seed)
-                            e.append(approach2(df, n_bootstrap=0, window=window).fits.n_opt.a - law.a)
-                    errs[window] = (f"{np.mean(e):+.4f}" if noise == 0 else
-                                    f"{np.mean(e):+.4f} ± {np.std(e, ddof=1):.4f} (worst {e[int(np.argmax(np.abs(e)))]:+.4f})")
-                lines.append(f"| {name} | ±{factor}x | {100 * noise:.1f} % | {errs[5]} | {errs[None]} |")
-    return lines
-
-
 def d_opt_table(C: float = 1e24) -> list[str]:
     """Relative error in D_opt(C) on the noise-free Chinchilla surface vs IsoFLOP grid width."""
     from lm.scaling.isoflop import approach2
@@ -96,14 +71,15 @@ def d_opt_table(C: float = 1e24) -> list[str]:
     from lm.scaling.vpnls import fit_vpnls
 
     _, d_true = CHINCHILLA.optimal(C)
-    lines = [f"| grid | Approach 2, windowed (k=5) | Approach 2, all points | VPNLS |", "|---|---|---|---|"]
+    lines = ["| grid | Approach 2, default (auto) | Approach 2, k=5 | Approach 2, all points | VPNLS |",
+             "|---|---|---|---|---|"]
     for factor in (2, 4, 8, 16, 32):
         df = isoflop_grid(CHINCHILLA, factor)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            win, full = (approach2(df, n_bootstrap=0, window=w).fits.d_opt(C) for w in (5, None))
+            a2 = [approach2(df, n_bootstrap=0, window=w, weighted=w == "auto").fits.d_opt(C) for w in ("auto", 5, None)]
         vp = fit_vpnls(df["N"], df["D"], df["loss"]).law.optimal(C)[1]
-        lines.append(f"| ±{factor}x | {win / d_true - 1:+.2e} | {full / d_true - 1:+.2e} | {vp / d_true - 1:+.2e} |")
+        lines.append(f"| ±{factor}x | " + " | ".join(f"{d / d_true - 1:+.2e}" for d in (*a2, vp)) + " |")
     return lines
 
 
@@ -142,7 +118,9 @@ def main(argv=None) -> int:
     p.add_argument("--tables-only", action="store_true", help="print only the synthetic-grid tables")
     args = p.parse_args(argv)
     if args.tables or args.tables_only:
-        print("\n".join(["Approach 2, error in a (N_opt ∝ C^a):", *a_error_table(), "",
+        from experiments.bench.window import synthetic_table
+
+        print("\n".join(["Approach 2, error in a (N_opt ∝ C^a):", *synthetic_table(), "",
                          "Error in D_opt at 1e24 FLOPs, noise-free Chinchilla surface:", *d_opt_table()]))
         if args.tables_only:
             return 0

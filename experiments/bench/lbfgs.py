@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "epoch_chinchilla_svg_extracted_data.csv"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "epoch_chinchilla_svg_extracted_data.csv"
 
 
 def _epoch_points(path: Path):

@@ -213,6 +213,41 @@ class EncDecConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class AdaptiveConfig:
+    """Adaptive IsoFLOP design (experiments.adaptive): budgets train in ascending stages, each stage's
+    sizes log-spaced around N_opt(C) forecast from the stages before it; sizes come from the shared
+    ladder of a windowed range (sizes.range, sizes.window, sizes.per_budget sizes per stage)."""
+
+    prior_stages: int = 2
+    """Stages centred on the prior N* = sqrt(C / (6 sizes.tokens_per_param_guess)) (later stages: the forecast)."""
+    spread: float = 3.0
+    """A stage's sizes span N*/spread .. N* x spread (log-spaced)."""
+    max_spread: float = 8.0
+    """The spread widens to the forecast's 90 % interval for N_opt, up to this factor."""
+    edge_sizes: int = 2
+    """Sizes added beyond an edge when a stage's parabola minimum lies outside or at the edge of its sizes."""
+    max_edge_rounds: int = 2
+    """Times a stage may add edge sizes before the next stage starts."""
+    forecast_bootstrap: int = 200
+    """Bootstrap resamples behind each forecast's intervals."""
+    preregister_from: int = 3
+    """First stage (1-based) whose forecast is written to forecasts.jsonl before it trains."""
+
+    def validate(self) -> "AdaptiveConfig":
+        if self.prior_stages < 2:
+            raise ValueError(f"adaptive.prior_stages={self.prior_stages}: a forecast of N_opt(C) needs >= 2 stages; "
+                             "set it to >= 2")
+        if not 1.0 < self.spread <= self.max_spread:
+            raise ValueError(f"adaptive.spread={self.spread} must be > 1 and <= adaptive.max_spread={self.max_spread}")
+        if self.edge_sizes < 1 or self.max_edge_rounds < 0 or self.preregister_from < self.prior_stages + 1:
+            raise ValueError(f"adaptive.edge_sizes={self.edge_sizes} must be >= 1, max_edge_rounds="
+                             f"{self.max_edge_rounds} >= 0 and preregister_from={self.preregister_from} > prior_stages")
+        if self.forecast_bootstrap < 2:
+            raise ValueError(f"adaptive.forecast_bootstrap={self.forecast_bootstrap} must be >= 2 (intervals need resamples)")
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
 class ExecConfig:
     """How the runs are executed. May differ between invocations of one sweep (not in sweep.json)."""
 
@@ -322,6 +357,9 @@ class SweepConfig:
     transfer: TransferConfig | None = None
     """A learning-rate transfer sweep instead of the IsoFLOP grid (budgets and sizes unused; see
     TransferConfig); None = an IsoFLOP sweep."""
+    adaptive: AdaptiveConfig | None = None
+    """Train the budgets in ascending stages with sizes centred on the forecast (AdaptiveConfig);
+    None = every budget's sizes fixed before anything trains."""
     encdec: EncDecConfig | None = None
     """An encoder-decoder sweep over encoder and decoder sizes instead of the IsoFLOP grid (budgets
     and sizes unused; see EncDecConfig); None = an IsoFLOP (or transfer) sweep."""
@@ -369,6 +407,11 @@ class SweepConfig:
                                  "from; set wsd=None or transfer=None")
         if self.encdec is not None:
             self._validate_encdec()
+        if self.adaptive is not None:
+            self.adaptive.validate()
+            if self.sizes.range is None or self.sizes.window is None or self.wsd or self.transfer or self.encdec:
+                raise ValueError("an adaptive sweep draws its sizes from the ladder of a windowed range: set sizes.range "
+                                 "and sizes.window, and wsd, transfer and encdec to None (or adaptive=None)")
         self.exec.validate()
         if self.batch_size % self.exec.processes_per_run:
             raise ValueError(f"batch_size={self.batch_size} does not split over the {self.exec.processes_per_run} "
@@ -441,7 +484,7 @@ def from_dict(values: dict[str, Any]) -> SweepConfig:
     from lm.config import from_dict as lm_from_dict
     values = dict(values)
     nested = {"sizes": SizeConfig, "wsd": WSDConfig, "transfer": TransferConfig, "exec": ExecConfig,
-              "encdec": EncDecConfig}
+              "encdec": EncDecConfig, "adaptive": AdaptiveConfig}
     lm_nested = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig}
     for key, cls in nested.items():
         if isinstance(values.get(key), dict):

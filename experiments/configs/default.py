@@ -1,4 +1,11 @@
-"""The main job (`make sweep`): an IsoFLOP sweep on the built-in synthetic language.
+"""The main job (`make sweep`): an adaptive IsoFLOP sweep on the built-in synthetic language.
+
+Adaptive design (experiments.adaptive): the 6 budgets train in ascending stages; stages 1-2 are
+centred on the prior of 50 tokens per parameter, every later stage on the forecast of N_opt(C)
+from the stages before it (preregistered in forecasts.jsonl from stage 3 on), and a stage whose
+parabola minimum falls at an edge of its sizes adds sizes on that side before the next stage. The
+sizes come from one ladder over 2e3..1.2e6 parameters at ratio sqrt(2) (window 2.0 with 5 per stage).
+The measurements below are of the fixed-grid design this replaced (sizes.window=3.0, range to 4e5).
 
 6 budgets from 1.6e10 to 1.6e12 training FLOPs (100x), counted in real compute: '6n_attn_causal'
 (6N plus the causal attention scores, which add 7-39 % to 6N at seq 64 for these shapes; the results
@@ -33,7 +40,7 @@ unlearned, and no sweep measured here pins it within 2 %. float32 compute: bfloa
 faster at these widths on this CPU.
 """
 
-from experiments.configs import ExecConfig, SizeConfig, SweepConfig
+from experiments.configs import AdaptiveConfig, ExecConfig, SizeConfig, SweepConfig
 from lm.config import DataConfig, ModelConfig, OptimConfig
 
 
@@ -42,7 +49,7 @@ def get_config() -> SweepConfig:
         name="default",
         budgets=(1.6e10, 4e10, 1e11, 2.5e11, 6.3e11, 1.6e12),
         convention="6n_attn_causal",
-        sizes=SizeConfig(rule="aspect", range=(2e3, 4e5), per_budget=5, window=3.0,
+        sizes=SizeConfig(rule="aspect", range=(2e3, 1.2e6), per_budget=5, window=2.0,
                          tokens_per_param_guess=50.0, aspect=16.0, width_step=4,
                          head_dim=8, min_layers=2, max_layers=2),
         model=ModelConfig(vocab_size=64, compute_dtype="float32", parametrization="mup", mup_base_width=4),
@@ -54,5 +61,6 @@ def get_config() -> SweepConfig:
         evals_per_run=4,
         eval_batches=8,
         checkpoints_per_run=1,
+        adaptive=AdaptiveConfig(spread=3.0, max_spread=6.0, edge_sizes=2, max_edge_rounds=2),
         exec=ExecConfig(backend="pool", workers=2, threads=1),
     )

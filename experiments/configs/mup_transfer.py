@@ -17,7 +17,7 @@ from experiments.configs.default import get_config as default
 
 
 def get_config():
-    return replace(default(), name="mup_transfer",
+    return replace(default(), name="mup_transfer", adaptive=None,
                    transfer=TransferConfig(base_width=16, width_mults=(1, 2, 4, 8), n_layers=2,
                                            learning_rates=(4e-3, 1e-2, 2.5e-2, 6.3e-2, 0.16),
                                            mup_learning_rates=(0.05, 0.1, 0.2, 0.4, 0.8),

@@ -21,5 +21,6 @@ BUDGETS = (6.3e9, 1.1e10, 1.8e10, 2.9e10, 4.9e10, 8.1e10, 1.4e11, 2.3e11, 3.8e11
 
 def get_config():
     base = default()
-    return replace(base, name="wsd", budgets=BUDGETS, sizes=replace(base.sizes, per_budget=5, window=4.0),
+    return replace(base, name="wsd", budgets=BUDGETS, adaptive=None,
+                   sizes=replace(base.sizes, per_budget=5, window=4.0, range=(2e3, 4e5)),
                    wsd=WSDConfig(sizes=(), cooldown_frac=0.2, decay_shape="sqrt"))

@@ -37,7 +37,7 @@ import functools
 import numpy as np
 
 from lm.data import synthetic as syn
-from lm.data.pipeline import Dataset
+from lm.data.dataset import Dataset
 
 BOS_ID = 0
 SHARDS = {"train": 0, "validation": 1, "test": 2}

@@ -40,7 +40,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from lm.data import synthetic as syn
-from lm.data.pipeline import Dataset
+from lm.data.dataset import Dataset, load_or_encode, writable
 
 PAD = -1
 MAX_UNKNOWN = 0.05
@@ -78,9 +78,9 @@ def _read_pairs(files: Sequence[str]) -> list[tuple[str, str, str]]:
 
 @functools.lru_cache(maxsize=1)
 def _local_pairs_class():
-    from lm.data.tfds_text import VALIDATION_FRACTION, _fingerprint, _tfds
+    from lm.data.tfds_text import VALIDATION_FRACTION, files_fingerprint, import_tfds
 
-    tfds = _tfds()
+    tfds = import_tfds()
 
     class LocalPairs(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         """Local paired files; features 'source' and 'target'; 'train' and 'validation' splits."""
@@ -91,7 +91,7 @@ def _local_pairs_class():
 
         def __init__(self, *, files: Sequence[str], pattern: str, **kwargs: Any):
             self._files = list(files)
-            super().__init__(config=tfds.core.BuilderConfig(name=_fingerprint(files), description=pattern), **kwargs)
+            super().__init__(config=tfds.core.BuilderConfig(name=files_fingerprint(files), description=pattern), **kwargs)
 
         def _info(self):
             return tfds.core.DatasetInfo(builder=self, description=f"Paired files {self.builder_config.description}",
@@ -118,16 +118,16 @@ def _local_pairs_class():
 
 def local_pairs_builder(pattern: str, data_dir: str | None):
     """The LocalPairs builder for a glob, prepared (array_record) on first use."""
-    from lm.data.tfds_text import _is_prepared, _quiet_custom_config_warning, default_data_dir
+    from lm.data.tfds_text import default_data_dir, is_prepared, quiet_custom_config_warning
 
     files = sorted(f for f in globlib.glob(os.path.expanduser(pattern), recursive=True) if os.path.isfile(f))
     if not files:
         raise FileNotFoundError(f"no files match {pattern!r} (data source pairs:{pattern}); check the path and "
                                 "quote the glob so the shell does not expand it")
-    _quiet_custom_config_warning()
+    quiet_custom_config_warning()
     builder = _local_pairs_class()(files=files, pattern=pattern, data_dir=default_data_dir(data_dir),
                                    file_format="array_record")
-    if not _is_prepared(builder.data_dir):
+    if not is_prepared(builder.data_dir):
         builder.download_and_prepare(file_format="array_record")
     return builder
 
@@ -139,7 +139,7 @@ def open_paired(cfg) -> tuple[Any, str]:
     if cfg.source.startswith("pairs:"):
         return local_pairs_builder(cfg.source[len("pairs:"):], cfg.data_dir), cfg.source
     source = tfds_text.parse_source(cfg.source)
-    tfds_text._tfds()
+    tfds_text.import_tfds()
     import tensorflow_datasets.translate  # noqa: F401  (registers wmt*_translate, ...; needs no TF)
     return tfds_text.open_builder(source, cfg.data_dir), source.label
 
@@ -199,7 +199,6 @@ class PairTokenizers:
 def _trained(cfg, builder, texts_of, vocab: int, name: str, workdir: str | None):
     """A sentencepiece model cached beside the data (or in workdir), else trained on texts_of()."""
     from lm.data import tokenizer as tok
-    from lm.data.pipeline import _writable
 
     places = [os.path.join(str(builder.data_dir), name)] + ([os.path.join(workdir, name)] if workdir else [])
     for path in places:
@@ -207,7 +206,7 @@ def _trained(cfg, builder, texts_of, vocab: int, name: str, workdir: str | None)
             return tok.SentencePieceTokenizer.load(path)
     model = tok.train_sentencepiece(texts_of(), vocab, cfg.tokenizer_type)
     for path in places:
-        if _writable(os.path.dirname(path)):
+        if writable(os.path.dirname(path)):
             model.save(path)
             break
     return model
@@ -316,8 +315,6 @@ class PairedTextDataset(Dataset):
 
 def build_paired_text(cfg, split: str, vocab_size_hint: int | None, workdir: str | None) -> PairedTextDataset:
     """The split of a paired text DataConfig: checked, tokenized (cached beside the data), as rows."""
-    from lm.data.pipeline import _load_or_encode
-
     builder, label = open_paired(cfg)
     for s in dict.fromkeys((split, cfg.train_split)):
         check_features(builder, label, s, cfg)
@@ -331,7 +328,7 @@ def build_paired_text(cfg, split: str, vocab_size_hint: int | None, workdir: str
     safe = "".join(c if c.isalnum() else "_" for c in split) + (f"-first{limit}" if limit else "")
     cache = os.path.join(str(builder.data_dir), "lm_pairs",
                          f"{safe}-{src_f}-{tgt_f}-S{cfg.seq_len}-{toks.fingerprint()}.npy")
-    table = _load_or_encode(cache, workdir, lambda: encode_pairs(toks, list(iter_pairs(builder, split, cfg, limit)),
+    table = load_or_encode(cache, workdir, lambda: encode_pairs(toks, list(iter_pairs(builder, split, cfg, limit)),
                                                                  cfg.seq_len))
     if len(table) == 0:
         raise ValueError(f"split {split!r} of {label} holds no pairs; pick another split")

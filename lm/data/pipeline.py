@@ -26,31 +26,11 @@ import numpy as np
 
 from lm.config import DataConfig
 from lm.io import atomic_write_bytes
+from lm.step_blocks import StepBlocks
 from lm.data import synthetic as syn
+from lm.data.dataset import Dataset, load_or_encode, writable
 
 SYNTHETIC_SHARDS = {"train": 0, "validation": 1, "test": 2}
-
-
-class Dataset:
-    """One split of one source, tokenized. Subclasses implement `rows`."""
-
-    name: str
-    split: str
-    vocab_size: int               # ids are in [0, vocab_size)
-    eos_id: int | None
-    shuffled: bool                # whether the row order depends on the seed (train splits)
-
-    @property
-    def entropy_floor(self) -> float | None:
-        """Bayes-optimal loss in nats/token (synthetic only; None for text)."""
-        return None
-
-    def rows(self, indices: np.ndarray, length: int, seed: int) -> np.ndarray:
-        """int32 [len(indices), length]: rows `indices` of this split for a data seed."""
-        raise NotImplementedError
-
-    def fingerprint(self) -> str:
-        return self.name
 
 
 class SyntheticDataset(Dataset):
@@ -174,7 +154,7 @@ def _build_text_dataset(cfg: DataConfig, split: str, vocab_size_hint: int | None
     limit = cfg.max_documents
     safe_split = "".join(c if c.isalnum() else "_" for c in split) + (f"-first{limit}" if limit else "")
     cache = os.path.join(str(builder.data_dir), "lm_tokens", f"{safe_split}-{cfg.text_feature}-{fp}.npy")
-    tokens = _load_or_encode(cache, workdir, lambda: tok.encode_documents(
+    tokens = load_or_encode(cache, workdir, lambda: tok.encode_documents(
         tokenizer, tfds_text.iter_documents(builder, split, cfg.text_feature, limit=limit)))
     n_docs = int((tokens == tokenizer.eos_id).sum())
     if len(tokens) - n_docs == 0:
@@ -190,28 +170,6 @@ def _build_text_dataset(cfg: DataConfig, split: str, vocab_size_hint: int | None
 def _tokenizer_fingerprint(tokenizer) -> str:
     proto = getattr(tokenizer, "model_proto", None)
     return "byte" if proto is None else "sp" + hashlib.sha1(proto).hexdigest()[:12]
-
-
-def _writable(folder: str) -> bool:
-    try:
-        os.makedirs(folder, exist_ok=True)
-        return os.access(folder, os.W_OK)
-    except OSError:
-        return False
-
-
-def _load_or_encode(path: str, workdir: str | None, encode) -> np.ndarray:
-    for candidate in (path, os.path.join(workdir, "tokens", os.path.basename(path)) if workdir else None):
-        if candidate and os.path.isfile(candidate):
-            return np.load(candidate, mmap_mode="r")
-    tokens = encode()
-    for candidate in (path, os.path.join(workdir, "tokens", os.path.basename(path)) if workdir else None):
-        if candidate and _writable(os.path.dirname(candidate)):
-            tmp = candidate + f".tmp{os.getpid()}.npy"
-            np.save(tmp, tokens)
-            os.replace(tmp, candidate)
-            break
-    return tokens
 
 
 def _tokenizer(cfg: DataConfig, builder, label: str, vocab_size: int | None, workdir: str | None):
@@ -237,10 +195,10 @@ def _tokenizer(cfg: DataConfig, builder, label: str, vocab_size: int | None, wor
                                          limit=cfg.max_documents)
         tokenizer = tok.train_sentencepiece(texts, vocab_size, cfg.tokenizer_type)
         for candidate in (beside, os.path.join(workdir, name) if workdir else None):
-            if candidate and _writable(os.path.dirname(candidate)):
+            if candidate and writable(os.path.dirname(candidate)):
                 tokenizer.save(candidate)   # else (read-only data, no run folder): memory only
                 break
-    if in_run and _writable(workdir):
+    if in_run and writable(workdir):
         atomic_write_bytes(in_run, tokenizer.model_proto)
     return tokenizer
 
@@ -291,16 +249,14 @@ class BatchStream:
         rows = self.dataset.rows(indices, self.seq_len + 1, self.seed)
         return rows.reshape(stop - start, len(self.rows), -1)
 
-    def device_block(self, start: int, stop: int, block: int, sharding) -> "Any":
-        """Global batches [start, stop), all within one block of `block` consecutive steps (block j
-        holds steps [j*block, (j+1)*block), lm.step.block_slot), as ONE jax.Array [block,
-        batch_size, row width] laid out by `sharding` (the block axis unsplit): batch s in slot
-        s % block, the slots of other steps zeros (never read). One draw, one transfer."""
-        first = start - start % block
-        if not (block > 0 and first <= start <= stop <= first + block):
-            raise ValueError(f"steps [{start}, {stop}) are not within one block of {block} steps")
+    def device_block(self, start: int, stop: int, blocks: StepBlocks, sharding) -> "Any":
+        """Global batches [start, stop), all within one of `blocks`, as ONE jax.Array [blocks.size,
+        batch_size, row width] laid out by `sharding` (the block axis unsplit): each batch in its
+        step's slot, the slots of other steps zeros (never read). One draw, one transfer."""
+        blocks.check_within(start, stop)
+        first = blocks.first(start)
         drawn = self.steps_rows(start, max(stop, start + 1))    # at least one step: the rows' width
-        host = np.zeros((block, *drawn.shape[1:]), np.int32)
+        host = np.zeros((blocks.size, *drawn.shape[1:]), np.int32)
         host[start - first:stop - first] = drawn[:stop - start]
         return to_device(host, sharding, self.rows, self.batch_size, axis=1)
 

@@ -9,7 +9,9 @@ Sources
 - `text:GLOB` (text:/corpus/*.txt): local UTF-8 files through `LocalText`, a TFDS builder defined
   here, so local corpora get the same prepared, shuffled, split array_record format. Each file is cut
   into documents at blank lines (paragraphs); a fixed 5 % of the documents (at least one) form the
-  'validation' split and the rest 'train'. The prepared copy lives under
+  'validation' split and the rest 'train' -- unless the glob's files lie in split folders
+  (`<base>/train/...` and `<base>/validation/...` below the glob's fixed part): then whole files are
+  held out, each split its folder's files (lm.data.corpus writes its corpora this way). The prepared copy lives under
   `data_dir/lm_local_text/<hash of the file list, sizes and times>/`, so editing a file prepares anew.
 
 What we found about TFDS without TensorFlow (tensorflow-datasets 4.9.10, no TF installed): a builder
@@ -42,20 +44,24 @@ class DatasetNotPreparedError(FileNotFoundError):
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-    kind: str                   # 'tfds' or 'text'
+    kind: str                   # 'tfds', 'text' or 'corpus' (lm.data.corpus)
     name: str                   # TFDS name, or the glob
     config: str | None = None
     version: str | None = None
 
     @property
     def label(self) -> str:
-        if self.kind == "text":
-            return f"text:{self.name}"
+        if self.kind in ("text", "corpus"):
+            return f"{self.kind}:{self.name}"
         return f"tfds:{self.name}" + (f"/{self.config}" if self.config else "") + \
             (f":{self.version}" if self.version else "")
 
 
 def parse_source(source: str) -> Source:
+    if source.startswith("corpus:"):
+        from lm.data import corpus
+        corpus.parse(source)
+        return Source("corpus", source[len("corpus:"):])
     if source.startswith("text:"):
         return Source("text", os.path.expanduser(source[5:]))
     if source.startswith("tfds:"):
@@ -64,14 +70,20 @@ def parse_source(source: str) -> Source:
             raise ValueError(f"data source {source!r} is not tfds:NAME[/CONFIG][:VERSION] "
                              "(e.g. tfds:tiny_shakespeare or tfds:c4/en:3.1.0)")
         return Source("tfds", m.group(1), m.group(2), m.group(3))
-    raise ValueError(f"data source {source!r} is not known; use 'synthetic', 'tfds:NAME' or 'text:GLOB'")
+    raise ValueError(f"data source {source!r} is not known; use 'synthetic', 'tfds:NAME', 'text:GLOB' or "
+                     "'corpus:python/DISTS'")
 
 
-def _tfds():
+def import_tfds():
     import tensorflow_datasets as tfds
     import tensorflow_datasets.text  # noqa: F401  (registers the legacy text builders: c4, ...)
 
     return tfds
+
+
+def corpus_root(data_dir: str | None) -> str:
+    """Where corpora (lm.data.corpus) are materialized: <TFDS data dir>/lm_corpora."""
+    return os.path.join(default_data_dir(data_dir), "lm_corpora")
 
 
 def default_data_dir(data_dir: str | None) -> str:
@@ -85,7 +97,7 @@ def default_data_dir(data_dir: str | None) -> str:
 # ---------------------------------------------------------------------------------------------
 # Local text files through a project TFDS builder.
 
-def _split_documents(text: str) -> list[str]:
+def split_documents(text: str) -> list[str]:
     """Paragraphs: text between blank lines, with surrounding blank lines dropped."""
     return [p.strip("\n") for p in re.split(r"\n[ \t\r]*\n", text) if p.strip()]
 
@@ -98,7 +110,15 @@ def _local_files(pattern: str) -> list[str]:
     return files
 
 
-def _fingerprint(files: Sequence[str]) -> str:
+def split_folders(files: Sequence[str], pattern: str) -> list[str] | None:
+    """Each file's split when every file lies in `<base>/train/` or `<base>/validation/` (base: the
+    glob's part before its first wildcard) and both splits have files; else None."""
+    base = os.path.abspath(re.split(r"[*?\[]", pattern, maxsplit=1)[0].rsplit(os.sep, 1)[0] or os.sep)
+    splits = [os.path.relpath(os.path.abspath(f), base).split(os.sep, 1)[0] for f in files]
+    return splits if set(splits) == {"train", "validation"} else None
+
+
+def files_fingerprint(files: Sequence[str]) -> str:
     h = hashlib.sha1()
     for f in files:
         st = os.stat(f)
@@ -107,7 +127,7 @@ def _fingerprint(files: Sequence[str]) -> str:
 
 
 def _make_local_builder_class():
-    tfds = _tfds()
+    tfds = import_tfds()
 
     class LocalText(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         """Local UTF-8 text files, one example per paragraph; 'train' and 'validation' splits."""
@@ -118,7 +138,7 @@ def _make_local_builder_class():
 
         def __init__(self, *, files: Sequence[str], pattern: str, **kwargs: Any):
             self._files = list(files)
-            config = tfds.core.BuilderConfig(name=_fingerprint(files), description=pattern)
+            config = tfds.core.BuilderConfig(name=files_fingerprint(files), description=pattern)
             super().__init__(config=config, **kwargs)
 
         def _info(self):
@@ -130,10 +150,14 @@ def _make_local_builder_class():
             documents = []
             for i, path in enumerate(self._files):
                 with open(path, encoding="utf-8", errors="replace") as f:
-                    documents += [(f"{i}:{j}", d) for j, d in enumerate(_split_documents(f.read()))]
+                    documents += [(f"{i}:{j}", d) for j, d in enumerate(split_documents(f.read()))]
             if not documents:
                 raise ValueError(f"the corpus {self.builder_config.description!r} is empty: its "
                                  f"{len(self._files)} file(s) hold no text; point text: at files with text")
+            folders = split_folders(self._files, self.builder_config.description)
+            if folders is not None:
+                return {split: self._generate([kd for kd in documents if folders[int(kd[0].split(":")[0])] == split])
+                        for split in ("train", "validation")}
             # A fixed pseudo-random 5% of documents (by hash of the key), at least one, for validation.
             ranked = sorted(documents, key=lambda kd: hashlib.sha1(kd[0].encode()).digest())
             n_val = max(1, round(VALIDATION_FRACTION * len(documents))) if len(documents) > 1 else 0
@@ -154,7 +178,7 @@ def _make_local_builder_class():
 _LOCAL_CLASS = None
 
 
-def _quiet_custom_config_warning() -> None:
+def quiet_custom_config_warning() -> None:
     """Each local corpus is its own builder config by design; drop TFDS's warning about that."""
     import logging
 
@@ -171,19 +195,19 @@ def local_text_builder(pattern: str, data_dir: str | None):
     global _LOCAL_CLASS
     if _LOCAL_CLASS is None:
         _LOCAL_CLASS = _make_local_builder_class()
-        _quiet_custom_config_warning()
+        quiet_custom_config_warning()
     files = _local_files(pattern)
     if not any(os.path.getsize(f) for f in files):
         raise ValueError(f"the corpus text:{pattern} is empty: all {len(files)} matching file(s) are "
                          "empty; point text: at files with text")
     builder = _LOCAL_CLASS(files=files, pattern=pattern, data_dir=default_data_dir(data_dir),
                            file_format="array_record")
-    if not _is_prepared(builder.data_dir):
+    if not is_prepared(builder.data_dir):
         builder.download_and_prepare(file_format="array_record")
     return builder
 
 
-def _is_prepared(builder_dir: str) -> bool:
+def is_prepared(builder_dir: str) -> bool:
     return os.path.isfile(os.path.join(builder_dir, "dataset_info.json"))
 
 
@@ -202,7 +226,7 @@ def prepare_command(source: Source, data_dir: str) -> str:
 
 def tfds_builder(source: Source, data_dir: str | None):
     """A read-only builder of a prepared TFDS data set; fails at once when it is not prepared."""
-    tfds = _tfds()
+    tfds = import_tfds()
     data_dir = default_data_dir(data_dir)
     try:
         cls = tfds.builder_cls(source.name)
@@ -222,7 +246,7 @@ def tfds_builder(source: Source, data_dir: str | None):
         raise ValueError(f"TFDS data set {source.name!r} has no configs; drop '/{config}'")
     base = os.path.join(data_dir, source.name, *( [config] if config else []))
     versions = sorted((v for v in (os.listdir(base) if os.path.isdir(base) else [])
-                       if _is_prepared(os.path.join(base, v))), key=_version_key)
+                       if is_prepared(os.path.join(base, v))), key=_version_key)
     if source.version and source.version in versions:
         versions = [source.version]
     elif source.version:
@@ -251,6 +275,9 @@ def tfds_builder(source: Source, data_dir: str | None):
 def open_builder(source: Source, data_dir: str | None):
     if source.kind == "text":
         return local_text_builder(source.name, data_dir)
+    if source.kind == "corpus":
+        from lm.data import corpus
+        return local_text_builder(corpus.materialize(source.label, corpus_root(data_dir)).glob, data_dir)
     return tfds_builder(source, data_dir)
 
 
@@ -293,7 +320,7 @@ def split_size(builder, split: str) -> int:
 def prepare(name: str, data_dir: str) -> str:
     """Download and prepare a catalogue data set as array_record (needs network)."""
     source = parse_source("tfds:" + name)
-    tfds = _tfds()
+    tfds = import_tfds()
     full = source.name + (f"/{source.config}" if source.config else "") + \
         (f":{source.version}" if source.version else "")
     builder = tfds.builder(full, data_dir=data_dir, file_format="array_record")

@@ -25,10 +25,12 @@ from lm.scaling.bootstrap import ChinchillaBootstrap, Estimate, bootstrap_chinch
 from lm.scaling.constraints import FitConstraints
 from lm.scaling.envelope import CHINCHILLA_TABLE3_BUDGETS, Approach1, approach1
 from lm.scaling.fit import DELTA, FitResult, fit_chinchilla
-from lm.scaling.isoflop import Approach2, approach2, check_window, fit_parabola, parabola_vertex
+from lm.scaling.frontier import LS_DELTA, Frontier, frontier
+from lm.scaling.identify import a3_reasons, frontier_reasons, power_law_reasons, unidentified, value_reasons
+from lm.scaling.isoflop import DEFAULT_WINDOW, Approach2, approach2, check_window, fit_parabola, parabola_vertex
 from lm.scaling.laws import ChinchillaLaw, FlopsPerToken
 from lm.scaling.optimize import LBFGSOptions
-from lm.scaling.results import budgets_of, check_table, prepare_results
+from lm.scaling.results import budgets_of, check_table, prepare_results, table_shape
 from lm.scaling.vpnls import fit_vpnls
 
 
@@ -81,6 +83,9 @@ def approach3(results: pd.DataFrame, *, flops_per_token: FlopsPerToken | None = 
         fit = fit_vpnls(N, D, L, constraints=cons, opts=opts)
     else:
         fit = fit_chinchilla(N, D, L, delta=cons.delta, opts=opts, constraints=None if cons.default else cons)
+    bad = value_reasons(dict(E=fit.law.E, alpha=fit.law.alpha, beta=fit.law.beta), float(L.min()))
+    if bad:  # before the bootstrap: a negative exponent makes G and the allocations complex
+        raise ValueError(unidentified(bad))
     if n_bootstrap < 2:
         law = fit.law
         est = {k: Estimate(float(getattr(law, k)), np.nan, np.nan, np.nan, level)
@@ -109,7 +114,14 @@ class Approaches:
     approach3_vpnls: Approach3 | None = None
     """Approach 3 by variable projection, beside the grid fit (vpnls=True)."""
     failed: tuple[tuple[str, str], ...] = ()
-    """(approach, reason) for each approach that was asked for and could not run."""
+    """(approach, reason) for each approach that was asked for and could not run, or ran and
+    is not identified ("unidentified: <reason>", identify.py): such a fit is dropped (None)."""
+    frontier: Frontier | None = None
+    """The frontier law L_opt(C) = E + K C^-gamma on the per-budget minima (frontier.py)."""
+    shape: str = "runs"
+    """The table's shape: "runs" or "minima" (results.table_shape)."""
+    data_budgets: tuple[float, ...] = ()
+    """The budgets the table has; allocation rows outside their range are extrapolated."""
 
     def approach3_fits(self) -> dict[str, Approach3]:
         """{"Approach 3": ..., "Approach 3 (VPNLS)": ...} for the parametric fits that ran."""
@@ -128,25 +140,31 @@ class Approaches:
             out["Approach 2"] = self.approach2.fits.estimates
         for name, a3 in self.approach3_fits().items():
             out[name] = a3.estimates
+        if self.frontier is not None and "a" in self.frontier.estimates:
+            out[self.frontier.name] = self.frontier.estimates
         return out
 
     def exponents_table(self) -> pd.DataFrame:
         """a (N_opt ∝ C^a) and b (D_opt ∝ C^b) with intervals, one row per approach."""
         rows = []
         for name, est in self.estimates().items():
-            a, b = est["a"], est["b"]
+            a, b = est["a"], est.get("b", Estimate(np.nan, np.nan, np.nan, np.nan))
             rows.append(dict(approach=name, a=a.value, a_lo=a.lo, a_hi=a.hi, b=b.value, b_lo=b.lo, b_hi=b.hi))
         return pd.DataFrame(rows)
 
     def allocation_table(self) -> pd.DataFrame:
         """Compute-optimal N and D per approach and budget, with intervals (like Chinchilla Table 3)."""
         rows = []
+        lo, hi = (min(self.data_budgets), max(self.data_budgets)) if self.data_budgets else (0.0, np.inf)
+        nan = Estimate(np.nan, np.nan, np.nan, np.nan)
         for name, est in self.estimates().items():
             for c in self.budgets:
-                n, d = est[f"N_opt@{c:.3g}"], est[f"D_opt@{c:.3g}"]
+                n, d = est.get(f"N_opt@{c:.3g}", nan), est.get(f"D_opt@{c:.3g}", nan)
                 rows.append(dict(approach=name, C=c, N_opt=n.value, N_lo=n.lo, N_hi=n.hi,
-                                 D_opt=d.value, D_lo=d.lo, D_hi=d.hi, tokens_per_param=d.value / n.value))
-        return pd.DataFrame(rows)
+                                 D_opt=d.value, D_lo=d.lo, D_hi=d.hi, tokens_per_param=d.value / n.value,
+                                 extrapolated=not (lo * (1 - 1e-9) <= c <= hi * (1 + 1e-9))))
+        return pd.DataFrame(rows, columns=["approach", "C", "N_opt", "N_lo", "N_hi", "D_opt", "D_lo", "D_hi",
+                                           "tokens_per_param", "extrapolated"])
 
     def summary(self) -> str:
         """Readable report: parameters, exponents and allocations with intervals."""
@@ -157,9 +175,12 @@ class Approaches:
                          f"objective {fit.objective:.6e} over {fit.n_points} runs, best of {fit.n_starts} starts")
             for k in ("E", "A", "B", "alpha", "beta", "G"):
                 lines.append(f"  {k:>6} = {a3.estimates[k]}")
+        lines = [f"Table shape: {self.shape} ({'one row per training run' if self.shape == 'runs' else 'one row per budget: its compute-optimal run'})"] + lines
         if self.approach2 is not None:
             lines.append(self.approach2.summary())
             lines += self.approach2.budget_lines()
+        if self.frontier is not None:
+            lines.append(self.frontier.summary())
         lines.append("Exponents (N_opt ∝ C^a, D_opt ∝ C^b), estimate ± SE [interval]:")
         for name, est in self.estimates().items():
             lines.append(f"  {name}: a = {est['a']}   b = {est['b']}")
@@ -169,64 +190,107 @@ class Approaches:
             for (name,), g in table.groupby(["approach"], sort=False):
                 lines.append(f"  {name}")
                 lines.append(f"    {'FLOPs':>10} {'N_opt':>10} {'N interval':>23} {'D_opt':>10} "
-                             f"{'D interval':>23} {'D/N':>6}")
+                             f"{'D interval':>23} {'D/N':>8}")
                 for r in g.itertuples():
                     lines.append(f"    {r.C:10.3g} {r.N_opt:10.3g} [{r.N_lo:10.3g}, {r.N_hi:10.3g}] "
-                                 f"{r.D_opt:10.3g} [{r.D_lo:10.3g}, {r.D_hi:10.3g}] {r.tokens_per_param:6.1f}")
+                                 f"{r.D_opt:10.3g} [{r.D_lo:10.3g}, {r.D_hi:10.3g}] {r.tokens_per_param:8.3g}"
+                                 f"{'  extrapolated' if r.extrapolated else ''}")
         lines += [f"Note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 
-APPROACH_NAMES = {1: "Approach 1", 2: "Approach 2", 3: "Approach 3", "vpnls": "Approach 3 (VPNLS)"}
+APPROACH_NAMES = {1: "Approach 1", 2: "Approach 2", 3: "Approach 3", "vpnls": "Approach 3 (VPNLS)",
+                  "frontier": "frontier law"}
+MINIMA_SKIP = {1: "a minima table has no loss curves or IsoFLOP runs; its N_opt(C), D_opt(C) are the frontier law's",
+               2: "a minima table has no IsoFLOP runs to fit parabolas to; its N_opt(C), D_opt(C) are the frontier law's",
+               3: "a minima table's points lie along one curve, which cannot separate E, A/N^alpha and B/D^beta",
+               "vpnls": "a minima table's points lie along one curve, which cannot separate E, A/N^alpha and B/D^beta"}
+
+
+def identification(k, fit, df: pd.DataFrame, budget: np.ndarray) -> list[str]:
+    """identify.py's reasons for approach k's fit on the prepared runs df (budget labels [n])."""
+    if k in (1, 2):
+        nb = len(fit.isoflops) if k == 2 else len(np.unique(budget))
+        return power_law_reasons(fit.fits.estimates, nb)
+    if k == "frontier":
+        return frontier_reasons(fit)
+    return a3_reasons(fit.law, df["N"], df["D"], df["loss"], budget, fit.estimates)
 
 
 def fit_approaches(results: pd.DataFrame, curves: pd.DataFrame | None = None, *,
                    flops_per_token: FlopsPerToken | None = None, budgets=CHINCHILLA_TABLE3_BUDGETS,
                    n_bootstrap: int = 1000, seed: int = 0, level: float = 0.95,
-                   approaches=(1, 2, 3), budget_tol_dex: float = 0.05, strict: bool = False,
-                   final_points: bool = False, window: int | float | None = 5, method: str = "grid",
-                   vpnls: bool = False, constraints: FitConstraints | None = None,
-                   opts: LBFGSOptions = LBFGSOptions()) -> Approaches:
-    """Run Chinchilla's Approaches 1, 2 and 3 on one results table (see results.py for columns).
+                   approaches=(1, 2, 3, "frontier"), budget_tol_dex: float = 0.05, strict: bool = False,
+                   final_points: bool = False, window: int | float | str | None = DEFAULT_WINDOW, method: str = "grid",
+                   vpnls: bool = False, constraints: FitConstraints | None = None, table: str = "auto",
+                   frontier_delta: float = LS_DELTA, opts: LBFGSOptions = LBFGSOptions()) -> Approaches:
+    """Run Chinchilla's Approaches 1, 2 and 3 and the frontier law on one table (results.py).
 
+    table: "runs", "minima" or "auto" (results.table_shape); on a minima table Approaches 1-3 are
+    skipped with their reason and the frontier law fits the given minima.
     curves: optional long frame (run, tokens, loss) for Approach 1 (or a `curve` column in
     results); final_points=True lets Approach 1 use the frontier of final losses instead.
     flops_per_token: N -> FLOPs per token (default 6N). budgets: FLOPs at which to report
     allocations. window: Approach 2's parabola window (isoflop.py). method, constraints:
     Approach 3's fitter and objective; vpnls=True also fits Approach 3 by VPNLS beside a grid fit.
-    An approach that fails (e.g. one IsoFLOP budget for Approach 2) is left as None with the
-    reason in `notes` and `failed`, unless strict=True, which raises. Invalid tables (missing
-    columns, non-positive values) always raise ValueError. Duplicated (N, D) points and losses
-    in implausible units warn (results.check_table).
+    An approach that fails (e.g. one IsoFLOP budget for Approach 2), or whose fit is not
+    identified (identify.py), is left as None with the reason in `notes` and `failed`, unless
+    strict=True, which raises. Invalid tables (missing columns, non-positive values) always
+    raise ValueError. Duplicated (N, D) points and losses in implausible units warn.
     """
-    check_table(prepare_results(results, flops_per_token))  # fail early, naming columns/rows
+    shape = table_shape(results, table, budget_tol_dex)
     if method not in METHODS:
         raise ValueError(f"method={method!r}: use one of {METHODS}")
-    bad = [k for k in approaches if k not in (1, 2, 3)]
+    bad = [k for k in approaches if k not in (1, 2, 3, "frontier")]
     if bad:
-        raise ValueError(f"unknown approaches {bad}: choose from 1, 2, 3")
+        raise ValueError(f"unknown approaches {bad}: choose from 1, 2, 3, frontier")
+    if n_bootstrap == 1 or n_bootstrap < 0:
+        raise ValueError(f"n_bootstrap={n_bootstrap}: use 0 (no intervals) or >= 2 (1000 for published intervals)")
     check_window(window)
     budgets = tuple(float(c) for c in np.atleast_1d(budgets))
+    if shape == "runs":
+        df = prepare_results(results, flops_per_token)
+        check_table(df)  # fail early, naming columns/rows
+        budget = budgets_of(df, budget_tol_dex)
+    else:
+        from lm.scaling.frontier import prepare_minima
+        df = prepare_minima(results)
+        budget = df["budget"].to_numpy()
     kw = dict(flops_per_token=flops_per_token, n_bootstrap=n_bootstrap, seed=seed, budgets=budgets, level=level)
-    out: dict[object, object] = {1: None, 2: None, 3: None, "vpnls": None}
+    out: dict[object, object] = {1: None, 2: None, 3: None, "vpnls": None, "frontier": None}
     a3 = dict(opts=opts, constraints=constraints, **kw)
     calls = {1: lambda: approach1(results, curves, final_points=final_points, **kw),
              2: lambda: approach2(results, budget_tol_dex=budget_tol_dex, window=window, **kw),
              3: lambda: approach3(results, method=method, **a3),
-             "vpnls": lambda: approach3(results, method="vpnls", **a3)}
+             "vpnls": lambda: approach3(results, method="vpnls", **a3),
+             "frontier": lambda: frontier(results, shape, delta=frontier_delta, window=window,
+                                          budget_tol_dex=budget_tol_dex, **kw)}
     wanted = list(approaches) + (["vpnls"] if vpnls and 3 in approaches and method != "vpnls" else [])
     notes, failed = [], []
     for k in wanted:
+        if shape == "minima" and k in MINIMA_SKIP:
+            failed.append((APPROACH_NAMES[k], MINIMA_SKIP[k]))
+            notes.append(f"{APPROACH_NAMES[k]} skipped: {MINIMA_SKIP[k]}")
+            continue
         try:
-            out[k] = calls[k]()
+            fit = calls[k]()
+            why = identification(k, fit, df, budget)
+            if why:
+                raise _Unidentified(unidentified(why))
+            out[k] = fit
         except Exception as err:  # noqa: BLE001 - one approach failing never hides the others
             if strict:
                 raise
-            why = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
+            why = str(err) if isinstance(err, (ValueError, _Unidentified)) else f"{type(err).__name__}: {err}"
             failed.append((APPROACH_NAMES[k], why))
             notes.append(f"{APPROACH_NAMES[k]} skipped: {why}")
     return Approaches(out[1], out[2], out[3], budgets, tuple(notes + _notes(out[1], out[2])),
-                      approach3_vpnls=out["vpnls"], failed=tuple(failed))
+                      approach3_vpnls=out["vpnls"], failed=tuple(failed), frontier=out["frontier"], shape=shape,
+                      data_budgets=tuple(float(c) for c in np.unique(budget)))
+
+
+class _Unidentified(Exception):
+    """A fit that ran but is not identified by its data (identify.py)."""
 
 
 def _notes(a1, a2) -> list[str]:

@@ -168,16 +168,17 @@ class PowerLawFits:
                 f"a = {e['a']}, b = {e['b']} ({self.n_resamples} resamples)")
 
 
-def power_law_fits(C, N, D, samples, budgets, level) -> PowerLawFits:
-    """Least-squares N_opt(C), D_opt(C) on points C, N, D [k]; intervals from `samples`, a
-    list of (C, N, D) arrays refitted per resample (one with < 2 distinct C counts as failed)."""
-    n_law, d_law = fit_power_law(C, N), fit_power_law(C, D)
+def power_law_fits(C, N, D, samples, budgets, level, weights=None) -> PowerLawFits:
+    """Least-squares N_opt(C), D_opt(C) on points C, N, D [k] (weighted by `weights` [k] when
+    given); intervals from `samples`, a list of (C, N, D) or (C, N, D, weights) arrays refitted
+    per resample (one with < 2 distinct C counts as failed)."""
+    n_law, d_law = fit_power_law(C, N, weights), fit_power_law(C, D, weights)
     rows = []
-    for c, n, d in samples:
+    for c, n, d, *w in samples:
         if len(np.unique(c)) < 2:
             rows.append([np.nan] * 4)
             continue
-        nl, dl = fit_power_law(c, n), fit_power_law(c, d)
+        nl, dl = fit_power_law(c, n, *w), fit_power_law(c, d, *w)
         rows.append([nl.a, dl.a, nl.G, dl.G])
     s = np.array(rows, float).reshape(-1, 4)
     est = {"a": estimate(n_law.a, s[:, 0], level), "b": estimate(d_law.a, s[:, 1], level),

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import jax.numpy as jnp
 import numpy as np
 
-from lm.scaling.fit import DELTA, _jhuber, _lse3, huber
+from lm.scaling.huber import DELTA, huber, jax_huber, logsumexp3
 
 SPACES = ("log", "linear")
 
@@ -97,7 +97,7 @@ def jax_constrained_objective(theta, w, lN, lD, lL, delta, fix_e, log_e, tie, li
     a, b, e, alpha, beta = theta
     e = jnp.where(fix_e > 0, log_e, e)
     beta = jnp.where(tie > 0, alpha, beta)
-    pred = _lse3(a - alpha * lN, b - beta * lD, jnp.broadcast_to(e, lN.shape))
+    pred = logsumexp3(a - alpha * lN, b - beta * lD, jnp.broadcast_to(e, lN.shape))
     # exp capped so the unused branch's gradient stays finite (losses are far below e^30 nats)
     r = jnp.where(linear > 0, jnp.exp(jnp.minimum(pred, 30.0)) - jnp.exp(lL), pred - lL)
-    return jnp.sum(w * _jhuber(r, delta))
+    return jnp.sum(w * jax_huber(r, delta))

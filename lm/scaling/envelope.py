@@ -19,7 +19,7 @@ import pandas as pd
 
 from lm.scaling.bootstrap import PowerLawFits, power_law_fits
 from lm.scaling.laws import FlopsPerToken
-from lm.scaling.results import _flops_per_token, curves_from_column, prepare_curves, prepare_results
+from lm.scaling.results import flops_per_token_at, curves_from_column, prepare_curves, prepare_results
 
 CHINCHILLA_TABLE3_BUDGETS = (1.92e19, 1.21e20, 1.23e22, 5.76e23, 3.85e24, 9.90e24, 3.43e25,
                              1.27e26, 1.30e28)
@@ -120,13 +120,13 @@ def _curve_envelope(cv: pd.DataFrame, flops_per_token, n_grid: int, n_bootstrap:
 
     best, ok = envelope(np.ones(len(runs), bool))
     C, N = grid[ok], N_run[best]
-    env = pd.DataFrame({"C": C, "N": N, "D": C / _flops_per_token(flops_per_token, N),
+    env = pd.DataFrame({"C": C, "N": N, "D": C / flops_per_token_at(flops_per_token, N),
                         "loss": M[best, np.flatnonzero(ok)], "run": [runs[i] for i in best]})
     samples = []
     for _ in range(n_bootstrap):
         b, okb = envelope(rng.multinomial(len(runs), np.full(len(runs), 1 / len(runs))) > 0)
         Cb, Nb = grid[okb], N_run[b]
-        samples.append((Cb, Nb, Cb / _flops_per_token(flops_per_token, Nb)))
+        samples.append((Cb, Nb, Cb / flops_per_token_at(flops_per_token, Nb)))
     return env, samples
 
 

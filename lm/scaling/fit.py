@@ -24,11 +24,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lm.scaling.constraints import jax_constrained_objective
+from lm.scaling.huber import DELTA, huber, jax_huber, logsumexp3  # noqa: F401  (huber: part of this API)
 from lm.scaling.laws import ChinchillaLaw, KaplanLaw, OffsetPowerLaw, PowerLaw
 from lm.scaling.optimize import BatchResult, LBFGSOptions, minimize_batch
-
-DELTA = 1e-3
-"""Huber threshold on log-loss residuals used by Chinchilla and Epoch."""
 
 
 def chinchilla_grid() -> np.ndarray:
@@ -56,28 +55,11 @@ def offset_grid() -> np.ndarray:
         [-1.0, -0.5, 0.0, 0.5, 1.0, 1.5])), dtype=np.float64)
 
 
-def huber(r, delta: float = DELTA):
-    """Huber loss, elementwise: r^2/2 for |r| <= delta, else delta (|r| - delta/2) (as scipy)."""
-    r = np.asarray(r, float)
-    ar = np.abs(r)
-    return np.where(ar <= delta, 0.5 * r * r, delta * (ar - 0.5 * delta))
-
-
-def _jhuber(r, delta):
-    ar = jnp.abs(r)
-    return jnp.where(ar <= delta, 0.5 * r * r, delta * (ar - 0.5 * delta))
-
-
-def _lse3(u1, u2, u3):
-    m = jax.lax.stop_gradient(jnp.maximum(jnp.maximum(u1, u2), u3))
-    return m + jnp.log(jnp.exp(u1 - m) + jnp.exp(u2 - m) + jnp.exp(u3 - m))
-
-
 def jax_chinchilla_objective(theta, w, lN, lD, lL, delta):
     """Weighted Huber objective. theta: [5] (a, b, e, alpha, beta); w, lN, lD, lL: [n]."""
     a, b, e, alpha, beta = theta
-    pred = _lse3(a - alpha * lN, b - beta * lD, jnp.broadcast_to(e, lN.shape))
-    return jnp.sum(w * _jhuber(pred - lL, delta))
+    pred = logsumexp3(a - alpha * lN, b - beta * lD, jnp.broadcast_to(e, lN.shape))
+    return jnp.sum(w * jax_huber(pred - lL, delta))
 
 
 def jax_kaplan_objective(theta, w, lN, lD, lL, delta):
@@ -86,7 +68,7 @@ def jax_kaplan_objective(theta, w, lN, lD, lL, delta):
     u1, u2 = alpha_n / alpha_d * (nc - lN), dc - lD
     m = jax.lax.stop_gradient(jnp.maximum(u1, u2))
     pred = alpha_d * (m + jnp.log(jnp.exp(u1 - m) + jnp.exp(u2 - m)))
-    return jnp.sum(w * _jhuber(pred - lL, delta))
+    return jnp.sum(w * jax_huber(pred - lL, delta))
 
 
 def jax_offset_objective(theta, w, lC, lL, delta):
@@ -95,7 +77,7 @@ def jax_offset_objective(theta, w, lC, lL, delta):
     u1 = k - gamma * lC
     m = jax.lax.stop_gradient(jnp.maximum(u1, e))
     pred = m + jnp.log(jnp.exp(u1 - m) + jnp.exp(e - m))
-    return jnp.sum(w * _jhuber(pred - lL, delta))
+    return jnp.sum(w * jax_huber(pred - lL, delta))
 
 
 def check_points(n_params: int, **columns) -> dict[str, np.ndarray]:
@@ -199,7 +181,7 @@ def farthest_point_order(x: np.ndarray, k: int) -> np.ndarray:
     return np.array(chosen)
 
 
-def _best(res: BatchResult, starts: np.ndarray, law, predict, n_points: int) -> FitResult:
+def best_fit(res: BatchResult, starts: np.ndarray, law, predict, n_points: int) -> FitResult:
     minima, values = distinct_minima(res, predict)
     if len(minima) == 0:
         raise ValueError("no start reached a finite objective; check the data's scale and units")
@@ -231,7 +213,7 @@ def fit_chinchilla(N, D, loss, *, delta: float = DELTA, starts: np.ndarray | Non
                          f"got shape {w.shape}")
     res = minimize_batch(objective, starts, w, data, opts)
     law = lambda t: ChinchillaLaw.from_log(*apply(t))
-    return _best(res, starts, law, lambda t: np.log(law(t).loss(cols["N"], cols["D"])), len(cols["N"]))
+    return best_fit(res, starts, law, lambda t: np.log(law(t).loss(cols["N"], cols["D"])), len(cols["N"]))
 
 
 def chinchilla_objective_for(constraints, delta: float = DELTA):
@@ -240,7 +222,6 @@ def chinchilla_objective_for(constraints, delta: float = DELTA):
     if constraints is None or constraints.default and delta == constraints.delta:
         return (jax_chinchilla_objective,
                 lambda N, D, L: (np.log(N), np.log(D), np.log(L), np.float64(delta)), lambda t: np.asarray(t))
-    from lm.scaling.constraints import jax_constrained_objective
     return (jax_constrained_objective,
             lambda N, D, L: (np.log(N), np.log(D), np.log(L), np.float64(constraints.delta), *constraints.flags()),
             constraints.apply)
@@ -255,7 +236,7 @@ def fit_kaplan(N, D, loss, *, delta: float = DELTA, starts: np.ndarray | None = 
     res = minimize_batch(jax_kaplan_objective, starts, np.ones(len(cols["N"])), data, opts)
     law = lambda t: KaplanLaw(N_c=float(np.exp(t[0])), D_c=float(np.exp(t[1])),
                               alpha_N=float(t[2]), alpha_D=float(t[3]))
-    return _best(res, starts, law, lambda t: np.log(law(t).loss(cols["N"], cols["D"])), len(cols["N"]))
+    return best_fit(res, starts, law, lambda t: np.log(law(t).loss(cols["N"], cols["D"])), len(cols["N"]))
 
 
 def fit_offset_power_law(C, loss, *, delta: float = DELTA,
@@ -272,7 +253,7 @@ def fit_offset_power_law(C, loss, *, delta: float = DELTA,
     res = minimize_batch(jax_offset_objective, starts, np.ones(len(lC)), data, opts)
     law = lambda t: OffsetPowerLaw(E=float(np.exp(t[2])), K=float(np.exp(t[0] + t[1] * ref)),
                                    gamma=float(t[1]))
-    return _best(res, starts, law, lambda t: np.log(law(t).loss(cols["C"])), len(lC))
+    return best_fit(res, starts, law, lambda t: np.log(law(t).loss(cols["C"])), len(lC))
 
 
 def fit_power_law(x, y, weights=None) -> PowerLaw:

@@ -27,7 +27,7 @@ import pandas as pd
 from lm.scaling.approaches import approach3
 from lm.scaling.bootstrap import refit_offset_power_laws
 from lm.scaling.fit import fit_offset_power_law
-from lm.scaling.isoflop import boot_budget, fit_budget
+from lm.scaling.isoflop import DEFAULT_WINDOW, boot_budget, fit_budget
 from lm.scaling.laws import ChinchillaLaw
 from lm.scaling.results import budgets_of, prepare_results
 
@@ -59,7 +59,9 @@ class Forecast:
         return "\n".join(lines + [f"  note: {n}" for n in self.notes])
 
 
-def _observed_optimum(budget, g, window, flops_per_token):
+def observed_optimum(budget, g, window, flops_per_token):
+    """A budget's observed optimal loss and the points behind it: its windowed parabola minimum
+    when the vertex lies inside the sizes used, else its best run (n_used = 1)."""
     row, _, _ = fit_budget(budget, g, window, 3, False, flops_per_token)
     if row is not None and row["inside"]:
         return row["loss_opt"], row["n_used"]
@@ -94,7 +96,7 @@ def _law_rows(name, k, a3, train, test, obs, level, rng):
 
 
 def forecast(results: pd.DataFrame, *, ks=(1, 2), flops_per_token=None, n_bootstrap: int = 200, seed: int = 0,
-             level: float = 0.9, window=5, methods=("grid", "vpnls"), budget_tol_dex: float = 0.05,
+             level: float = 0.9, window=DEFAULT_WINDOW, methods=("grid", "vpnls"), budget_tol_dex: float = 0.05,
              constraints=None) -> Forecast:
     """Fit on budgets below the largest k, predict the held-back ones (module doc)."""
     df = prepare_results(results, flops_per_token).assign(budget=lambda d: budgets_of(d, budget_tol_dex))
@@ -107,17 +109,21 @@ def forecast(results: pd.DataFrame, *, ks=(1, 2), flops_per_token=None, n_bootst
             continue
         held = budgets[-k:]
         train, test = df[df["budget"] < held[0]], df[df["budget"] >= held[0]]
-        obs = {c: _observed_optimum(c, test[test["budget"] == c], window, flops_per_token) for c in held}
+        obs = {c: observed_optimum(c, test[test["budget"] == c], window, flops_per_token) for c in held}
         for method in methods:
             name = "Approach 3 (VPNLS)" if method == "vpnls" else "Approach 3"
             try:
                 a3 = approach3(train, method=method, n_bootstrap=n_bootstrap, seed=seed, budgets=tuple(held),
                                flops_per_token=flops_per_token, constraints=constraints)
-            except ValueError as err:
-                notes.append(f"k={k}: {name} could not be fitted: {err}")
+            except Exception as err:  # noqa: BLE001 - one approach failing never hides the others
+                why = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
+                notes.append(f"k={k}: {name} could not be fitted: {why}")
                 continue
             rows += _law_rows(name, k, a3, train, test, obs, level, rng)
-        rows += _approach2_rows(k, train, obs, window, flops_per_token, notes, n_bootstrap, level, rng)
+        try:
+            rows += _approach2_rows(k, train, obs, window, flops_per_token, notes, n_bootstrap, level, rng)
+        except Exception as err:  # noqa: BLE001 - one approach failing never hides the others
+            notes.append(f"k={k}: Approach 2 could not forecast: {type(err).__name__}: {err}")
     pred = pd.DataFrame(rows)
     if len(pred):
         pred["rel_error"] = (pred["predicted"] - pred["observed"]) / pred["observed"]

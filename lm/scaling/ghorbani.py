@@ -31,7 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from lm.scaling.bootstrap import Estimate, estimate, resample_weights
-from lm.scaling.fit import DELTA, _best, _jhuber, check_points
+from lm.scaling.fit import DELTA, best_fit, check_points
+from lm.scaling.huber import jax_huber
 from lm.scaling.optimize import LBFGSOptions, minimize_batch
 
 MAX_EXPONENT_SPAN = 10.0
@@ -78,7 +79,7 @@ def jax_ghorbani_objective(theta, w, x_e, x_d, lL, delta):
     u = b - p_e * x_e - p_d * x_d
     m = jax.lax.stop_gradient(jnp.maximum(u, e))
     pred = m + jnp.log(jnp.exp(u - m) + jnp.exp(e - m))
-    return jnp.sum(w * _jhuber(pred - lL, delta))
+    return jnp.sum(w * jax_huber(pred - lL, delta))
 
 
 def _law(theta, ref: tuple[float, float]) -> GhorbaniLaw:
@@ -166,7 +167,7 @@ def fit_ghorbani(N_e, N_d, loss, *, ref: tuple[float, float] | None = None, delt
     starts = ghorbani_grid()
     res = minimize_batch(jax_ghorbani_objective, starts, np.ones(len(cols["loss"])), data, opts)
     law = lambda t: _law(t, ref)
-    best = _best(res, starts, law, lambda t: np.log(law(t).loss(cols["N_e"], cols["N_d"])), len(cols["loss"]))
+    best = best_fit(res, starts, law, lambda t: np.log(law(t).loss(cols["N_e"], cols["N_d"])), len(cols["loss"]))
     theta = best.theta
     samples = (_bootstrap(best, data, len(cols["loss"]), n_bootstrap, seed, opts) if n_bootstrap
                else np.zeros((0, 4)))

@@ -29,7 +29,7 @@ def _bad_rows(df: pd.DataFrame, mask: np.ndarray) -> str:
     return f"{shown}{' ...' if mask.sum() > 10 else ''} ({int(mask.sum())} rows)"
 
 
-def _flops_per_token(f: FlopsPerToken | None, N: np.ndarray) -> np.ndarray:
+def flops_per_token_at(f: FlopsPerToken | None, N: np.ndarray) -> np.ndarray:
     f = six_n if f is None else f
     return np.array([float(f(n)) for n in N]) if f is not six_n else 6.0 * N
 
@@ -57,7 +57,7 @@ def prepare_results(results: pd.DataFrame, flops_per_token: FlopsPerToken | None
         if bad.any():
             raise ValueError(f"column {col!r} must be finite and > 0; bad rows: {_bad_rows(df, bad)}")
         df[col] = v
-    fpt = _flops_per_token(flops_per_token, df["N"].to_numpy())
+    fpt = flops_per_token_at(flops_per_token, df["N"].to_numpy())
     if "D" not in df.columns:
         df["D"] = df["C"].to_numpy() / fpt
     if "C" not in df.columns:
@@ -150,5 +150,35 @@ def prepare_curves(curves: pd.DataFrame, results: pd.DataFrame,
         if bad.any():
             raise ValueError(f"curves column {col!r} must be finite and > 0; bad rows: {_bad_rows(cv, bad)}")
         cv[col] = v
-    cv["C"] = _flops_per_token(flops_per_token, cv["N"].to_numpy()) * cv["tokens"].to_numpy()
+    cv["C"] = flops_per_token_at(flops_per_token, cv["N"].to_numpy()) * cv["tokens"].to_numpy()
     return cv
+
+
+SHAPES = ("auto", "runs", "minima")
+"""Table shapes: "runs" (one row per training run: N, D or C, loss) or "minima" (one row per
+budget: C, loss, optionally N and D of the compute-optimal model); "auto" picks minima when
+every budget has exactly one row (or the table has no N column), else runs."""
+
+
+def table_shape(table: pd.DataFrame, shape: str = "auto", tol_dex: float = 0.05) -> str:
+    """Resolve `shape` for a table: "runs" or "minima" (ValueError for an unknown shape)."""
+    if shape not in SHAPES:
+        raise ValueError(f"table shape {shape!r}: use one of {', '.join(SHAPES)} (lm-fit --table)")
+    if shape != "auto":
+        return shape
+    if "N" not in table.columns:
+        return "minima"
+    if "budget" in table.columns:
+        C = pd.to_numeric(table["budget"], errors="coerce").to_numpy(float)
+    elif "C" in table.columns:
+        C = pd.to_numeric(table["C"], errors="coerce").to_numpy(float)
+    elif "D" in table.columns:
+        C = 6.0 * pd.to_numeric(table["N"], errors="coerce").to_numpy(float) * pd.to_numeric(
+            table["D"], errors="coerce").to_numpy(float)
+    else:
+        return "runs"
+    C = C[np.isfinite(C) & (C > 0)]
+    if len(C) == 0:
+        return "runs"
+    labels = C if "budget" in table.columns else group_budgets(C, tol_dex)
+    return "minima" if len(np.unique(labels)) == len(C) else "runs"

@@ -27,7 +27,7 @@ import numpy as np
 from scipy.optimize import minimize, nnls
 
 from lm.scaling.constraints import FitConstraints
-from lm.scaling.fit import FitResult, _best, check_points, chinchilla_objective_for
+from lm.scaling.fit import FitResult, best_fit, check_points, chinchilla_objective_for
 from lm.scaling.laws import ChinchillaLaw
 from lm.scaling.optimize import LBFGSOptions, minimize_batch
 
@@ -141,4 +141,4 @@ def fit_vpnls(N, D, loss, *, constraints: FitConstraints | None = None, weights=
     objective, data_of, apply = chinchilla_objective_for(None if cons.default else cons, cons.delta)
     res = minimize_batch(objective, starts, w, data_of(cols["N"], cols["D"], L), opts)
     law = lambda t: ChinchillaLaw.from_log(*apply(t))
-    return _best(res, starts, law, lambda t: np.log(law(t).loss(cols["N"], cols["D"])), len(L))
+    return best_fit(res, starts, law, lambda t: np.log(law(t).loss(cols["N"], cols["D"])), len(L))

@@ -44,7 +44,7 @@ def test_unknown_dataset_suggests_names(tmp_path):
 
 
 def test_unprepared_dataset_fails_at_once_with_the_prepare_command(tmp_path):
-    tfds_text._tfds()                                  # import TFDS outside the timed part
+    tfds_text.import_tfds()                                  # import TFDS outside the timed part
     t0 = time.time()
     with pytest.raises(tfds_text.DatasetNotPreparedError, match="lm.data.tfds_text prepare lm1b"):
         tfds_text.tfds_builder(tfds_text.parse_source("tfds:lm1b"), str(tmp_path))

@@ -30,7 +30,7 @@ def test_an_auto_sweep_trains_every_run_in_one_recorded_dtype(tiny):
     assert len(outcome.trained) == 2 and not outcome.failed
     recorded = _read(os.path.join(cfg.directory, results_lib.SWEEP_FILE))["model"]["compute_dtype"]
     choice = _read(os.path.join(cfg.directory, runner.DTYPE_FILE))
-    assert _run_dtypes(cfg) == {recorded} == {choice["dtype"]} and choice["by"] == "probe"
+    assert _run_dtypes(cfg) == {recorded} == {choice["dtype"]} and choice["by"] == "table"
     again = runner.run_sweep(cfg)                      # resumed: nothing to train, no "different sweep"
     assert again.trained == [] and _read(os.path.join(cfg.directory, runner.DTYPE_FILE)) == choice
 
@@ -41,7 +41,7 @@ def test_a_resumed_auto_sweep_keeps_the_dtype_its_folder_recorded(tiny):
     first = plan.config.model.compute_dtype
     assert first in precision.CONCRETE
     assert {r.train_config(plan.config, cfg.directory).model.compute_dtype for r in plan.runs} == {first}
-    # As if the sweep had started on a day the probe chose the other dtype:
+    # As if the sweep had been recorded in the other dtype (an older table, another machine):
     path = os.path.join(cfg.directory, results_lib.SWEEP_FILE)
     identity = _read(path)
     other = "float32" if first == "bfloat16" else "bfloat16"

@@ -56,3 +56,37 @@ def run_cli(*args, timeout=300):
     import subprocess
     return subprocess.run([sys.executable, "-m", "experiments.sweep", *args], env=cli_env(), cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def tiny_adaptive_config(tmp_path, *, budgets=(3e8, 6e8, 1.2e9, 2.4e9), out="adaptive", backend="inline",
+                         workers=1, bootstrap=20) -> SweepConfig:
+    """A tiny adaptive sweep (experiments.adaptive): 4 stages of 3 sizes from a ladder of depth-1 shapes,
+    forecasts preregistered for stages 3 and 4."""
+    from experiments.configs import AdaptiveConfig
+    return SweepConfig(
+        name="tiny-adaptive", budgets=budgets, convention="6n",
+        sizes=SizeConfig(range=(1.5e3, 6e4), per_budget=3, window=2.0, tokens_per_param_guess=20.0,
+                         width_step=8, head_dim=8, min_layers=1, max_layers=1, aspect=16.0),
+        model=ModelConfig(vocab_size=64), optim=OptimConfig(learning_rate=1e-2, warmup_steps=5),
+        batch_size=8, seq_len=32, min_steps=20, evals_per_run=2, eval_batches=1, checkpoints_per_run=1,
+        adaptive=AdaptiveConfig(spread=2.0, max_spread=4.0, edge_sizes=1, max_edge_rounds=1,
+                                forecast_bootstrap=bootstrap),
+        exec=ExecConfig(backend=backend, workers=workers, threads=1, max_retries=2, poll_s=0.1),
+        out_dir=str(tmp_path / out))
+
+
+ADAPTIVE_CONFIG = '''
+import pathlib
+import sys
+sys.path.insert(0, {here!r})
+from tiny_sweeps import tiny_adaptive_config
+
+def get_config():
+    return tiny_adaptive_config(pathlib.Path({tmp!r}), backend="pool", workers=2)
+'''
+
+
+def write_adaptive_config(path) -> str:
+    """The tiny adaptive sweep as a config file for the CLI (pool of 2 workers)."""
+    path.write_text(ADAPTIVE_CONFIG.format(here=os.path.dirname(os.path.abspath(__file__)), tmp=str(path.parent)))
+    return str(path)

@@ -97,13 +97,14 @@ def test_fit_approaches_all_three_and_tables(synthetic_approaches):
     assert law.alpha == pytest.approx(TRUE.alpha, abs=0.03) and law.beta == pytest.approx(TRUE.beta, abs=0.03)
     assert res.approach2.fits.n_opt.a == pytest.approx(TRUE.a, abs=0.02)
     table = res.allocation_table()
-    assert list(table["approach"].unique()) == ["Approach 2", "Approach 3"]
+    assert list(table["approach"].unique()) == ["Approach 2", "Approach 3", "frontier (least squares)"]
+    assert res.shape == "runs" and res.frontier is not None
     row = table[(table["approach"] == "Approach 3") & (table["C"] == 5.76e23)].iloc[0]
     assert row["N_lo"] <= row["N_opt"] <= row["N_hi"] and row["D_lo"] <= row["D_opt"] <= row["D_hi"]
     assert row["N_opt"] == pytest.approx(law.optimal(5.76e23)[0], rel=1e-12)
     text = res.summary()
     assert "Approach 3" in text and "5.76e+23" in text and "a =" in text
-    assert set(res.exponents_table()["approach"]) == {"Approach 2", "Approach 3"}
+    assert set(res.exponents_table()["approach"]) == {"Approach 2", "Approach 3", "frontier (least squares)"}
     with pytest.raises(ValueError, match="needs per-run loss curves"):
         fit_approaches(iso, n_bootstrap=2, approaches=(1,), strict=True)
 

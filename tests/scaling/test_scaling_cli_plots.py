@@ -17,7 +17,7 @@ def test_cli_on_epochs_data(epoch_csv, tmp_path, capsys):
                "--no-plots"])
     out = capsys.readouterr().out
     assert rc == 0
-    assert "(240 runs)" in out and "objective 1.018274e-03" in out
+    assert "(240 rows)" in out and "objective 1.018274e-03" in out
     assert "E = 1.817" in out and "alpha = 0.3473" in out
     table = pd.read_csv(tmp_path / "allocations.csv")
     row = table[table["C"] == 5.76e23].iloc[0]
@@ -40,7 +40,7 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     pd.DataFrame({"params": [1e8, 2e8, 4e8, 8e8, 1.6e9, 3.2e9], "tokens": [1e9] * 6,
                   "loss": [3.0, 2.9, 2.8, 2.7, 2.6, -1.0]}).to_csv(csv, index=False)
     assert main([str(csv)]) == 2
-    assert "no column 'N'" in capsys.readouterr().err
+    assert "needs a loss column 'loss' and N ('N')" in capsys.readouterr().err
     assert main([str(csv), "--n-col", "params", "--d-col", "tokens", "--no-plots", "--bootstrap", "2"]) == 2
     assert "'loss' must be finite and > 0; bad rows: 5" in capsys.readouterr().err
     assert main([str(csv), "--n-col", "params", "--d-from-c"]) == 2

@@ -58,8 +58,16 @@ def test_a_failing_approach_is_named_and_the_others_still_run():
 
 @pytest.mark.parametrize("flags, message", [
     (["--query", "no_such_column > 1"], "--query"),
-    (["--approaches", "1,4"], "unknown value '4'"),
-    (["--approaches", "two"], "not a int"),
+    (["--approaches", "1,4"], "unknown value(s) ['4']"),
+    (["--approaches", "two"], "unknown value(s) ['two']"),
+    (["--bootstrap", "1"], "--bootstrap 1: use 0"),
+    (["--bootstrap", "-5"], "--bootstrap -5: use 0"),
+    (["--table", "wide"], "--table 'wide'"),
+    (["--holdout", "0"], "--holdout 0"),
+    (["--holdout", "9"], "--holdout 9: use 1 to 1"),
+    (["--holdout-above", "1e30"], "leaves 2 budgets to fit"),
+    (["--predict", "1e22,x"], "--predict: 'x'"),
+    (["--max-splits", "0"], "--max-splits"),
     (["--budgets", "1e21,abc"], "--budgets: 'abc'"),
     (["--budgets", "-5"], "positive"),
     (["--method", "adam"], "--method"),
@@ -89,14 +97,15 @@ def test_cli_records_method_constraints_and_forecast(tmp_path, capsys):
                  "--huber-delta", "0.01", "--window", "x4", "--bootstrap", "30", "--forecast",
                  "--kaplan", "--approaches", "2,3"]) == 0
     rec = json.loads((out / "fit.json").read_text())
-    assert rec["method"] == "vpnls" and rec["window"] == 4.0
-    assert rec["constraints"] == dict(fix_E=1.8, tie_exponents=False, delta=0.01, space="log")
+    opts = rec["options"]
+    assert opts["method"] == "vpnls" and opts["window"] == 4.0 and opts["approaches"] == [2, 3]
+    assert opts["constraints"] == dict(fix_E=1.8, tie_exponents=False, delta=0.01, space="log")
     assert rec["estimates"]["Approach 3 (VPNLS)"]["E"]["value"] == 1.8
-    assert {r["approach"] for r in rec["forecast"]} == {"Approach 3 (VPNLS)", "Approach 2"}
-    assert all(np.isfinite(r["coverage"]) for r in rec["forecast"])  # Approach 2 has an interval too
+    wf = rec["walk_forward"]
+    assert wf["chosen"] and {r["candidate"] for r in wf["table"]} >= {"frontier (least squares)"}
     assert set(rec["kaplan"]) == {"N", "D", "C"}
     text = capsys.readouterr().out
-    assert "E fixed at 1.8" in text and "Forecasts on held-back budgets" in text
+    assert "E fixed at 1.8" in text and "Walk-forward model choice" in text and "(naive baseline)" in text
 
 
 @pytest.mark.slow

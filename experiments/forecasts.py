@@ -1,0 +1,239 @@
+"""Preregistered forecasts: what a stage was predicted to give, written before it trains.
+
+`<sweep_dir>/forecasts.jsonl` is append-only: each row one complete JSON line, written with a
+single write and fsync'd, never rewritten (a torn last line from a crash is ignored by readers and
+truncated before the next append). Two kinds of row, linked by `id` (= "C<budget>"):
+
+- prediction (before the stage's runs train): budget, predicted optimal loss with its interval
+  (lo, hi at `level`), predicted N_opt with its interval, the stage's runs, the approach the forecast
+  came from, the budgets it was fitted on, the time;
+- observation (after the stage, its edge sizes included): the observed parabola minimum (loss, N),
+  the relative error (predicted - observed) / observed and whether the interval covered it.
+
+A resumed sweep keeps every earlier row and never predicts a budget twice.
+
+`predict_optimum(table, budget, ...)` is the forecast itself: the walk-forward model choice of
+lm.scaling.walkforward once the earlier stages hold >= 4 budgets, before that Approach 3 (the grid
+fit of L(N, D) on every run of the earlier stages, bootstrap intervals widened by the training
+residuals), or a power law through the earlier minima while there are too few runs for Approach 3;
+`observed_optimum` is a budget's windowed parabola minimum.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from lm.io import dumps_strict, read_jsonl, truncate_torn_tail
+
+FILE = "forecasts.jsonl"
+LEVEL = 0.9
+WINDOW = 5
+"""Sizes nearest the best run that a budget's observed parabola is fitted on (lm.scaling.isoflop)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """A forecast of one budget's compute-optimal point."""
+
+    budget: float
+    loss: float
+    lo: float
+    hi: float
+    n_opt: float
+    n_lo: float
+    n_hi: float
+    approach: str
+    fitted_budgets: tuple[float, ...] = ()
+
+
+def path(folder: str) -> str:
+    return os.path.join(folder, FILE)
+
+
+def row_id(budget: float) -> str:
+    return f"C{budget:.6g}"
+
+
+def append(folder: str, row: dict[str, Any]) -> None:
+    """Append one row: one write of one line, then fsync (the only way this file changes)."""
+    truncate_torn_tail(path(folder))
+    line = (dumps_strict(row, sort_keys=True) + "\n").encode()
+    fd = os.open(path(folder), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read(folder: str) -> list[dict[str, Any]]:
+    """Every row in file order (a torn last line ignored)."""
+    bad = lambda row: None if isinstance(row, dict) and row.get("kind") in ("prediction", "observation") \
+        and "id" in row else "is not a forecast row (kind prediction/observation with an id)"
+    return read_jsonl(path(folder), bad, lambda line: f"move line {line} of {path(folder)} aside by hand")
+
+
+def preregister(folder: str, stage: int, prediction: Prediction, runs: list[str], *,
+                clock: Callable[[], float] = time.time) -> dict[str, Any] | None:
+    """Write the prediction row of a stage unless its budget was predicted before (a resumed sweep)."""
+    rid = row_id(prediction.budget)
+    if any(r["kind"] == "prediction" and r["id"] == rid for r in read(folder)):
+        return None
+    row = {"kind": "prediction", "id": rid, "stage": stage, "level": LEVEL, "runs": sorted(runs),
+           **dataclasses.asdict(prediction), "fitted_budgets": list(prediction.fitted_budgets), "at": clock()}
+    append(folder, row)
+    return row
+
+
+def observe(folder: str, budget: float, observed_loss: float, observed_n: float, *,
+            clock: Callable[[], float] = time.time) -> dict[str, Any] | None:
+    """Write the observation row linked to the budget's prediction (once; None without a prediction)."""
+    rows = read(folder)
+    rid = row_id(budget)
+    pred = next((r for r in rows if r["kind"] == "prediction" and r["id"] == rid), None)
+    if pred is None or any(r["kind"] == "observation" and r["id"] == rid for r in rows):
+        return None
+    lo, hi = pred.get("lo"), pred.get("hi")
+    covered = None if lo is None or hi is None else bool(lo <= observed_loss <= hi)
+    row = {"kind": "observation", "id": rid, "budget": budget, "observed_loss": observed_loss,
+           "observed_N": observed_n, "error": (pred["loss"] - observed_loss) / observed_loss,
+           "covered": covered, "predicted_at": pred["at"], "at": clock()}
+    append(folder, row)
+    return row
+
+
+def track_record(folder: str) -> list[dict[str, Any]]:
+    """One dict per predicted budget: the prediction joined with its observation (if any)."""
+    rows = read(folder)
+    observed = {r["id"]: r for r in rows if r["kind"] == "observation"}
+    out = []
+    for r in rows:
+        if r["kind"] == "prediction":
+            o = observed.get(r["id"], {})
+            out.append({**r, "observed_loss": o.get("observed_loss"), "observed_N": o.get("observed_N"),
+                        "error": o.get("error"), "covered": o.get("covered")})
+    return out
+
+
+def format_track_record(record: list[dict[str, Any]]) -> list[str]:
+    if not record:
+        return []
+    lines = ["Preregistered forecasts (forecasts.jsonl: each written before its stage trained; 90 % intervals):",
+             f"  {'stage':>5} {'budget':>9} {'approach':<22} {'predicted [interval]':>28} {'N_opt pred':>10} "
+             f"{'observed':>9} {'N_opt obs':>10} {'error':>8} {'covered':>8}"]
+    num = lambda v, fmt: "nan" if v is None else format(v, fmt)
+    for r in record:
+        obs = f"{r['observed_loss']:9.4f}" if r["observed_loss"] is not None else f"{'-':>9}"
+        n_obs = f"{r['observed_N']:10.3g}" if r["observed_N"] is not None else f"{'-':>10}"
+        err = f"{100 * r['error']:+7.2f}%" if r["error"] is not None else f"{'-':>8}"
+        cov = {True: "yes", False: "NO", None: "-"}[r["covered"]]
+        lines.append(f"  {r['stage']:>5} {r['budget']:9.3g} {r['approach']:<22} {r['loss']:8.4f} "
+                     f"[{num(r['lo'], '.4f')}, {num(r['hi'], '.4f')}] {r['n_opt']:10.3g} {obs} {n_obs} {err} {cov:>8}")
+    done = [r for r in record if r["error"] is not None]
+    if done:
+        errs = np.abs([r["error"] for r in done])
+        cov = [r["covered"] for r in done if r["covered"] is not None]
+        lines.append(f"  track record: {len(done)} stage(s) observed, mean |error| {100 * errs.mean():.2f} %, "
+                     f"worst {100 * errs.max():.2f} %; intervals covered {sum(cov)} of {len(cov)}")
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# The forecast and the observation.
+
+def observed_optimum(table, budget: float, flops_per_token=None) -> tuple[float, float, bool]:
+    """(loss, N, inside) of a budget's windowed parabola minimum; its best run when no parabola fits
+    (inside False then, as when the vertex lies outside the sizes)."""
+    from lm.scaling.isoflop import fit_budget
+
+    g = table[table["budget"] == budget]
+    row = fit_budget(budget, g, WINDOW, 3, False, flops_per_token)[0] if len(g) >= 3 else None
+    if row is not None and np.isfinite(row["loss_opt"]):
+        return float(row["loss_opt"]), float(row["N_opt"]), bool(row["inside"])
+    best = g.loc[g["loss"].idxmin()]
+    return float(best["loss"]), float(best["N"]), False
+
+
+def predict_optimum(table, budget: float, flops_per_token=None, *, n_bootstrap: int = 200,
+                    seed: int = 0) -> Prediction:
+    """Budget C's forecast from the earlier stages' runs (`table`): the walk-forward model choice
+    (lm.scaling.walkforward, where installed and the table has >= 4 budgets) for the optimal loss,
+    its interval and N_opt, with Approach 3's interval for N_opt; Approach 3 alone otherwise."""
+    a3 = approach3_prediction(table, budget, flops_per_token, n_bootstrap=n_bootstrap, seed=seed)
+    choice = walk_forward_choice(table, flops_per_token)
+    if choice is None or choice.chosen is None:
+        return a3
+    row = choice.forecast([budget]).iloc[0]
+    n_opt = float(row["N"]) if np.isfinite(row["N"]) else a3.n_opt
+    return dataclasses.replace(a3, loss=float(row["loss"]), lo=float(row["lo"]), hi=float(row["hi"]), n_opt=n_opt,
+                               approach=f"walk-forward: {choice.chosen}")
+
+
+def walk_forward_choice(table, flops_per_token=None):
+    """lm.scaling.walkforward.choose on the table, or None (not installed, or < 4 budgets)."""
+    import importlib.util
+    import warnings
+
+    if importlib.util.find_spec("lm.scaling.walkforward") is None or len(set(table["budget"])) < 4:
+        return None
+    from lm.scaling import walkforward
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return walkforward.choose(table, flops_per_token=flops_per_token)
+        except ValueError:
+            return None
+
+
+def approach3_prediction(table, budget: float, flops_per_token=None, *, n_bootstrap: int = 200,
+                         seed: int = 0) -> Prediction:
+    """Budget C's optimal loss and N_opt from Approach 3 fitted on `table` (the earlier stages' runs),
+    with `LEVEL` intervals: the bootstrap laws' predictions times a draw of the training residuals
+    (log space, shrunk by the 5 runs a parabola minimum averages)."""
+    import warnings
+
+    from lm.scaling import approach3
+    from lm.scaling.laws import ChinchillaLaw
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            a3 = approach3(table, flops_per_token=flops_per_token, n_bootstrap=n_bootstrap, seed=seed,
+                           budgets=(budget,), level=LEVEL)
+    except ValueError:                       # too few runs for L(N, D): follow the observed minima
+        return minima_power_law(table, budget, flops_per_token)
+    law = a3.law
+    n_opt = float(law.optimal(budget, flops_per_token)[0])
+    loss = float(law.optimal_loss(budget, flops_per_token))
+    lo = hi = n_lo = n_hi = float("nan")
+    if a3.bootstrap is not None and len(a3.bootstrap.samples) >= 2:
+        laws = [ChinchillaLaw(*s) for s in a3.bootstrap.samples]
+        resid = np.log(law.loss(table["N"].to_numpy(float), table["D"].to_numpy(float))) - np.log(table["loss"].to_numpy(float))
+        rng = np.random.default_rng(seed)
+        preds = np.array([float(b.optimal_loss(budget, flops_per_token)) for b in laws])
+        preds = preds * np.exp(-rng.choice(resid, size=len(preds)) / np.sqrt(WINDOW))
+        ns = np.array([float(b.optimal(budget, flops_per_token)[0]) for b in laws])
+        q = [(1 - LEVEL) / 2, (1 + LEVEL) / 2]
+        (lo, hi), (n_lo, n_hi) = np.quantile(preds, q), np.quantile(ns[np.isfinite(ns)], q)
+    return Prediction(budget, loss, float(lo), float(hi), n_opt, float(n_lo), float(n_hi), "Approach 3",
+                      tuple(sorted(float(c) for c in set(table["budget"]))))
+
+
+def minima_power_law(table, budget: float, flops_per_token=None) -> Prediction:
+    """The fallback forecast: straight lines in log-log through the earlier budgets' observed minima
+    (N_opt(C) and L_opt(C)); no interval (nan)."""
+    budgets = sorted(set(table["budget"]))
+    points = np.array([observed_optimum(table, c, flops_per_token)[:2] for c in budgets])
+    x = np.log(budgets)
+    if len(budgets) < 2:
+        raise ValueError(f"a forecast of budget {budget:.3g} needs runs of >= 2 earlier budgets; got {len(budgets)}")
+    n_fit, l_fit = np.polyfit(x, np.log(points[:, 1]), 1), np.polyfit(x, np.log(points[:, 0]), 1)
+    nan = float("nan")
+    return Prediction(budget, float(np.exp(np.polyval(l_fit, np.log(budget)))), nan, nan,
+                      float(np.exp(np.polyval(n_fit, np.log(budget)))), nan, nan, "minima power law",
+                      tuple(float(c) for c in budgets))

@@ -1,0 +1,131 @@
+"""The adaptive IsoFLOP design and its preregistered forecasts, on a cheap synthetic sweep: the runs'
+losses come from a known law (plus fixed noise) instead of training, so every stage is planned,
+forecast and observed in seconds. The real sweep (training, kills) is test_adaptive_sweep.py."""
+
+import dataclasses
+import math
+import os
+
+import numpy as np
+import pytest
+
+from experiments import adaptive, forecasts
+from experiments.stages import StageFits, observe_completed
+from lm.scaling.laws import ChinchillaLaw
+from tiny_sweeps import tiny_adaptive_config
+
+LAW = ChinchillaLaw(E=1.5, A=30.0, B=400.0, alpha=0.4, beta=0.4)
+
+
+def law_row(spec, law=LAW):
+    noise = 1 + 0.002 * math.sin(sum(map(ord, spec.run_id)))     # deterministic across processes
+    return dict(run_id=spec.run_id, kind="cosine", status="completed", loss=float(law.loss(spec.params_nonembed,
+                spec.tokens)) * noise, N=spec.params, N_nonembed=spec.params_nonembed, D=spec.tokens,
+                C=spec.compute, budget=spec.budget, shape=spec.shape.name)
+
+
+def simulate(cfg, rows=None, stop=None, law=LAW):
+    """What run_stages does, with law losses for training: preregister, 'train' the planned runs one by
+    one (stop after `stop` of them: a kill anywhere), observe. Returns (rows, walk)."""
+    rows = dict(rows or {})
+    fits = StageFits(cfg)
+    trained = 0
+    while True:
+        walk = fits.walk(rows)
+        observe_completed(cfg, walk, fits)
+        if walk.done:
+            return rows, walk
+        stage = walk.stages[-1]
+        if stage.prediction is not None and stage.index >= cfg.adaptive.preregister_from:
+            forecasts.preregister(cfg.directory, stage.index, stage.prediction, [r.run_id for r in stage.runs])
+        for spec in walk.runs:
+            if spec.run_id not in rows:
+                if stop is not None and trained == stop:
+                    return rows, walk
+                rows[spec.run_id] = law_row(spec, law)
+                trained += 1
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    c = tiny_adaptive_config(tmp_path, bootstrap=8)
+    os.makedirs(c.directory)
+    return c
+
+
+def test_stages_centre_on_the_forecast_and_preregister(cfg):
+    rows, walk = simulate(cfg)
+    assert walk.done and [s.budget for s in walk.stages] == sorted(cfg.budgets)
+    assert all(s.prediction is None for s in walk.stages[:2]) and all(s.prediction for s in walk.stages[2:])
+    for s in walk.stages[2:]:          # later stages centre on the forecast's N_opt
+        assert s.centre == s.prediction.n_opt
+    record = forecasts.track_record(cfg.directory)
+    assert [r["stage"] for r in record] == [3, 4]
+    for r in record:
+        assert r["observed_loss"] is not None and r["error"] == pytest.approx(
+            (r["loss"] - r["observed_loss"]) / r["observed_loss"])
+    raw = forecasts.read(cfg.directory)
+    kinds = [(r["kind"], r["id"]) for r in raw]
+    # Each prediction is written before any run of its stage has a row, and before its observation.
+    assert kinds.index(("prediction", record[0]["id"])) < kinds.index(("observation", record[0]["id"]))
+    assert len(raw) == 4
+    lines = forecasts.format_track_record(record)
+    assert "track record: 2 stage(s) observed" in lines[-1]
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_resumes_to_the_same_plan_and_keeps_its_rows(cfg, tmp_path):
+    full_rows, full_walk = simulate(cfg)
+    full_forecasts = [(r["kind"], r["id"], r.get("loss"), r.get("observed_loss")) for r in forecasts.read(cfg.directory)]
+    n = len(full_rows)
+    stage_ends = np.cumsum([len(s.runs) for s in full_walk.stages])
+    for stop in sorted({1, int(stage_ends[1]), int(stage_ends[1]) + 1, int(stage_ends[2]), n - 1}):
+        other = dataclasses.replace(cfg, out_dir=str(tmp_path / f"killed{stop}"))
+        os.makedirs(other.directory)
+        rows, _ = simulate(other, stop=stop)                       # killed after `stop` runs
+        assert len(rows) == stop
+        before = open(forecasts.path(other.directory)).read() if os.path.exists(forecasts.path(other.directory)) else ""
+        rows, walk = simulate(other, rows)                         # resumed
+        assert rows == full_rows and [s.runs for s in walk.stages] == [s.runs for s in full_walk.stages]
+        after = open(forecasts.path(other.directory)).read()
+        assert after.startswith(before)                            # append-only: earlier rows kept as written
+        got = [(r["kind"], r["id"], r.get("loss"), r.get("observed_loss")) for r in forecasts.read(other.directory)]
+        assert got == full_forecasts
+
+
+def test_a_minimum_at_an_edge_adds_sizes_on_that_side(cfg):
+    big = ChinchillaLaw(E=1.5, A=3000.0, B=40.0, alpha=0.4, beta=0.4)     # optimum far above the prior
+    rows, walk = simulate(cfg, law=big)
+    grown = 0
+    for stage in walk.stages:
+        base = adaptive.base_runs(cfg, stage.budget, stage.centre, stage.spread)
+        added = [r for r in stage.runs if r not in base]
+        if added:
+            grown += 1
+            assert "largest" in stage.edge_note
+            assert min(r.params for r in added) > max(r.params for r in base)
+    assert grown >= 1
+
+
+def test_forecast_file_is_append_only_and_survives_a_torn_line(cfg):
+    p = forecasts.Prediction(1e9, 2.0, 1.9, 2.1, 3e3, 2e3, 4e3, "Approach 3", (3e8, 6e8))
+    assert forecasts.preregister(cfg.directory, 3, p, ["a", "b"]) is not None
+    assert forecasts.preregister(cfg.directory, 3, p, ["a", "b"]) is None          # never twice
+    with open(forecasts.path(cfg.directory), "a") as f:
+        f.write('{"kind": "observ')                                                # a crash mid-append
+    row = forecasts.observe(cfg.directory, 1e9, 2.05, 3.3e3)
+    assert row["covered"] is True and row["error"] == pytest.approx((2.0 - 2.05) / 2.05)
+    assert [r["kind"] for r in forecasts.read(cfg.directory)] == ["prediction", "observation"]
+    assert forecasts.observe(cfg.directory, 1e9, 2.0, 3e3) is None
+    assert forecasts.observe(cfg.directory, 5e9, 2.0, 3e3) is None                 # nothing predicted
+
+
+def test_bad_adaptive_configs_fail_before_anything_runs(tmp_path):
+    from experiments.configs import AdaptiveConfig, SizeConfig
+    c = tiny_adaptive_config(tmp_path)
+    with pytest.raises(ValueError, match="windowed range"):
+        dataclasses.replace(c, sizes=SizeConfig(targets=(5e3, 9e3))).validate()
+    with pytest.raises(ValueError, match="prior_stages"):
+        dataclasses.replace(c, adaptive=AdaptiveConfig(prior_stages=1)).validate()
+    with pytest.raises(ValueError, match="spread"):
+        dataclasses.replace(c, adaptive=AdaptiveConfig(spread=1.0)).validate()
