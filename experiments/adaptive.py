@@ -9,8 +9,8 @@ N*/s .. N* x s:
 - s is `adaptive.spread`, widened to the forecast's 90 % interval for N_opt (half its width in
   log N, as a factor) when that is wider, up to `adaptive.max_spread`.
 When a stage's runs have finished and its parabola minimum lies outside its sizes, or its best run is
-its smallest or largest size, the stage adds `adaptive.edge_sizes` rungs on that side (at the stage's
-spacing; feasible ones only) and looks again, up to `adaptive.max_edge_rounds` times, before the next
+its smallest or largest size, the stage adds the `adaptive.edge_sizes` feasible rungs next beyond
+that edge (adjacent ones first, so the parabola gets points near its minimum) and looks again, up to `adaptive.max_edge_rounds` times, before the next
 stage starts.
 
 Everything here is a pure function of the config and the finished rows of the results table, so a
@@ -121,11 +121,11 @@ def edge_runs(cfg: SweepConfig, budget: float, runs: tuple[RunSpec, ...], losses
     have = {r.run_id for r in runs}
     index = {spec.run_id: j for j, (_, spec) in enumerate(options)}
     taken = sorted(index[r.run_id] for r in runs if r.run_id in index)
-    step = max(1, round((taken[-1] - taken[0]) / max(len(taken) - 1, 1))) if taken else 1
-    side = -1 if low else 1
-    start = taken[0] if low else taken[-1]
-    new = [options[j][1] for j in (start + side * step * i for i in range(1, cfg.adaptive.edge_sizes + 1))
-           if 0 <= j < len(options) and options[j][1].run_id not in have]
+    if not taken:
+        return (), ""
+    beyond = range(taken[0] - 1, -1, -1) if low else range(taken[-1] + 1, len(options))
+    # The next rungs beyond the edge, adjacent ones first: the parabola gets points near its minimum.
+    new = [options[j][1] for j in beyond if options[j][1].run_id not in have][:cfg.adaptive.edge_sizes]
     where = "smallest" if low else "largest"
     if not new:
         return (), f"its minimum lies at its {where} size and the ladder has no feasible size beyond it"

@@ -12,7 +12,8 @@ import sys
 import time
 from typing import Any
 
-from experiments.configs import ExecConfig, SweepConfig
+from experiments.configs import SweepConfig
+from experiments.sweep_sections import ExecConfig
 from experiments.plan import RunSpec
 from experiments.worker import compile_cache_dir, run_job, train_run, worker_env
 

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 def side_sizes(model: dict[str, Any]) -> tuple[int, int]:
     """(N_e, N_d) of a run's model config dict (see the module docstring)."""
     from lm import flops as flops_lib
-    from lm.config import ModelConfig, from_dict
+    from lm.config import ModelConfig
+    from lm.config_fields import from_dict
 
     counts = flops_lib.param_counts(from_dict(ModelConfig, model))
     return counts.encoder, counts.non_embedding - counts.encoder - counts.unembedding

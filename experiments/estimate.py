@@ -29,12 +29,12 @@ def probe(cfg: SweepConfig, shapes: Iterable[Shape], steps: int = 60) -> dict[st
             spec = run_spec(cfg, "probe", "cosine", shape, None, steps)
             tc = dataclasses.replace(spec.train_config(cfg, tmp), out_dir=os.path.join(tmp, shape.name),
                                      eval_every=0, eval_batches=1, checkpoint_every=0, log_every=10,
-                                     optim=dataclasses.replace(cfg.optim, warmup_steps=min(cfg.optim.warmup_steps, steps)))
+                                     optim=dataclasses.replace(cfg.train.optim, warmup_steps=min(cfg.train.optim.warmup_steps, steps)))
             result = train(tc)
             rates = [r["tokens_per_s"] for r in read_jsonl(os.path.join(tc.out_dir, "metrics.jsonl"))
                      if "tokens_per_s" in r]
             rate = float(np.median(rates)) if rates else result["tokens_per_s"]
-            out[shape.name] = {"step_s": cfg.batch_size * cfg.seq_len / rate, "compile_s": result["compile_s"]}
+            out[shape.name] = {"step_s": cfg.tokens_per_step / rate, "compile_s": result["compile_s"]}
     return out
 
 
@@ -64,7 +64,7 @@ def estimate_seconds(plan: Plan, probed: dict[str, dict[str, float]]) -> dict[st
         else:
             step_s = math.exp(my + slope * (math.log(spec.flops_per_token) - mx))
         evals = 0 if spec.kind == "wsd_cooldown" else cfg.evals_per_run
-        out[spec.run_id] = step_s * (spec.new_steps + (evals + 1) * cfg.eval_batches / 3)
+        out[spec.run_id] = step_s * (spec.new_steps + (evals + 1) * cfg.train.eval_batches / 3)
     return out
 
 

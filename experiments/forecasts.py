@@ -168,7 +168,12 @@ def predict_optimum(table, budget: float, flops_per_token=None, *, n_bootstrap: 
     choice = walk_forward_choice(table, flops_per_token)
     if choice is None or choice.chosen is None:
         return a3
-    row = choice.forecast([budget]).iloc[0]
+    try:
+        row = choice.forecast([budget]).iloc[0]
+    except Exception:  # noqa: BLE001 - a failed walk-forward forecast never stops the sweep: Approach 3's stands
+        return a3
+    if not np.isfinite(row["loss"]):
+        return a3
     n_opt = float(row["N"]) if np.isfinite(row["N"]) else a3.n_opt
     return dataclasses.replace(a3, loss=float(row["loss"]), lo=float(row["lo"]), hi=float(row["hi"]), n_opt=n_opt,
                                approach=f"walk-forward: {choice.chosen}")
@@ -186,7 +191,7 @@ def walk_forward_choice(table, flops_per_token=None):
         warnings.simplefilter("ignore")
         try:
             return walkforward.choose(table, flops_per_token=flops_per_token)
-        except ValueError:
+        except Exception:  # noqa: BLE001 - too few budgets with a minimum inside, or a fit that failed
             return None
 
 
@@ -204,24 +209,41 @@ def approach3_prediction(table, budget: float, flops_per_token=None, *, n_bootst
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             a3 = approach3(table, flops_per_token=flops_per_token, n_bootstrap=n_bootstrap, seed=seed,
-                           budgets=(budget,), level=LEVEL)
+                           budgets=(), level=LEVEL)     # allocations below: a degenerate resample is skipped
     except ValueError:                       # too few runs for L(N, D): follow the observed minima
         return minima_power_law(table, budget, flops_per_token)
     law = a3.law
-    n_opt = float(law.optimal(budget, flops_per_token)[0])
-    loss = float(law.optimal_loss(budget, flops_per_token))
+    best = _optimum(law, budget, flops_per_token)
+    if best is None:                         # the law has no compute-optimal size at this budget
+        return minima_power_law(table, budget, flops_per_token)
+    n_opt, loss = best
     lo = hi = n_lo = n_hi = float("nan")
-    if a3.bootstrap is not None and len(a3.bootstrap.samples) >= 2:
-        laws = [ChinchillaLaw(*s) for s in a3.bootstrap.samples]
+    samples = a3.bootstrap.samples if a3.bootstrap is not None else []
+    optima = np.array([o for o in (_optimum(ChinchillaLaw(*s), budget, flops_per_token) for s in samples)
+                       if o is not None]).reshape(-1, 2)                 # [R', 2]: (N_opt, loss)
+    if len(optima) >= 2:
         resid = np.log(law.loss(table["N"].to_numpy(float), table["D"].to_numpy(float))) - np.log(table["loss"].to_numpy(float))
         rng = np.random.default_rng(seed)
-        preds = np.array([float(b.optimal_loss(budget, flops_per_token)) for b in laws])
-        preds = preds * np.exp(-rng.choice(resid, size=len(preds)) / np.sqrt(WINDOW))
-        ns = np.array([float(b.optimal(budget, flops_per_token)[0]) for b in laws])
+        preds = optima[:, 1] * np.exp(-rng.choice(resid, size=len(optima)) / np.sqrt(WINDOW))
+        ns = optima[:, 0]
         q = [(1 - LEVEL) / 2, (1 + LEVEL) / 2]
         (lo, hi), (n_lo, n_hi) = np.quantile(preds, q), np.quantile(ns[np.isfinite(ns)], q)
     return Prediction(budget, loss, float(lo), float(hi), n_opt, float(n_lo), float(n_hi), "Approach 3",
                       tuple(sorted(float(c) for c in set(table["budget"]))))
+
+
+def _optimum(law, budget: float, flops_per_token) -> tuple[float, float] | None:
+    """(N_opt, optimal loss) of one bootstrap law at the budget; None when it has no interior optimum."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            n = float(law.optimal(budget, flops_per_token)[0])
+            loss = float(law.optimal_loss(budget, flops_per_token))
+    except (ValueError, FloatingPointError, ZeroDivisionError):
+        return None
+    return (n, loss) if np.isfinite(n) and np.isfinite(loss) else None
 
 
 def minima_power_law(table, budget: float, flops_per_token=None) -> Prediction:

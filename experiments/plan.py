@@ -40,14 +40,14 @@ def _log_spaced(lo: float, hi: float, k: int) -> list[float]:
 
 def budget_steps(cfg: SweepConfig, flops_per_token: float, budget: float) -> int:
     """Whole optimizer steps of batch_size x seq_len tokens that spend budget C (nearest)."""
-    return int(round(budget / flops_per_token / (cfg.batch_size * cfg.seq_len)))
+    return int(round(budget / flops_per_token / cfg.tokens_per_step))
 
 
 def _steps(cfg: SweepConfig, shape: Shape, budget: float) -> tuple[int, float]:
     """(optimizer steps, tokens per non-embedding parameter) of `shape` trained on budget C."""
-    model = shape.model(cfg.model, cfg.seq_len)
-    steps = budget_steps(cfg, flops_lib.flops_per_token(model, cfg.seq_len, cfg.convention), budget)
-    return steps, steps * cfg.batch_size * cfg.seq_len / flops_lib.param_counts(model).non_embedding
+    model = _run_model(cfg, shape)
+    steps = budget_steps(cfg, flops_lib.flops_per_token(model, cfg.train.data.seq_len, cfg.convention), budget)
+    return steps, steps * cfg.tokens_per_step / flops_lib.param_counts(model).non_embedding
 
 
 def feasible(cfg: SweepConfig, shape: Shape, budget: float) -> bool:
@@ -117,7 +117,7 @@ def _grid(cfg: SweepConfig) -> list[tuple[int, Shape]]:
 
 
 def _template(cfg: SweepConfig) -> ModelConfig:
-    return dataclasses.replace(cfg.model, max_seq_len=cfg.seq_len)
+    return dataclasses.replace(cfg.train.model, max_seq_len=cfg.train.data.seq_len)
 
 
 def budget_label(budget: float) -> str:
@@ -147,7 +147,7 @@ class RunSpec:
     branch_step: int | None = None
     checkpoint_steps: tuple[int, ...] = ()
     learning_rate: float | None = None
-    """Peak learning rate of this run; None = the sweep's optim.learning_rate."""
+    """Peak learning rate of this run; None = the sweep's train.optim.learning_rate."""
     parametrization: str | None = None
     """'standard' or 'mup' for this run; None = the sweep model's."""
 
@@ -165,10 +165,12 @@ class RunSpec:
         return _run_model(cfg, self.shape, self.parametrization)
 
     def train_config(self, cfg: SweepConfig, sweep_dir: str) -> TrainConfig:
-        """The TrainConfig this run trains (out_dir = <sweep_dir>/runs/<run_id>)."""
-        optim = cfg.optim if self.learning_rate is None else dataclasses.replace(
-            cfg.optim, learning_rate=self.learning_rate)
-        keep = 2
+        """The TrainConfig this run trains: the sweep's template (cfg.train) with the fields the plan
+        sets per run (experiments.configs.PER_RUN_FIELDS) filled in; out_dir = <sweep_dir>/runs/<run_id>."""
+        template = cfg.train
+        optim = template.optim if self.learning_rate is None else dataclasses.replace(
+            template.optim, learning_rate=self.learning_rate)
+        keep = template.keep_checkpoints
         eval_every = -(-self.steps // cfg.evals_per_run)          # ceil: exactly evals_per_run evaluations
         ckpt_every = -(-self.steps // (cfg.checkpoints_per_run + 1)) if cfg.checkpoints_per_run else 0
         init_from = None
@@ -176,21 +178,17 @@ class RunSpec:
             optim = dataclasses.replace(optim, schedule="cosine")
         elif self.kind == "wsd_constant":
             optim = dataclasses.replace(optim, schedule="constant")
-            keep = len(self.checkpoint_steps) + cfg.checkpoints_per_run + 2   # never rotate a branch point away
+            keep += len(self.checkpoint_steps) + cfg.checkpoints_per_run     # never rotate a branch point away
         else:
             cooldown = self.steps - self.branch_step
             optim = dataclasses.replace(optim, schedule="wsd", decay_frac=cooldown / self.steps,
                                         decay_shape=cfg.wsd.decay_shape)
             init_from = f"{run_dir(sweep_dir, self.parent)}@{self.branch_step}"
             eval_every, ckpt_every = 0, (cooldown // 2 if cfg.checkpoints_per_run else 0)
-        return TrainConfig(
-            model=self.model(cfg),
-            data=dataclasses.replace(cfg.data, seq_len=cfg.seq_len),
-            optim=optim, steps=self.steps, batch_size=cfg.batch_size, seed=cfg.seed,
-            eval_every=eval_every, eval_batches=cfg.eval_batches, log_every=10,
+        return dataclasses.replace(
+            template, model=self.model(cfg), optim=optim, steps=self.steps, eval_every=eval_every,
             checkpoint_every=ckpt_every, checkpoint_steps=self.checkpoint_steps, keep_checkpoints=keep,
-            out_dir=run_dir(sweep_dir, self.run_id), init_from=init_from, tensorboard=False,
-            progress=False, schedule_on_host=True, allow_swap=cfg.exec.allow_swap)
+            out_dir=run_dir(sweep_dir, self.run_id), init_from=init_from, allow_swap=cfg.exec.allow_swap)
 
 
 def run_dir(sweep_dir: str, run_id: str) -> str:
@@ -220,7 +218,7 @@ class Plan:
 
 
 def _run_model(cfg: SweepConfig, shape: Shape, parametrization: str | None = None) -> ModelConfig:
-    model = shape.model(cfg.model, cfg.seq_len)
+    model = shape.model(cfg.train.model, cfg.train.data.seq_len)
     return model if parametrization is None else dataclasses.replace(model, parametrization=parametrization)
 
 
@@ -228,9 +226,9 @@ def run_spec(cfg: SweepConfig, run_id: str, kind: str, shape: Shape, budget: flo
           **kw: Any) -> RunSpec:
     model = _run_model(cfg, shape, kw.get("parametrization"))
     counts = flops_lib.param_counts(model)
-    fpt = flops_lib.flops_per_token(model, cfg.seq_len, cfg.convention)
+    fpt = flops_lib.flops_per_token(model, cfg.train.data.seq_len, cfg.convention)
     return RunSpec(run_id=run_id, kind=kind, shape=shape, budget=budget, steps=steps,
-                   tokens=steps * cfg.batch_size * cfg.seq_len, params=counts.total,
+                   tokens=steps * cfg.tokens_per_step, params=counts.total,
                    params_nonembed=counts.non_embedding, flops_per_token=fpt, **kw)
 
 
@@ -273,16 +271,16 @@ def make_plan(cfg: SweepConfig) -> Plan:
 
 def horizon_learning_rate(cfg: SweepConfig, steps: int) -> float | None:
     """Peak learning rate of a cosine run of `steps` steps under the sweep's horizon rule
-    (SweepConfig.lr_horizon_exponent); None = the sweep's optim.learning_rate."""
+    (SweepConfig.lr_horizon_exponent); None = the sweep's train.optim.learning_rate."""
     if not cfg.lr_horizon_exponent:
         return None
-    return cfg.optim.learning_rate * (max(steps, 1) / cfg.lr_horizon_steps) ** -cfg.lr_horizon_exponent
+    return cfg.train.optim.learning_rate * (max(steps, 1) / cfg.lr_horizon_steps) ** -cfg.lr_horizon_exponent
 
 
 def cosine_point(cfg: SweepConfig, shape: Shape, budget: float, smallest: bool) -> tuple[RunSpec, str | None]:
     """(the cosine run of `shape` at `budget`, None) or (it, why it is dropped). The smallest size
     of a budget below min_steps is an error: the budget itself is too small for the sweep."""
-    tokens_per_step = cfg.batch_size * cfg.seq_len
+    tokens_per_step = cfg.tokens_per_step
     probe = run_spec(cfg, "", "cosine", shape, budget, 1)
     steps = budget_steps(cfg, probe.flops_per_token, budget)
     spec = dataclasses.replace(probe, run_id=f"cos-C{budget_label(budget)}-{shape.name}", steps=steps,
@@ -290,11 +288,11 @@ def cosine_point(cfg: SweepConfig, shape: Shape, budget: float, smallest: bool) 
     if steps < cfg.min_steps and smallest:
         need = cfg.min_steps * tokens_per_step * probe.flops_per_token
         raise ValueError(f"budget C={budget:.3g} gives its smallest size {shape.name} only {steps} steps of "
-                         f"{cfg.batch_size}x{cfg.seq_len} tokens (min_steps={cfg.min_steps}); raise that budget "
+                         f"{cfg.train.batch_size}x{cfg.train.data.seq_len} tokens (min_steps={cfg.min_steps}); raise that budget "
                          f"to >= {need:.3g} FLOPs ({cfg.convention!r}), or lower batch_size/seq_len/min_steps")
     tpp = spec.tokens / spec.params_nonembed
     if steps < cfg.min_steps:
-        return spec, (f"only {steps} steps of {cfg.batch_size}x{cfg.seq_len} tokens (min_steps="
+        return spec, (f"only {steps} steps of {cfg.train.batch_size}x{cfg.train.data.seq_len} tokens (min_steps="
                       f"{cfg.min_steps}): model too large for this budget")
     if tpp < cfg.min_tokens_per_param:
         return spec, (f"{tpp:.2f} tokens per parameter < min_tokens_per_param="
@@ -303,13 +301,13 @@ def cosine_point(cfg: SweepConfig, shape: Shape, budget: float, smallest: bool) 
 
 
 def _check_mup_widths(cfg: SweepConfig, shapes: Iterable[Shape], mup: bool | None = None) -> None:
-    """muP needs model.mup_base_width to divide every width (whole width multipliers)."""
-    if not (cfg.model.parametrization == "mup" if mup is None else mup):
+    """muP needs train.model.mup_base_width to divide every width (whole width multipliers)."""
+    if not (cfg.train.model.parametrization == "mup" if mup is None else mup):
         return
-    base = cfg.model.mup_base_width
+    base = cfg.train.model.mup_base_width
     bad = sorted({s.d_model for s in shapes if s.d_model % base})
     if bad:
-        raise ValueError(f"muP: model.mup_base_width={base} does not divide the width(s) d_model={bad} of this "
+        raise ValueError(f"muP: train.model.mup_base_width={base} does not divide the width(s) d_model={bad} of this "
                          f"sweep's shapes; pick a base width that divides every width (e.g. sizes.width_step="
                          f"{cfg.sizes.width_step} as the base, or sizes.width_step a multiple of {base})")
 
@@ -329,9 +327,9 @@ def _transfer_runs(cfg: SweepConfig) -> list[RunSpec]:
             for lr in t.grid(param):
                 runs.append(run_spec(cfg, f"lr-{param}-{shape.name}-lr{lr:g}", "lr_transfer", shape, None, t.steps,
                                   learning_rate=lr, parametrization=param))
-    if t.steps < cfg.min_steps or t.steps <= cfg.optim.warmup_steps:
+    if t.steps < cfg.min_steps or t.steps <= cfg.train.optim.warmup_steps:
         raise ValueError(f"transfer.steps={t.steps} is below min_steps={cfg.min_steps} or inside the warmup "
-                         f"({cfg.optim.warmup_steps} steps); raise transfer.steps")
+                         f"({cfg.train.optim.warmup_steps} steps); raise transfer.steps")
     return runs
 
 
@@ -339,9 +337,9 @@ def _encdec_runs(cfg: SweepConfig) -> list[RunSpec]:
     """Every (width, encoder depth, decoder depth) of an encoder-decoder sweep: one cosine run each
     of encdec.steps steps (kind 'cosine', budget None)."""
     e = cfg.encdec
-    if e.steps < cfg.min_steps or e.steps <= cfg.optim.warmup_steps:
+    if e.steps < cfg.min_steps or e.steps <= cfg.train.optim.warmup_steps:
         raise ValueError(f"encdec.steps={e.steps} is below min_steps={cfg.min_steps} or inside the warmup "
-                         f"({cfg.optim.warmup_steps} steps); raise encdec.steps")
+                         f"({cfg.train.optim.warmup_steps} steps); raise encdec.steps")
     runs = []
     for width in e.widths:
         n_heads = width // cfg.sizes.head_dim
@@ -359,10 +357,10 @@ def _wsd_branches(cfg: SweepConfig, twins: list[RunSpec]) -> list[tuple[RunSpec,
     for twin in twins:
         cooldown = max(1, round(cfg.wsd.cooldown_frac * twin.steps))
         branch = twin.steps - cooldown
-        if branch < cfg.optim.warmup_steps:
+        if branch < cfg.train.optim.warmup_steps:
             raise ValueError(f"WSD: {twin.shape.name} at C={twin.budget:.3g} would branch at step {branch}, inside "
-                             f"the warmup ({cfg.optim.warmup_steps} steps); lower wsd.cooldown_frac="
-                             f"{cfg.wsd.cooldown_frac} or optim.warmup_steps")
+                             f"the warmup ({cfg.train.optim.warmup_steps} steps); lower wsd.cooldown_frac="
+                             f"{cfg.wsd.cooldown_frac} or train.optim.warmup_steps")
         if cfg.wsd.trunk_steps is not None and branch > cfg.wsd.trunk_steps:
             raise ValueError(f"WSD: {twin.shape.name} at C={twin.budget:.3g} branches at step {branch}, past the "
                              f"trunk's end (wsd.trunk_steps={cfg.wsd.trunk_steps}); raise wsd.trunk_steps to >= "

@@ -30,7 +30,7 @@ def format_plan(plan: Plan, seconds: dict[str, float] | None = None) -> str:
                _fmt(r.params_nonembed), _fmt(r.tokens), f"{r.tokens / r.params_nonembed:.1f}",
                str(r.steps) if not r.branch_step else f"{r.branch_step}+{r.new_steps}", _fmt(r.compute)]
         if tuned:
-            row += [f"{r.learning_rate or cfg.optim.learning_rate:g}", r.parametrization or cfg.model.parametrization]
+            row += [f"{r.learning_rate or cfg.train.optim.learning_rate:g}", r.parametrization or cfg.train.model.parametrization]
         if seconds:
             row.append(f"{seconds.get(r.run_id, float('nan')):.0f}")
         rows.append(row)
@@ -43,7 +43,7 @@ def format_plan(plan: Plan, seconds: dict[str, float] | None = None) -> str:
         what = (f"encoder-decoder grid, encoder depths {list(e.encoder_layers)} x decoder depths "
                 f"{list(e.decoder_layers)} x widths {list(e.widths)}, {e.steps} steps each")
     lines = [f"Sweep {cfg.name!r}: {what}, {len(plan.runs)} runs, C in training FLOPs "
-             f"({cfg.convention!r}), N = parameters, D = tokens, batch {cfg.batch_size} x {cfg.seq_len}",
+             f"({cfg.convention!r}), N = parameters, D = tokens, batch {cfg.train.batch_size} x {cfg.train.data.seq_len}",
              "  ".join(h.ljust(w) for h, w in zip(head, widths)),
              "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]

@@ -28,7 +28,9 @@ import json
 import os
 from typing import TYPE_CHECKING, Any
 
+from experiments.configs import from_dict, with_train_template
 from lm import flops as flops_lib
+from lm.config import RESUME_CHANGES
 from lm.config_fields import differences, with_field_defaults
 from lm.io import atomic_write_text, dumps_strict, read_jsonl, truncate_torn_tail
 from lm.metrics import read_eval_curve
@@ -60,7 +62,8 @@ def check_sweep_dir(cfg: "SweepConfig") -> None:
     old = _read_sweep_file(path)
     if old is not None:
         current = json.loads(json.dumps(cfg.identity()))
-        diff = differences(with_field_defaults(old, cfg, current), current)
+        ignore = [f"train.{name}" for name in RESUME_CHANGES]
+        diff = differences(with_field_defaults(with_train_template(old), cfg, current), current, ignore)
         if diff:
             raise ValueError(f"{folder} holds a sweep made by a different config ({', '.join(diff[:8])} "
                              f"differ{'...' if len(diff) > 8 else ''}); results of different sweeps are never "
@@ -85,7 +88,6 @@ def load_sweep_config(folder: str) -> "SweepConfig":
     """The SweepConfig recorded in a sweep folder (its out_dir set to the folder)."""
     import dataclasses
 
-    from experiments.configs import from_dict
     recorded = _read_sweep_file(os.path.join(folder, SWEEP_FILE))
     if recorded is None:
         raise ValueError(f"{folder} is not a sweep folder (no {SWEEP_FILE}); run `lm-sweep run CONFIG` first")
@@ -148,7 +150,8 @@ def make_row(spec: "RunSpec", sweep: str, convention: str, result: dict[str, Any
 def _learning_rates(config: dict[str, Any]) -> dict[str, Any]:
     """The run's parametrisation and peak learning rates by parameter group (lm/mup.py)."""
     from lm import mup
-    from lm.config import ModelConfig, from_dict
+    from lm.config import ModelConfig
+    from lm.config_fields import from_dict
     model = from_dict(ModelConfig, config["model"])
     lr = float(config["optim"]["learning_rate"])
     groups = mup.group_learning_rates(model, lr)

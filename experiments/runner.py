@@ -26,9 +26,11 @@ from typing import Any
 
 from experiments import results as results_lib
 from experiments.backends import BACKENDS
+from experiments import configs as configs_lib
 from experiments.configs import SweepConfig
 from experiments.plan import Plan, RunSpec, make_plan
 from experiments.schedule import Scheduler
+from lm.config import RESUME_CHANGES
 from lm.config_fields import differences, with_field_defaults
 
 ATTEMPTS_FILE = "attempts.json"
@@ -36,8 +38,6 @@ CORPUS_FILE = "corpus.json"
 """A corpus: source's recipe, content SHA-256, tokenizer and tokens per epoch (lm.data.corpus)."""
 DTYPE_FILE = "compute_dtype.json"
 """How a sweep's compute dtype 'auto' was decided (lm.precision.Choice), written when first decided."""
-_IGNORED_TRAIN_FIELDS = ("peak_flops", "progress", "tensorboard", "out_dir", "init_from", "allow_swap")
-"""Run-config fields that may differ from the plan in a finished run (measured, cosmetic, or paths)."""
 
 
 def prepare(cfg: SweepConfig) -> Plan:
@@ -53,7 +53,7 @@ def prepare(cfg: SweepConfig) -> Plan:
     plan = dataclasses.replace(plan, config=cfg)      # the runs do not depend on the dtype
     check_memory(cfg, plan)
     results_lib.check_sweep_dir(cfg)
-    corpus = _prepare_corpus(cfg) if cfg.data.source.startswith("corpus:") else None
+    corpus = _prepare_corpus(cfg) if cfg.train.data.source.startswith("corpus:") else None
     results_lib.record_sweep(cfg, plan)
     if corpus is not None:
         from lm.io import atomic_write_json
@@ -88,13 +88,13 @@ def _prepare_corpus(cfg: SweepConfig) -> dict[str, Any]:
     from lm.data import corpus as corpus_lib
     from lm.data import tfds_text
     from lm.data.pipeline import build_dataset
-    data = dataclasses.replace(cfg.data, seq_len=cfg.seq_len)
+    data, vocab = cfg.train.data, cfg.train.model.vocab_size
     record = corpus_lib.materialize(data.source, tfds_text.corpus_root(data.data_dir)).record()
     for split in (data.train_split, data.eval_split):
-        ds = build_dataset(data, split, vocab_size_hint=cfg.model.vocab_size, max_seq_len=cfg.seq_len)
+        ds = build_dataset(data, split, vocab_size_hint=vocab, max_seq_len=data.seq_len)
         record[f"{split}_tokens"] = int(len(ds.tokens))
     record["tokens_per_epoch"] = record[f"{data.train_split}_tokens"]
-    record["tokenizer"] = {"type": data.tokenizer_type, "vocab_size": cfg.model.vocab_size}
+    record["tokenizer"] = {"type": data.tokenizer_type, "vocab_size": vocab}
     return record
 
 
@@ -106,16 +106,17 @@ def resolve_dtype(cfg: SweepConfig, plan: Plan) -> tuple[SweepConfig, Any]:
     for the submitit back-end, whose runs train on other machines: each of its runs resolves its
     own 'auto' there (and records it in its config.json)."""
     from lm import precision
-    if cfg.model.compute_dtype != "auto" or cfg.exec.backend == "submitit" or not plan.runs:
+    if cfg.train.model.compute_dtype != "auto" or cfg.exec.backend == "submitit" or not plan.runs:
         return cfg, None
-    recorded = (_read_json(os.path.join(cfg.directory, results_lib.SWEEP_FILE)) or {}).get("model", {})
+    sweep_json = _read_json(os.path.join(cfg.directory, results_lib.SWEEP_FILE)) or {}
+    recorded = configs_lib.with_train_template(sweep_json).get("train", {}).get("model", {})
     if recorded.get("compute_dtype") == "auto":      # a sweep begun on submitit: its runs resolve it
         return cfg, None
     largest = max(plan.runs, key=lambda r: r.params).train_config(cfg, cfg.directory).model
     choice = precision.resolve("auto", recorded=recorded.get("compute_dtype"), d_model=largest.d_model,
-                               tokens=cfg.batch_size * cfg.seq_len, d_ff=largest.ff_size)
-    model = dataclasses.replace(cfg.model, compute_dtype=choice.dtype)
-    return dataclasses.replace(cfg, model=model), choice
+                               tokens=cfg.tokens_per_step, d_ff=largest.ff_size)
+    model = dataclasses.replace(cfg.train.model, compute_dtype=choice.dtype)
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, model=model)), choice
 
 
 def _json(value: Any) -> Any:
@@ -155,7 +156,7 @@ def finished_result(spec: RunSpec, cfg: SweepConfig) -> dict[str, Any] | None:
         return None
     if planned["model"]["compute_dtype"] == "auto":   # submitit: the run resolved it on its machine
         planned["model"]["compute_dtype"] = saved.get("model", {}).get("compute_dtype")
-    if differences(with_field_defaults(saved, train_cfg, planned), planned, _IGNORED_TRAIN_FIELDS):
+    if differences(with_field_defaults(saved, train_cfg, planned), planned, RESUME_CHANGES):
         raise ValueError(f"{run_dir} was trained with a different config than this sweep plans; refusing to "
                          "mix results. Start a new sweep folder (--out) or delete that run folder")
     return result

@@ -6,9 +6,10 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from experiments.configs import SizeConfig
+from experiments.sweep_sections import SizeConfig
 from lm import flops as flops_lib
-from lm.config import MODEL_PRESETS, ModelConfig
+from lm.config import ModelConfig
+from lm.presets import MODEL_PRESETS
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,7 +37,7 @@ class StageFits:
         key = (budget, tuple(sorted(table["run"])))
         if key not in self.predictions:
             self.predictions[key] = forecasts.predict_optimum(
-                table, budget, fpt, n_bootstrap=self.cfg.adaptive.forecast_bootstrap, seed=self.cfg.seed)
+                table, budget, fpt, n_bootstrap=self.cfg.adaptive.forecast_bootstrap, seed=self.cfg.train.seed)
         return self.predictions[key]
 
     def walk(self, rows: dict[str, dict[str, Any]]) -> adaptive.Walk:

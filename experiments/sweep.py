@@ -27,6 +27,7 @@ from experiments.plan import make_plan
 from experiments.plan_table import format_plan
 from experiments.progress import Bars
 from experiments.report import report
+from experiments.sweep_sections import BACKENDS
 
 
 def _config(args: argparse.Namespace) -> configs_lib.SweepConfig:
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--out", help="sweep folder (default: the config's out_dir or sweeps/<name>)")
         p.add_argument("--workers", type=int, help="override exec.workers")
         p.add_argument("--threads", type=int, help="override exec.threads")
-    p_run.add_argument("--backend", choices=configs_lib.BACKENDS, help="override exec.backend")
+    p_run.add_argument("--backend", choices=BACKENDS, help="override exec.backend")
     p_run.add_argument("--no-progress", action="store_true", help="no progress bars")
     p_run.add_argument("--no-fit", action="store_true", help="stop after the runs")
     p_run.add_argument("--retry-failed", action="store_true", help="retry runs that exhausted their retries")

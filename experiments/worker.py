@@ -72,7 +72,8 @@ def configure_compile_cache(cache_dir: str | None) -> None:
 def train_run(config: dict[str, Any], peak_flops: float | None = None, log_to_file: bool = True) -> dict[str, Any]:
     """Train one run from its TrainConfig dict; never raises. Returns {'ok', 'status'} or
     {'ok': False, 'error'}. Holds an exclusive lock on the run folder while training."""
-    from lm.config import TrainConfig, from_dict
+    from lm.config import TrainConfig
+    from lm.config_fields import from_dict
     from lm.train import train
 
     try:

@@ -1,6 +1,6 @@
 """JAX's persistent compilation cache, set up in one place, with entries that survive a kill.
 
-Sweeps share one cache across runs, workers, invocations and sweeps (experiments.configs
+Sweeps share one cache across runs, workers, invocations and sweeps (experiments.sweep_sections
 ExecConfig.compile_cache), `lm-train --compile-cache` and `lm-fit --compile-cache` use one too.
 
 JAX (0.10) writes a cache entry in place (`LRUCache.put`: `path.write_bytes(value)`). A process

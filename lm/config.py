@@ -2,9 +2,10 @@
 
 Every knob of a run lives here, documented under its field. `validate()` on each config
 raises a ValueError that names the problem and the fix, before anything compiles or writes.
-Configs are plain data: `dataclasses.replace` to vary them, `to_dict`/`from_dict` to store them
-(lm.config_fields), overrides and config files in lm.config_io, named presets in lm.presets; every
-public name of those is importable from here too.
+Configs are plain data: `dataclasses.replace` to vary them; typed checks and `to_dict`/`from_dict`
+live in lm.config_fields, `key=value` overrides, config files and the field listing of `--help-config`
+in lm.config_io, named model presets in lm.presets (each of those imports this module, never the
+other way round).
 """
 
 from __future__ import annotations
@@ -26,6 +27,13 @@ ATTENTION_IMPLS = ("einsum", "xla", "cudnn")
 SCHEDULES = ("cosine", "wsd", "constant", "linear")
 DECAY_SHAPES = ("linear", "cosine", "sqrt")
 PARAMETRIZATIONS = ("standard", "mup")
+
+RESUME_CHANGES = ("allow_swap", "init_from", "mesh", "out_dir", "peak_flops", "progress", "tensorboard")
+"""The TrainConfig fields that may differ between a run and its resumption, and between a sweep's
+plan and a run it finished: none of them changes a number. The mesh only places the same arrays on
+other devices (a checkpoint restores under any mesh and process count); out_dir and init_from are
+paths (a folder may move; init_from is read only before a run's first checkpoint); peak_flops,
+progress and tensorboard only change what is reported; allow_swap only whether a run may start."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -454,8 +462,3 @@ class TrainConfig:
                                  f"multiple of {data * fsdp * self.optim.grad_accum}")
         return self
 
-
-# The rest of the public config API, defined in modules that need the classes above.
-from lm.config_fields import from_dict, to_dict  # noqa: E402
-from lm.config_io import apply_overrides, load_train_config, save_json  # noqa: E402
-from lm.presets import MODEL_PRESETS, model_preset  # noqa: E402

@@ -32,6 +32,11 @@ def check_int(**values: int) -> None:
 
 
 
+def _homogeneous(args: tuple) -> bool:
+    """Whether tuple[...] type arguments say tuple[T, ...] (any length) rather than tuple[T1, T2]."""
+    return len(args) == 2 and args[1] is Ellipsis
+
+
 def _type_name(tp: Any) -> str:
     if tp is type(None):
         return "null"
@@ -40,8 +45,12 @@ def _type_name(tp: Any) -> str:
     args = typing.get_args(tp)
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in args)
-    if typing.get_origin(tp) is tuple:
+    if typing.get_origin(tp) is tuple and _homogeneous(args):
         return f"a list whose items are each {_type_name(args[0])}"
+    if typing.get_origin(tp) is tuple:
+        return f"a list of {len(args)} items ({', '.join(_type_name(a) for a in args)})"
+    if tp is Any:
+        return "any value"
     return {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}.get(
         tp, getattr(tp, "__name__", str(tp)))
 
@@ -68,7 +77,10 @@ def _convert(value: Any, tp: Any, strict: bool) -> Any:
         raise TypeError
     if origin is tuple:
         if isinstance(value, tuple) or (not strict and isinstance(value, list)):
-            items = tuple(_convert(v, args[0], strict) for v in value)
+            if not _homogeneous(args) and len(value) != len(args):
+                raise TypeError
+            kinds = [args[0]] * len(value) if _homogeneous(args) else args
+            items = tuple(_convert(v, kind, strict) for v, kind in zip(value, kinds))
             same = isinstance(value, tuple) and all(a is b for a, b in zip(items, value))
             return value if same else items
         raise TypeError
@@ -131,7 +143,7 @@ def to_dict(config: Any) -> dict[str, Any]:
 def from_dict(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
     """Build `cls` from a dict, refusing unknown keys with the list of known ones and values of the
     wrong type (integral floats become ints, lists tuples), naming the field; sections (fields whose
-    type is a dataclass) are built the same way from their dicts."""
+    type is a dataclass, or a dataclass or None) are built the same way from their dicts."""
     if not isinstance(values, Mapping):
         raise ValueError(f"{prefix.rstrip('.') or cls.__name__}={values!r} must be a section (an object "
                          f"of {cls.__name__} fields), not {type(values).__name__}")
@@ -143,10 +155,19 @@ def from_dict(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in values.items():
-        if dataclasses.is_dataclass(hints[key]) and isinstance(value, Mapping):
-            value = from_dict(hints[key], value, prefix=f"{prefix}{key}.")
+        section = section_type(hints[key])
+        if section is not None and isinstance(value, Mapping):
+            value = from_dict(section, value, prefix=f"{prefix}{key}.")
         kwargs[key] = value
     return check_fields(cls(**kwargs), strict=False, prefix=prefix)
+
+
+def section_type(tp: Any) -> type | None:
+    """The config dataclass a field annotation names (`ModelConfig`, or `WSDConfig | None`), else None."""
+    for option in (tp, *typing.get_args(tp)):
+        if dataclasses.is_dataclass(option):
+            return option
+    return None
 
 
 def differences(old: Any, new: Any, ignore: Iterable[str] = (), prefix: str = "") -> list[str]:

@@ -39,7 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from lm import model as model_lib
-from lm.config import ModelConfig, TrainConfig, from_dict
+from lm.config import ModelConfig, TrainConfig
+from lm.config_fields import from_dict
 
 MIN_BUCKET = 8
 

@@ -23,9 +23,9 @@ import numpy as np
 from lm import flops as flops_lib
 from lm.checkpoint import Checkpoints
 from lm.distributed import broadcast_json
-from lm.config import (MeshConfig, ModelConfig, OptimConfig, TrainConfig, apply_overrides, from_dict,
-                       load_train_config, to_dict)
-from lm.config_fields import differences, with_field_defaults
+from lm.config import RESUME_CHANGES, MeshConfig, ModelConfig, OptimConfig, TrainConfig
+from lm.config_fields import differences, from_dict, to_dict, with_field_defaults
+from lm.config_io import apply_overrides, load_train_config
 from lm.io import atomic_write_json
 from lm.lock import FolderLock
 from lm.metrics import MetricsWriter, read_eval_curve
@@ -37,11 +37,6 @@ from lm.step_blocks import StepBlocks
 if TYPE_CHECKING:
     from lm.data.pipeline import BatchStream, Dataset
 
-# Fields that may differ between a run and its resumption: they do not change the numbers (the
-# mesh only moves them across devices: a checkpoint restores under any mesh and process count).
-_RESUMABLE_CHANGES = {"progress", "tensorboard", "peak_flops", "out_dir", "mesh", "allow_swap"}
-
-
 def _check_resumable(cfg: TrainConfig) -> None:
     """Refuse to resume a run directory written by a different config: the one its config.json
     records or, without one, the one its newest checkpoint carries (nothing is touched)."""
@@ -49,7 +44,7 @@ def _check_resumable(cfg: TrainConfig) -> None:
     if old is None:
         return
     new = json.loads(json.dumps(to_dict(cfg)))
-    diff = differences(with_field_defaults(old, cfg, new), new, _RESUMABLE_CHANGES)
+    diff = differences(with_field_defaults(old, cfg, new), new, RESUME_CHANGES)
     if diff:
         raise ValueError(f"{cfg.out_dir} holds a run with a different config (fields {diff} differ from "
                          f"{source}); resume with the same config or choose a new out_dir")

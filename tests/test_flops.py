@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import pytest
 
 from lm import flops, model
-from lm.config import ModelConfig, model_preset
+from lm.config import ModelConfig
+from lm.presets import model_preset
 
 
 def _leaf_count(tree) -> int:

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from lm.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, save_json
+from lm.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+from lm.config_io import save_json
 from lm.lock import FolderBusy, FolderLock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

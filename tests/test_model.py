@@ -8,8 +8,9 @@ import numpy as np
 import optax
 import pytest
 
-from lm.config import ModelConfig, model_preset
+from lm.config import ModelConfig
 from lm.model import abstract_params, forward, init_params, logical_axes
+from lm.presets import model_preset
 
 BASE = ModelConfig(vocab_size=32, d_model=32, n_layers=2, n_heads=4, max_seq_len=16, compute_dtype="float32")
 VARIANTS = {

@@ -160,8 +160,9 @@ def _fake_sweep(folder, floor=1.333):
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     E, A, B, alpha, beta = floor + 0.02, 40.0, 300.0, 0.35, 0.32
+    from lm.scaling import ChinchillaLaw
     for budget in (1e11, 3e11, 1e12, 3e12):
-        n_opt = 0.1 * budget ** 0.5
+        n_opt = ChinchillaLaw(E, A, B, alpha, beta).optimal(budget)[0]   # sizes centred on the optimum
         for k, N in enumerate(n_opt * np.geomspace(0.25, 4, 5)):
             D = budget / (6 * N)
             loss = (E + A / N ** alpha + B / D ** beta) * np.exp(rng.normal(0, 0.003))
@@ -189,8 +190,20 @@ def _fake_transfer(folder):
                                          "d_model": width, "learning_rate": lr, "parametrization": param})
 
 
+def _fake_forecasts(folder):
+    """Two preregistered forecasts as an adaptive sweep writes them (experiments.forecasts), one observed."""
+    from experiments import forecasts
+    clock = iter(range(100)).__next__
+    for stage, budget, loss in ((3, 1e12, 1.52), (4, 3e12, 1.47)):
+        forecasts.preregister(str(folder), stage, forecasts.Prediction(
+            budget=budget, loss=loss, lo=loss - 0.02, hi=loss + 0.02, n_opt=1e5, n_lo=8e4, n_hi=1.2e5,
+            approach="Approach 3", fitted_budgets=(1e11, 3e11)), [f"cos-{budget:.0e}-{k}" for k in range(5)], clock=clock)
+    forecasts.observe(str(folder), 1e12, 1.53, 1.1e5, clock=clock)
+
+
 def test_scaling_analysis(tmp_path, monkeypatch):
     _fake_sweep(tmp_path / "sweep")
+    _fake_forecasts(tmp_path / "sweep")
     _fake_transfer(tmp_path / "transfer")
     nb = execute("scaling_analysis.ipynb", {"LM_NB_SWEEP": str(tmp_path / "sweep"), "LM_NB_BOOTSTRAP": "20",
                                             "LM_NB_TRANSFER": str(tmp_path / "transfer")}, monkeypatch)
@@ -199,16 +212,21 @@ def test_scaling_analysis(tmp_path, monkeypatch):
     assert "held-out C = 3e+12: forecast optimal loss" in text and "Forecasts on held-back budgets" in text
     assert "entropy floor of the synthetic language = 1.3330" in text
     assert "Optimal learning rate under mup: varies 1.00x over 8x width" in text
-    # The walk-forward: one split on 4 budgets (fit on 3, predict the 4th); the track record printed
-    # is the chosen law's row of the walk-forward's table (1.9 % here: the fake sweep's sizes are not
-    # centred on its law's optimum, so the observed parabola minimum sits above the law's).
+    # The walk-forward on a table drawn from a known law (0.3 % noise): one split on 4 budgets (fit on
+    # 3, predict the 4th); the chosen law's forecast inside its 90 % interval and within 1 %, and the
+    # track record printed is the chosen law's row of the walk-forward's table.
     m = re.search(r"walk-forward track record of (.+): (\d+) forecasts, mean \|error\| ([\d.]+) %, (\d+) of", text)
     assert m, text[-3000:]
     row = re.search(re.escape(m.group(1)) + r"\s+1\s+1\s+([\d.]+)%.*<- chosen", text)
     assert row and int(m.group(2)) == 1 and float(m.group(3)) == pytest.approx(float(row.group(1)), abs=0.006)
-    assert float(m.group(3)) < 5.0
+    assert float(m.group(3)) < 1.0 and int(m.group(4)) == 1
+    # The preregistered track record, read back from forecasts.jsonl: stage 3 observed (error
+    # (1.52 - 1.53) / 1.53 = -0.65 %, inside [1.50, 1.54]), stage 4 not yet.
+    assert "Preregistered forecasts (forecasts.jsonl" in text
+    assert "track record: 1 stage(s) observed, mean |error| 0.65 %, worst 0.65 %; intervals covered 1 of 1" in text
+    assert re.search(r"\s4\s+3e\+12 Approach 3\s+1\.4700 \[1\.4500, 1\.4900\]", text)
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(images) >= 6
+    assert len(images) >= 7
 
 
 def test_run_skips_a_notebook_whose_input_is_absent(tmp_path, monkeypatch):

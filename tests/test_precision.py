@@ -152,7 +152,7 @@ def test_a_run_with_auto_records_its_dtype_and_resumes_with_it(tmp_path, no_timi
 
 
 def test_an_old_bfloat16_run_resumed_with_the_default_keeps_bfloat16(tmp_path):
-    from lm.config import save_json
+    from lm.config_io import save_json
     from lm.train import _check_resumable
     old = tiny_run(tmp_path / "run", compute_dtype="bfloat16")          # what the old default recorded
     os.makedirs(old.out_dir)

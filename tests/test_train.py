@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from lm.checkpoint import Checkpoints
-from lm.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, save_json
+from lm.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+from lm.config_io import save_json
 from lm.io import read_jsonl
 from lm.train import train
 

@@ -12,8 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lm.config import (DataConfig, ModelConfig, OptimConfig, TrainConfig, apply_overrides, check_fields,
-                       to_dict)
+from lm.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+from lm.config_fields import check_fields, to_dict
+from lm.config_io import apply_overrides
 from lm.memory import check_fits, estimate
 from lm.train import main, train
 

@@ -40,7 +40,8 @@ unlearned, and no sweep measured here pins it within 2 %. float32 compute: bfloa
 faster at these widths on this CPU.
 """
 
-from experiments.configs import AdaptiveConfig, ExecConfig, SizeConfig, SweepConfig
+from experiments.configs import SweepConfig, train_template
+from experiments.sweep_sections import AdaptiveConfig, ExecConfig, SizeConfig
 from lm.config import DataConfig, ModelConfig, OptimConfig
 
 
@@ -52,14 +53,14 @@ def get_config() -> SweepConfig:
         sizes=SizeConfig(rule="aspect", range=(2e3, 1.2e6), per_budget=5, window=2.0,
                          tokens_per_param_guess=50.0, aspect=16.0, width_step=4,
                          head_dim=8, min_layers=2, max_layers=2),
-        model=ModelConfig(vocab_size=64, compute_dtype="float32", parametrization="mup", mup_base_width=4),
-        data=DataConfig(),
-        optim=OptimConfig(learning_rate=0.2, warmup_steps=20, final_lr_frac=0.1),
-        batch_size=8,
-        seq_len=64,
+        train=train_template(
+            model=ModelConfig(vocab_size=64, compute_dtype="float32", parametrization="mup", mup_base_width=4),
+            data=DataConfig(seq_len=64),
+            optim=OptimConfig(learning_rate=0.2, warmup_steps=20, final_lr_frac=0.1),
+            batch_size=8,
+            eval_batches=8),
         min_steps=200,
         evals_per_run=4,
-        eval_batches=8,
         checkpoints_per_run=1,
         adaptive=AdaptiveConfig(spread=3.0, max_spread=6.0, edge_sizes=2, max_edge_rounds=2),
         exec=ExecConfig(backend="pool", workers=2, threads=1),

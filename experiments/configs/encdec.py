@@ -17,7 +17,8 @@ optimisation more than it adds capacity, and the data cannot identify the expone
 horizon (or a harder task whose loss depends on capacity) is needed for a real L(N_e, N_d).
 """
 
-from experiments.configs import EncDecConfig, ExecConfig, SizeConfig, SweepConfig
+from experiments.configs import SweepConfig, train_template
+from experiments.sweep_sections import EncDecConfig, ExecConfig, SizeConfig
 from lm.config import DataConfig, ModelConfig, OptimConfig
 
 
@@ -26,15 +27,15 @@ def get_config() -> SweepConfig:
         name="encdec",
         convention="6n",
         sizes=SizeConfig(targets=(1e4,), head_dim=8, ff_mult=4),
-        model=ModelConfig(vocab_size=64, n_encoder_layers=1, positions="learned", compute_dtype="float32"),
-        data=DataConfig(source="translation", synthetic_vocab=64, translation_noise=0.1),
-        optim=OptimConfig(learning_rate=5e-3, warmup_steps=20, final_lr_frac=0.1),
+        train=train_template(
+            model=ModelConfig(vocab_size=64, n_encoder_layers=1, positions="learned", compute_dtype="float32"),
+            data=DataConfig(source="translation", synthetic_vocab=64, translation_noise=0.1, seq_len=16),
+            optim=OptimConfig(learning_rate=5e-3, warmup_steps=20, final_lr_frac=0.1),
+            batch_size=16,
+            eval_batches=4),
         encdec=EncDecConfig(encoder_layers=(1, 2, 3), decoder_layers=(1, 2, 3), widths=(32,), steps=600),
-        batch_size=16,
-        seq_len=16,
         min_steps=100,
         evals_per_run=2,
-        eval_batches=4,
         checkpoints_per_run=1,
         exec=ExecConfig(backend="pool", workers=2, threads=1),
     )

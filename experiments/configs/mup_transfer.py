@@ -12,7 +12,8 @@ Measured (2026-11-30, 297 s on the 2-core EPYC, BENCHMARKS.md): muP's optimum 0.
 <= 0.004 at d128 (>= 40x). Width 8 (one head, m = 2) was left out: there muP's optimum fell to 0.13.
 """
 
-from experiments.configs import TransferConfig, replace
+from experiments.configs import replace
+from experiments.sweep_sections import TransferConfig
 from experiments.configs.default import get_config as default
 
 

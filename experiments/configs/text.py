@@ -12,7 +12,8 @@ records the corpus recipe and the SHA-256 of its bytes in corpus.json.
 each run's epochs, flags repeats and fits the data-constrained law when some runs see >= 2 epochs.
 """
 
-from experiments.configs import AdaptiveConfig, ExecConfig, SizeConfig, SweepConfig
+from experiments.configs import SweepConfig, train_template
+from experiments.sweep_sections import AdaptiveConfig, ExecConfig, SizeConfig
 from lm.config import DataConfig, ModelConfig, OptimConfig
 
 CORPUS = "corpus:python/jax,flax,optax/3000000"
@@ -26,14 +27,14 @@ def get_config() -> SweepConfig:
         sizes=SizeConfig(rule="aspect", range=(4e3, 2e6), per_budget=5, window=2.0,
                          tokens_per_param_guess=20.0, aspect=16.0, width_step=8,
                          head_dim=8, min_layers=2, max_layers=2),
-        model=ModelConfig(vocab_size=512, compute_dtype="float32", parametrization="mup", mup_base_width=8),
-        data=DataConfig(source=CORPUS, tokenizer_type="bpe"),
-        optim=OptimConfig(learning_rate=0.1, warmup_steps=20, final_lr_frac=0.1),
-        batch_size=8,
-        seq_len=64,
+        train=train_template(
+            model=ModelConfig(vocab_size=512, compute_dtype="float32", parametrization="mup", mup_base_width=8),
+            data=DataConfig(source=CORPUS, tokenizer_type="bpe", seq_len=64),
+            optim=OptimConfig(learning_rate=0.1, warmup_steps=20, final_lr_frac=0.1),
+            batch_size=8,
+            eval_batches=8),
         min_steps=200,
         evals_per_run=4,
-        eval_batches=8,
         checkpoints_per_run=1,
         adaptive=AdaptiveConfig(spread=3.0, max_spread=6.0, edge_sizes=2, max_edge_rounds=2),
         exec=ExecConfig(backend="pool", workers=2, threads=1),

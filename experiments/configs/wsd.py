@@ -13,7 +13,8 @@ plus the cooldowns' own steps). Planned: 42 cosine runs (7.8e12 FLOPs) and 7 tru
 1-5 budgets and WSD would cost ~73 % of cosine: WSD saves compute when budgets are dense.
 """
 
-from experiments.configs import WSDConfig, replace
+from experiments.configs import replace
+from experiments.sweep_sections import WSDConfig
 from experiments.configs.default import get_config as default
 
 BUDGETS = (6.3e9, 1.1e10, 1.8e10, 2.9e10, 4.9e10, 8.1e10, 1.4e11, 2.3e11, 3.8e11, 6.3e11)

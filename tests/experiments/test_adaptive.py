@@ -121,7 +121,7 @@ def test_forecast_file_is_append_only_and_survives_a_torn_line(cfg):
 
 
 def test_bad_adaptive_configs_fail_before_anything_runs(tmp_path):
-    from experiments.configs import AdaptiveConfig, SizeConfig
+    from experiments.sweep_sections import AdaptiveConfig, SizeConfig
     c = tiny_adaptive_config(tmp_path)
     with pytest.raises(ValueError, match="windowed range"):
         dataclasses.replace(c, sizes=SizeConfig(targets=(5e3, 9e3))).validate()

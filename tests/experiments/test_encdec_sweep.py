@@ -9,11 +9,13 @@ import pytest
 
 from experiments import results as results_lib
 from experiments import runner, sweep
-from experiments.configs import EncDecConfig, load, replace
+from experiments.configs import load, replace
 from experiments.encdec import encdec_table, side_sizes
 from experiments.plan import make_plan
+from experiments.sweep_sections import EncDecConfig
 from lm import flops as flops_lib
-from lm.config import DataConfig, to_dict
+from lm.config import DataConfig
+from lm.config_fields import to_dict
 from lm.scaling.ghorbani import GhorbaniLaw
 
 TRANSLATION = DataConfig(source="translation", synthetic_vocab=16, translation_noise=0.2)
@@ -21,8 +23,9 @@ TRANSLATION = DataConfig(source="translation", synthetic_vocab=16, translation_n
 
 def _encdec(tiny, **kw):
     base = tiny()
-    model = dataclasses.replace(base.model, vocab_size=16, n_encoder_layers=1, positions="learned")
-    return replace(base, model=model, data=TRANSLATION, seq_len=8, min_steps=10,
+    model = dataclasses.replace(base.train.model, vocab_size=16, n_encoder_layers=1, positions="learned")
+    data = dataclasses.replace(TRANSLATION, seq_len=8)
+    return replace(base, **{"train.model": model, "train.data": data}, min_steps=10,
                    encdec=EncDecConfig(**{"encoder_layers": (1, 2), "decoder_layers": (1, 2, 3), "widths": (16,),
                                           "steps": 20, **kw}))
 
@@ -52,7 +55,7 @@ def test_isoflop_plan_on_translation_keeps_the_templates_encoder(tiny):
 
 
 @pytest.mark.parametrize("change, match", [
-    (dict(data=DataConfig()), "paired data"),
+    ({"train.data": DataConfig(seq_len=8)}, "paired data"),
     (dict(encdec=EncDecConfig(encoder_layers=(1,), decoder_layers=(1, 2))), "fewer than 5"),
     (dict(encdec=EncDecConfig(widths=(12,))), "multiples of sizes.head_dim"),
     (dict(encdec=EncDecConfig(encoder_layers=(0, 1, 2))), "encdec.encoder_layers"),

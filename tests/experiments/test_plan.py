@@ -6,10 +6,11 @@ import math
 import pytest
 
 from experiments import configs
-from experiments.configs import SizeConfig, SweepConfig, TransferConfig, WSDConfig
+from experiments.configs import SweepConfig
 from experiments.plan import make_plan, shapes_for_budget
 from experiments.plan_table import format_plan
 from experiments.shapes import shape_for
+from experiments.sweep_sections import SizeConfig, TransferConfig, WSDConfig
 from lm import flops as flops_lib
 from lm.config import ModelConfig
 from lm.optim import make_schedule
@@ -37,9 +38,9 @@ def test_tokens_steps_and_cosine_cycle_follow_the_budget(tiny, tmp_path):
     assert len(plan.runs) == 4 and not plan.dropped
     for spec in plan.runs:
         tc = spec.train_config(cfg, cfg.directory)
-        fpt = flops_lib.flops_per_token(tc.model, cfg.seq_len, "6n")
+        fpt = flops_lib.flops_per_token(tc.model, cfg.train.data.seq_len, "6n")
         assert spec.flops_per_token == fpt
-        assert spec.tokens == spec.steps * cfg.batch_size * cfg.seq_len == tc.steps * 8 * 32
+        assert spec.tokens == spec.steps * cfg.tokens_per_step == tc.steps * 8 * 32
         assert abs(spec.steps - spec.budget / fpt / (8 * 32)) <= 0.5          # D = C / FLOPs per token
         assert tc.optim.schedule == "cosine" and tc.steps == spec.steps     # cycle = run length
         schedule = make_schedule(tc.optim, tc.steps)
@@ -85,8 +86,8 @@ def test_wsd_branches_match_their_cosine_twins(tiny):
         assert round(tc.optim.decay_frac * tc.steps) == tc.steps - cool.branch_step
         # The cooldown starts at the branch step: same learning rate as the constant trunk up to it.
         lr = make_schedule(tc.optim, tc.steps)
-        assert float(lr(cool.branch_step)) == pytest.approx(cfg.optim.learning_rate)
-        assert float(lr(tc.steps)) == pytest.approx(cfg.optim.learning_rate * cfg.optim.final_lr_frac)
+        assert float(lr(cool.branch_step)) == pytest.approx(cfg.train.optim.learning_rate)
+        assert float(lr(tc.steps)) == pytest.approx(cfg.train.optim.learning_rate * cfg.train.optim.final_lr_frac)
         tt = trunk.train_config(cfg, cfg.directory)
         assert tt.optim.schedule == "constant" and tt.keep_checkpoints > len(trunk.checkpoint_steps)
 
@@ -96,13 +97,13 @@ def test_wsd_branches_match_their_cosine_twins(tiny):
     ({"budgets": (1e3, 3e8)}, r"budget C=1e\+03 gives its smallest size d16-L1 only 0 steps .* raise that budget"),
     ({"min_tokens_per_param": 1e4}, r"budget\(s\) \['4e\+08', '8e\+08'\] have no feasible point"),
     ({"wsd": WSDConfig(trunk_steps=30)}, r"branches at step 40, past the trunk's end \(wsd.trunk_steps=30\)"),
-    ({"wsd": WSDConfig(cooldown_frac=0.9), "optim.warmup_steps": 10}, "inside the warmup"),
+    ({"wsd": WSDConfig(cooldown_frac=0.9), "train.optim.warmup_steps": 10}, "inside the warmup"),
     ({"transfer": TransferConfig(learning_rates=(1e-3, 0.0))}, "learning-rate grid needs positive values"),
     ({"transfer": TransferConfig(learning_rates=(1e-3, -1e-2))}, "learning-rate grid needs positive values"),
     ({"transfer": TransferConfig(mup_learning_rates=(0.1, 0.0))}, r"mup_learning_rates=\(0.1, 0.0\): the learning-rate grid"),
-    ({"transfer": TransferConfig(base_width=12), "sizes.head_dim": 4, "model.parametrization": "mup",
-      "model.mup_base_width": 8}, r"mup_base_width=8 does not divide the width\(s\) d_model=\[12\]"),
-    ({"model.parametrization": "mup", "model.mup_base_width": 16}, r"mup_base_width=16 does not divide"),
+    ({"transfer": TransferConfig(base_width=12), "sizes.head_dim": 4, "train.model.parametrization": "mup",
+      "train.model.mup_base_width": 8}, r"mup_base_width=8 does not divide the width\(s\) d_model=\[12\]"),
+    ({"train.model.parametrization": "mup", "train.model.mup_base_width": 16}, r"mup_base_width=16 does not divide"),
     ({"budgets": ()}, "budgets is empty"),
     ({"convention": "6nd"}, "convention '6nd' is not known"),
     ({"sizes.targets": (), "sizes.range": None}, "either as sizes.targets"),
@@ -144,7 +145,7 @@ def test_budgets_in_real_compute_count_attention(tiny):
 
 def test_default_sweep_plans_in_real_compute_with_mup():
     cfg = configs.load("default")
-    assert cfg.convention == "6n_attn_causal" and cfg.model.parametrization == "mup"
+    assert cfg.convention == "6n_attn_causal" and cfg.train.model.parametrization == "mup"
     for spec in make_plan(cfg).runs:
         tc = spec.train_config(cfg, cfg.directory).validate()
         assert tc.model.parametrization == "mup" and tc.model.d_model % tc.model.mup_base_width == 0

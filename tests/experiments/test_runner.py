@@ -9,8 +9,9 @@ import pytest
 
 from experiments import results as results_lib
 from experiments import backends, runner, worker
-from experiments.configs import WSDConfig, replace
+from experiments.configs import replace
 from experiments.results import load_results, read_rows, results_path
+from experiments.sweep_sections import WSDConfig
 from lm import flops as flops_lib
 from lm.config import OptimConfig
 from lm.io import read_jsonl
@@ -97,7 +98,7 @@ def test_failures_are_retried_up_to_the_limit_and_never_stop_the_sweep(tiny, mon
 
 def test_diverged_runs_are_recorded_and_left_out_of_fits(tiny):
     cfg = replace(tiny(budgets=(4e8,), targets=(5e3,)),
-                  optim=OptimConfig(learning_rate=1e12, clip_norm=None, warmup_steps=0))
+                  **{"train.optim": OptimConfig(learning_rate=1e12, clip_norm=None, warmup_steps=0)})
     outcome = runner.run_sweep(cfg)
     assert not outcome.failed
     frame = load_results(cfg.directory)
@@ -159,7 +160,7 @@ def test_wsd_cooldowns_branch_from_the_trunk(tiny):
     assert not outcome.failed and not outcome.blocked
     frame = load_results(cfg.directory).set_index("run_id")
     assert list(frame.sort_values("kind")["kind"]) == ["cosine", "cosine", "wsd_constant", "wsd_cooldown", "wsd_cooldown"]
-    peak, final = cfg.optim.learning_rate, cfg.optim.final_lr_frac
+    peak, final = cfg.train.optim.learning_rate, cfg.train.optim.final_lr_frac
     for run_id, row in frame[frame["kind"] == "wsd_cooldown"].iterrows():
         twin = frame.loc[run_id.replace("wsd-", "cos-")]
         assert (row["N"], row["D"]) == (twin["N"], twin["D"])
@@ -186,7 +187,7 @@ def submitit_sweep(tmp_path_factory):
     from tiny_sweeps import tiny_config
     cfg = tiny_config(tmp_path_factory.mktemp("submitit"), budgets=(4e8,), targets=(5e3,), backend="submitit",
                       workers=2)
-    cfg = replace(cfg, **{"exec.cluster": "local", "exec.poll_s": 0.5, "model.compute_dtype": "float32"})
+    cfg = replace(cfg, **{"exec.cluster": "local", "exec.poll_s": 0.5, "train.model.compute_dtype": "float32"})
     return cfg, runner.run_sweep(cfg)
 
 

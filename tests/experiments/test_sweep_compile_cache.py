@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from experiments import configs as configs_lib
+from experiments import sweep_sections
 from experiments.worker import compile_cache_dir
 
 
@@ -25,7 +25,7 @@ def test_a_bad_cache_setting_is_refused(tmp_path):
     a_file.write_text("")
     for bad in ("", str(a_file)):
         with pytest.raises(ValueError, match="compile_cache"):
-            configs_lib.ExecConfig(compile_cache=bad).validate()
+            sweep_sections.ExecConfig(compile_cache=bad).validate()
 
 
 @pytest.mark.slow

@@ -9,8 +9,9 @@ import pytest
 
 from experiments import results as results_lib
 from experiments import runner, sweep
-from experiments.configs import TransferConfig, WSDConfig, replace
+from experiments.configs import replace
 from experiments.plan import make_plan
+from experiments.sweep_sections import TransferConfig, WSDConfig
 from experiments.transfer import optimal_learning_rates, transfer_spread, transfer_table
 
 
@@ -30,7 +31,7 @@ def _fake_transfer_rows(cfg, optimum):
 
 def test_transfer_report_finds_each_widths_optimum(tiny, capsys):
     cfg = replace(tiny(), transfer=TransferConfig(base_width=16, width_mults=(1, 2, 4, 8)), evals_per_run=1,
-                  **{"model.mup_base_width": 8})
+                  **{"train.model.mup_base_width": 8})
     results_lib.check_sweep_dir(cfg)
     results_lib.record_sweep(cfg, make_plan(cfg))
     optimum = lambda param, width: 8e-3 * (1.0 if param == "mup" else (16 / width) ** 0.8) * 1.1
@@ -52,11 +53,11 @@ def test_transfer_report_finds_each_widths_optimum(tiny, capsys):
 
 
 def test_results_table_records_learning_rates_and_parametrization(tiny):
-    cfg = replace(tiny(budgets=(4e8,), targets=(5e3,)), **{"model.parametrization": "mup", "model.mup_base_width": 8})
+    cfg = replace(tiny(budgets=(4e8,), targets=(5e3,)), **{"train.model.parametrization": "mup", "train.model.mup_base_width": 8})
     runner.run_sweep(cfg)
     row = results_lib.load_results(cfg.directory).iloc[0]
-    assert row["parametrization"] == "mup" and row["learning_rate"] == cfg.optim.learning_rate
-    assert row["lr_hidden"] == pytest.approx(cfg.optim.learning_rate * 8 / row["d_model"])
+    assert row["parametrization"] == "mup" and row["learning_rate"] == cfg.train.optim.learning_rate
+    assert row["lr_hidden"] == pytest.approx(cfg.train.optim.learning_rate * 8 / row["d_model"])
     assert row["width_mult"] == row["d_model"] / 8
 
 

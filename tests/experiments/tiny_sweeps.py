@@ -3,21 +3,24 @@
 import os
 import sys
 
-from experiments.configs import ExecConfig, SizeConfig, SweepConfig
-from lm.config import ModelConfig, OptimConfig
+from experiments.configs import SweepConfig, train_template
+from experiments.sweep_sections import ExecConfig, SizeConfig
+from lm.config import DataConfig, OptimConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 TINY_CONFIG = '''
-from experiments.configs import ExecConfig, SizeConfig, SweepConfig, WSDConfig
-from lm.config import ModelConfig, OptimConfig
+from experiments.configs import SweepConfig, train_template
+from experiments.sweep_sections import ExecConfig, SizeConfig, WSDConfig
+from lm.config import DataConfig, OptimConfig
 
 def get_config():
     return SweepConfig(
         name="tiny", budgets={budgets}, convention="6n",
         sizes=SizeConfig(targets={targets}, width_step=8, head_dim=8, min_layers=1, max_layers=2),
-        model=ModelConfig(vocab_size=64), optim=OptimConfig(learning_rate=1e-2, warmup_steps=5),
-        batch_size=8, seq_len=32, min_steps={min_steps}, evals_per_run=2, eval_batches=1,
+        train=train_template(data=DataConfig(seq_len=32), optim=OptimConfig(learning_rate=1e-2, warmup_steps=5),
+                             batch_size=8, eval_batches=1),
+        min_steps={min_steps}, evals_per_run=2,
         checkpoints_per_run={checkpoints}, wsd={wsd},
         exec=ExecConfig(backend="{backend}", workers={workers}, threads=1, max_retries=2, poll_s=0.1))
 '''
@@ -29,8 +32,9 @@ def tiny_config(tmp_path, *, budgets=(4e8, 8e8), targets=(5e3, 9e3), min_steps=2
     return SweepConfig(
         name="tiny", budgets=budgets, convention="6n",
         sizes=SizeConfig(targets=targets, width_step=8, head_dim=8, min_layers=1, max_layers=2),
-        model=ModelConfig(vocab_size=64), optim=OptimConfig(learning_rate=1e-2, warmup_steps=5),
-        batch_size=8, seq_len=32, min_steps=min_steps, evals_per_run=2, eval_batches=1,
+        train=train_template(data=DataConfig(seq_len=32), optim=OptimConfig(learning_rate=1e-2, warmup_steps=5),
+                             batch_size=8, eval_batches=1),
+        min_steps=min_steps, evals_per_run=2,
         checkpoints_per_run=checkpoints, wsd=wsd,
         exec=ExecConfig(backend=backend, workers=workers, threads=1, max_retries=2, poll_s=0.1),
         out_dir=str(tmp_path / out))
@@ -62,13 +66,14 @@ def tiny_adaptive_config(tmp_path, *, budgets=(3e8, 6e8, 1.2e9, 2.4e9), out="ada
                          workers=1, bootstrap=20) -> SweepConfig:
     """A tiny adaptive sweep (experiments.adaptive): 4 stages of 3 sizes from a ladder of depth-1 shapes,
     forecasts preregistered for stages 3 and 4."""
-    from experiments.configs import AdaptiveConfig
+    from experiments.sweep_sections import AdaptiveConfig
     return SweepConfig(
         name="tiny-adaptive", budgets=budgets, convention="6n",
         sizes=SizeConfig(range=(1.5e3, 6e4), per_budget=3, window=2.0, tokens_per_param_guess=20.0,
                          width_step=8, head_dim=8, min_layers=1, max_layers=1, aspect=16.0),
-        model=ModelConfig(vocab_size=64), optim=OptimConfig(learning_rate=1e-2, warmup_steps=5),
-        batch_size=8, seq_len=32, min_steps=20, evals_per_run=2, eval_batches=1, checkpoints_per_run=1,
+        train=train_template(data=DataConfig(seq_len=32), optim=OptimConfig(learning_rate=1e-2, warmup_steps=5),
+                             batch_size=8, eval_batches=1),
+        min_steps=20, evals_per_run=2, checkpoints_per_run=1,
         adaptive=AdaptiveConfig(spread=2.0, max_spread=4.0, edge_sizes=1, max_edge_rounds=1,
                                 forecast_bootstrap=bootstrap),
         exec=ExecConfig(backend=backend, workers=workers, threads=1, max_retries=2, poll_s=0.1),
