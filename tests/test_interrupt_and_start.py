@@ -1,0 +1,47 @@
+"""Ctrl-C and a multi-process start with no peer, as a user meets them: one line each, no
+traceback (issue 25 item 8)."""
+
+import glob
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import multiproc as mp
+
+RUN = [*mp.TINY, "steps=300", "checkpoint_every=10", "log_every=10", "eval_every=0"]
+
+
+def test_ctrl_c_says_the_step_and_the_rerun_resumes(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "lm.train", "--local-cpu-devices", "1", *RUN, f'out_dir="{out}"']
+    proc = subprocess.Popen(cmd, env=mp.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not glob.glob(str(out / "checkpoints" / "*" / "lm_manifest.json")) and time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+    line = err.strip().splitlines()[-1]       # (orbax may warn of a slow save on a loaded machine)
+    step = int(re.fullmatch(r"lm-train: interrupted at step (\d+); rerun the same command to resume", line).group(1))
+    assert 10 <= step < 300
+    rerun = subprocess.run(cmd, env=mp.env(), capture_output=True, text=True, timeout=240)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    result = mp.result(out)
+    assert result["status"] == "completed" and 10 <= result["resumed_from"] <= step
+
+
+def test_a_coordinator_with_no_peer_times_out_in_one_line(tmp_path):
+    cmd = [sys.executable, "-m", "lm.train", "--coordinator", f"127.0.0.1:{mp.free_port()}", "--num-processes", "2",
+           "--process-id", "0", "--coordinator-timeout", "3", "--local-cpu-devices", "1", *RUN,
+           f'out_dir="{tmp_path / "run"}"']
+    out = subprocess.run(cmd, env=mp.env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    [line] = out.stderr.strip().splitlines()
+    assert line.startswith("lm-train: error: process 0 of 2 waited 3 s at coordinator 127.0.0.1:") and \
+        "--coordinator-timeout" in line
+    assert not os.path.exists(tmp_path / "run")
