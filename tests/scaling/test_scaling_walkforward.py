@@ -112,6 +112,7 @@ def test_walk_forward_choice_is_near_the_best_and_covers():
         assert 0.8 <= np.mean(covered) <= 0.97, (make.__name__, np.mean(covered))
 
 
+@pytest.mark.slow
 def test_cli_forecast_csv_for_holdout_above_holdout_and_predict(tmp_path, capsys):
     csv = tmp_path / "runs.csv"
     runs_table(seed=2, budgets=np.geomspace(1e18, 1e21, 6)).to_csv(csv, index=False)
