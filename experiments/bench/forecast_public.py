@@ -48,6 +48,7 @@ def tables(root: Path):
     yield "muennighoff datablations (val loss)", pd.DataFrame(dict(N=mu["N"], D=mu["D"], loss=mu["val_loss"])), None
     opt = pd.read_csv(root / "porian2024_isoflop_optima.csv")
     for key, g in opt.groupby(PORIAN_KEYS, dropna=False):
+        g = g.dropna(subset=["loss_opt"])  # a few budgets have no minimum in the source
         yield (f"porian optima {'/'.join(map(str, key[1:]))}",
                pd.DataFrame(dict(C=g["flops"], loss=g["loss_opt"], N=g["N_opt"], D=g["D_opt"])), None)
     oa = pd.read_csv(root / "open_athena_isoflops.csv")

@@ -64,6 +64,10 @@ def test_minima_table_skips_approach3_and_the_frontier_forecasts_within_the_nois
     assert np.all(np.abs(f["loss"] / truth - 1) < 0.02)  # 0.3 % noise on 8 minima, 10-100x beyond
     assert np.all((f["lo"] < truth) & (truth < f["hi"]))
     assert np.all(np.abs(np.log(f["N"] / LAW.optimal(np.array([1e22, 1e23]))[0])) < 0.2)
+    from lm.scaling.frontier_plot import plot_frontier
+    fig = plot_frontier(res.frontier)
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert any(s.startswith("frontier (least squares)") for s in labels) and any("interval" in s for s in labels)
 
 
 def test_choose_is_deterministic_and_prints_the_baseline():
