@@ -9,7 +9,10 @@ Modules: laws (forms, published constants, compute-optimal allocation), optimize
 L-BFGS), fit (Approach 3, Kaplan, offset power law), constraints (fixed E, tied exponents,
 Huber delta, loss space), vpnls (variable projection), bootstrap, results (the table),
 envelope (Approach 1), isoflop (Approach 2, windowed), approaches (all three; extrapolation),
-forecast (held-back budgets), kaplan (single-variable laws), datalimited (Muennighoff et al.),
+forecast (held-back budgets), frontier (the frontier law L_opt(C) = E + K C^-gamma), identify
+(identifiability checks), candidates + walkforward (walk-forward model choice: `choose(table)`),
+aim (--holdout-above/--holdout/--predict, forecast.csv), tables (sweep folders), fitoptions +
+pipeline (what lm-fit and lm-sweep fit run), kaplan (single-variable laws), datalimited (Muennighoff et al.),
 synthetic (IsoFLOP grids from a known law), plots, cli.
 """
 
@@ -22,16 +25,19 @@ from lm.scaling.envelope import Approach1, approach1
 from lm.scaling.fit import (FitResult, chinchilla_grid, chinchilla_objective, fit_chinchilla, fit_kaplan,
                             fit_offset_power_law, fit_power_law)
 from lm.scaling.forecast import Forecast, forecast
+from lm.scaling.frontier import Frontier, fit_frontier
 from lm.scaling.isoflop import Approach2, approach2
 from lm.scaling.kaplan import KaplanFit, fit_kaplan_single, kaplan_fits
 from lm.scaling.laws import (CHINCHILLA, CHINCHILLA_UNROUNDED, EPOCH_REFIT, KAPLAN, ChinchillaLaw,
                              KaplanLaw, KaplanPowerLaw, OffsetPowerLaw, PowerLaw, optimal_allocation, six_n)
 from lm.scaling.synthetic import isoflop_grid
 from lm.scaling.vpnls import fit_vpnls
+from lm.scaling.walkforward import Choice, choose
 
 __all__ = [
     "CHINCHILLA", "CHINCHILLA_TABLE3_BUDGETS", "CHINCHILLA_UNROUNDED", "EPOCH_REFIT", "KAPLAN",
-    "Approach1", "Approach2", "Approach3", "Approaches", "ChinchillaBootstrap", "ChinchillaLaw",
+    "Approach1", "Approach2", "Approach3", "Approaches", "ChinchillaBootstrap", "ChinchillaLaw", "Choice",
+    "Frontier", "choose", "fit_frontier",
     "DataConstrainedLaw", "Estimate", "Extrapolation", "FitConstraints", "FitResult", "Forecast",
     "KaplanFit", "KaplanLaw", "KaplanPowerLaw", "OffsetPowerLaw",
     "PowerLaw", "approach1", "approach2", "approach3", "bootstrap_chinchilla", "chinchilla_grid",

@@ -35,6 +35,9 @@ LS_DELTA = 1e3
 """A Huber threshold no log-loss residual reaches: the Huber objective is then least squares."""
 MIN_BUDGETS = 4
 """The loss law has 3 parameters: at least 4 distinct budgets."""
+MAX_RESAMPLES = 200
+"""The frontier's bootstrap draws at most this many resamples (each is a batched 3-parameter refit;
+200 keep lm-fit's default of 1,000 elsewhere from costing seconds here)."""
 
 
 def describe_delta(delta: float) -> str:
@@ -153,7 +156,7 @@ def fit_frontier(minima: pd.DataFrame, *, delta: float = LS_DELTA, n_bootstrap: 
     D = minima["D"].to_numpy(float) if "D" in minima else np.full_like(C, np.nan)
     n_law, d_law = _power_law(C, N), _power_law(C, D)
     resid = np.log(L) - np.log(law.loss(C))
-    samples = _resample(C, L, N, D, law, fit, n_law, d_law, resid, n_bootstrap, seed, delta)
+    samples = _resample(C, L, N, D, law, fit, n_law, d_law, resid, min(n_bootstrap, MAX_RESAMPLES), seed, delta)
     est = _estimates(law, n_law, d_law, samples, budgets, level)
     theta = np.array([np.log(max(law.E, 1e-300)), np.log(law.K), law.gamma])
     return Frontier(law=law, n_opt=n_law, d_opt=d_law, minima=minima.reset_index(drop=True), delta=delta,

@@ -168,6 +168,7 @@ def table_shape(table: pd.DataFrame, shape: str = "auto", tol_dex: float = 0.05)
         return shape
     if "N" not in table.columns:
         return "minima"
+    prepare_results(table)  # a table with N is read as runs unless it proves one row per budget
     if "budget" in table.columns:
         C = pd.to_numeric(table["budget"], errors="coerce").to_numpy(float)
     elif "C" in table.columns:

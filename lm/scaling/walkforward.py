@@ -218,13 +218,16 @@ def _pick(table: pd.DataFrame, pred: pd.DataFrame, eligible: list[str]):
         return None, "no candidate is identified on the whole table and forecasts a split"
     opt = pred[(pred["kind"] == "optimum") & pred["candidate"].isin(eligible)]
     common = set.intersection(*(set(opt.loc[opt["candidate"] == c, "origin"]) for c in eligible))
-    sub = opt[opt["origin"].isin(common)].assign(e=lambda d: d["rel_error"].abs())
-    means = sub.groupby("candidate")["e"].mean().reindex(eligible)
+    sub = opt[opt["origin"].isin(common)] if common else opt  # no split shared: each on its own splits
+    means = sub.assign(e=lambda d: d["rel_error"].abs()).groupby("candidate")["e"].mean().reindex(eligible).dropna()
+    if means.empty:
+        return None, "no identified candidate forecast an observed optimum"
     best = str(means.idxmin())
     naive = table.loc[table["baseline"], "mean_error"]
     vs = (f"; naive baseline {100 * naive.iloc[0]:.2f}%" if len(naive) and np.isfinite(naive.iloc[0]) else "")
-    return best, (f"lowest mean |relative error| of the optimal-loss forecasts, {100 * means[best]:.2f}% on the "
-                  f"{len(common)} splits every identified candidate fitted{vs}")
+    where = (f"on the {len(common)} splits every identified candidate fitted" if common else
+             "each on its own splits (no split was fitted by every identified candidate)")
+    return best, f"lowest mean |relative error| of the optimal-loss forecasts, {100 * means[best]:.2f}% {where}{vs}"
 
 
 def choose(table: pd.DataFrame, *, shape: str = "auto", candidates=CANDIDATES, min_fit: int = 3,

@@ -50,10 +50,15 @@ def test_duplicates_and_wrong_units_warn():
 
 
 def test_a_failing_approach_is_named_and_the_others_still_run():
-    df = noisy_isoflops(noise=0.0, budgets=(1e18,))  # one budget: no Approach 2
+    df = noisy_isoflops(noise=0.0, budgets=(1e18,))  # one budget: no Approach 2, Approach 3 unidentified
     res = fit_approaches(df, approaches=(2, 3), n_bootstrap=0, method="vpnls")
-    assert res.approach3 is not None and res.approach2 is None
+    assert res.approach3 is None and res.approach2 is None
     assert res.failed[0][0] == "Approach 2" and "at least 2 IsoFLOP budgets" in res.failed[0][1]
+    assert res.failed[1][0] == "Approach 3" and res.failed[1][1].startswith("unidentified: 1 budget")
+    two = noisy_isoflops(noise=0.0, budgets=(1e18, 1e19))  # no curves: no Approach 1
+    res = fit_approaches(two, approaches=(1, 3), n_bootstrap=0, method="vpnls")
+    assert res.approach3 is not None and res.approach1 is None
+    assert res.failed[0][0] == "Approach 1" and "needs per-run loss curves" in res.failed[0][1]
 
 
 @pytest.mark.parametrize("flags, message", [
