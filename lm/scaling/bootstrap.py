@@ -133,11 +133,20 @@ def bootstrap_chinchilla(
     values = res.value.reshape(n_resamples, K)
     best = np.argmin(np.where(np.isfinite(values), values, np.inf), axis=1)
     theta = apply(res.theta.reshape(n_resamples, K, 5)[np.arange(n_resamples), best])
+    budgets = tuple(float(c) for c in np.atleast_1d(budgets))
+    with np.errstate(all="ignore"):  # a degenerate resample (exponents ~0) overflows to inf: ignored
+        est, (E, A, B, alpha, beta), n_opt, d_opt = _derived(fit.law, theta, budgets, flops_per_token, level)
+    return ChinchillaBootstrap(law=fit.law, samples=np.stack([E, A, B, alpha, beta], axis=1),
+                               objective=values[np.arange(n_resamples), best], budgets=budgets,
+                               n_opt=n_opt, d_opt=d_opt, estimates=est)
+
+
+def _derived(law: ChinchillaLaw, theta, budgets, flops_per_token, level):
+    """Estimates from law samples theta [R, 5] (a, b, e, alpha, beta): (estimates, (E, A, B,
+    alpha, beta) [R] each, N_opt [R, budgets], D_opt [R, budgets])."""
     a, b, e, alpha, beta = theta.T
     E, A, B = np.exp(e), np.exp(a), np.exp(b)
-    budgets = tuple(float(c) for c in np.atleast_1d(budgets))
     n_opt, d_opt = allocation_samples(E, A, B, alpha, beta, budgets, flops_per_token)
-    law = fit.law
     full_n, full_d = (np.atleast_1d(v) for v in law.optimal(np.array(budgets), flops_per_token))
     G = (alpha * A / (beta * B)) ** (1 / (alpha + beta))
     est = {name: estimate(getattr(law, name), s, level) for name, s in
@@ -147,9 +156,7 @@ def bootstrap_chinchilla(
         est[f"N_opt@{c:.3g}"] = estimate(full_n[j], n_opt[:, j], level)
         est[f"D_opt@{c:.3g}"] = estimate(full_d[j], d_opt[:, j], level)
         est[f"D/N@{c:.3g}"] = estimate(full_d[j] / full_n[j], d_opt[:, j] / n_opt[:, j], level)
-    return ChinchillaBootstrap(law=law, samples=np.stack([E, A, B, alpha, beta], axis=1),
-                               objective=values[np.arange(n_resamples), best], budgets=budgets,
-                               n_opt=n_opt, d_opt=d_opt, estimates=est)
+    return est, (E, A, B, alpha, beta), n_opt, d_opt
 
 
 @dataclass(frozen=True)
