@@ -81,6 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"{timing['wall_s']:.0f} s wall (compile {timing['compile_s']:.0f} s, eval {timing['eval_s']:.0f} s, "
               f"checkpoints {timing['checkpoint_s']:.0f} s summed over runs)")
     if not args.no_fit:
+        _cache(cfg)
         try:
             report(folder, n_bootstrap=args.bootstrap)
         except Exception as err:  # noqa: BLE001 - a fit never turns a finished sweep into a failure
@@ -148,6 +149,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
+    _cache(results_lib.load_sweep_config(args.dir))   # the fits' programs compile once, as the runs'
     report(args.dir, n_bootstrap=args.bootstrap)
     return 0
 
@@ -167,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--no-progress", action="store_true", help="no progress bars")
     p_run.add_argument("--no-fit", action="store_true", help="stop after the runs")
     p_run.add_argument("--retry-failed", action="store_true", help="retry runs that exhausted their retries")
-    p_run.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals")
+    p_run.add_argument("--bootstrap", type=int, default=None,
+                       help="bootstrap resamples (default: 1000 for >= 100 runs, else 10 per run, at least 200)")
     p_plan.add_argument("--probe", type=int, default=3, help="shapes to time for the estimate (0: none)")
     p_status = sub.add_parser("status", help="state of each run of a sweep folder")
     p_status.add_argument("dir")
@@ -176,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     p_repair.add_argument("dir")
     p_fit = sub.add_parser("fit", help="fit and report from a sweep folder's results")
     p_fit.add_argument("dir")
-    p_fit.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals")
+    p_fit.add_argument("--bootstrap", type=int, default=None,
+                       help="bootstrap resamples (default: 1000 for >= 100 runs, else 10 per run, at least 200)")
     args = parser.parse_args(argv)
     handlers = {"run": cmd_run, "plan": cmd_plan, "status": cmd_status, "fit": cmd_fit, "repair": cmd_repair}
     try:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from lm.scaling.approaches import CHINCHILLA_TABLE3_BUDGETS, METHODS, fit_approaches
+from lm.scaling.bootstrap import sized_resamples
 from lm.scaling.constraints import FitConstraints
 from lm.scaling.datalimited import RECIPES, fit_data_constrained_table
 from lm.scaling.fit import fit_kaplan
@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budgets", default=",".join(f"{c:g}" for c in CHINCHILLA_TABLE3_BUDGETS),
                    help="comma-separated FLOP budgets for the allocation table")
     p.add_argument("--approaches", default="1,2,3", help="which approaches to run (default 1,2,3)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (default: 1000 for tables of "
+                   ">= 100 rows, else 10 per row, at least 200)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--kaplan", action="store_true",
                    help="also fit Kaplan's L(N, D) and the single-variable L(N), L(D), L(C_min) with bootstrap")
@@ -91,9 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "auto (datablations on their own table, else single-epoch; default)")
     p.add_argument("--out", type=Path, help="output folder (default ./<FILE's stem>_fit)")
     p.add_argument("--no-plots", action="store_true")
-    p.add_argument("--compile-cache", default=os.environ.get("LM_COMPILE_CACHE"),
-                   help="persistent XLA compilation cache folder (as lm-train; default $LM_COMPILE_CACHE): "
-                        "a second lm-fit skips the ~6 s of compiling the fits")
+    p.add_argument("--compile-cache", default="user",
+                   help="persistent XLA compilation cache folder: user (default: $LM_COMPILE_CACHE, else "
+                        "~/.cache/lm/xla, shared with sweeps), a folder, or none: a second lm-fit skips "
+                        "compiling the fits")
     return p
 
 
@@ -171,10 +173,12 @@ def fit_options(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from lm import compile_cache
-    compile_cache.configure(args.compile_cache, min_compile_s=0.0)
+    cache = {"user": compile_cache.user_dir(), "none": None}.get(args.compile_cache, args.compile_cache)
+    compile_cache.configure(cache, min_compile_s=0.0)
     try:
         opts = fit_options(args)
         df = load_results(args)
+        args.bootstrap = sized_resamples(len(df), args.bootstrap)
         curves = pd.read_csv(args.curves) if args.curves else None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -146,3 +146,10 @@ def test_reports_format_huge_ratios_and_leak_no_overflow_warnings(tmp_path, caps
     assert rc == 0, text
     assert not re.findall(r"\d{16,}", text), re.findall(r"\d{16,}", text)[:3]
     assert "e+" in text and "RuntimeWarning" not in text and "overflow" not in text
+
+
+def test_bootstrap_is_sized_to_the_table():
+    from lm.scaling.bootstrap import sized_resamples
+
+    assert [sized_resamples(n) for n in (9, 35, 99, 100, 240)] == [200, 350, 990, 1000, 1000]
+    assert sized_resamples(9, 1000) == 1000 and sized_resamples(240, 50) == 50
