@@ -230,9 +230,10 @@ def _law_lines(res, ext, frame, out: dict[str, Any]) -> list[str]:
     return lines
 
 
-def report(folder: str, n_bootstrap: int = 1000) -> dict[str, Any]:
+def report(folder: str, n_bootstrap: int | None = None) -> dict[str, Any]:
     """Fit Approaches 1-3 (bootstrap intervals), print the report, write report.json, report.txt
-    and the plots (IsoFLOP parabolas, N_opt(C) and D_opt(C), ...) into the sweep folder."""
+    and the plots (IsoFLOP parabolas, N_opt(C) and D_opt(C), ...) into the sweep folder.
+    n_bootstrap: resamples (None: sized to the table, lm.scaling.bootstrap.sized_resamples)."""
     import warnings
 
     from lm.scaling import extrapolation, fit_approaches
@@ -249,10 +250,12 @@ def report(folder: str, n_bootstrap: int = 1000) -> dict[str, Any]:
         return _write_report(folder, lines, out)
     if cfg.encdec is not None:
         from experiments.encdec import report_encdec
-        lines, out = report_encdec(folder, frame, n_bootstrap=min(n_bootstrap, 200))
+        lines, out = report_encdec(folder, frame, n_bootstrap=min(n_bootstrap or 200, 200))
         return _write_report(folder, lines, out)
     table, fpt = fit_table(frame, cfg.convention)
     _check_fittable(folder, frame, table)
+    from lm.scaling.bootstrap import sized_resamples
+    n_bootstrap = sized_resamples(len(table), n_bootstrap)
     lines = [f"== Sweep {cfg.name!r} in {folder}: {len(frame)} finished runs "
              f"({int((frame['status'] == 'diverged').sum())} diverged, left out of fits); "
              f"{len(table)} cosine runs fitted; C in {cfg.convention!r} FLOPs, N = "

@@ -100,6 +100,7 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"{timing['wall_s']:.0f} s wall (compile {timing['compile_s']:.0f} s, eval {timing['eval_s']:.0f} s, "
               f"checkpoints {timing['checkpoint_s']:.0f} s summed over runs)")
     if not args.no_fit:
+        _cache(cfg)
         try:
             report(folder, n_bootstrap=args.bootstrap)
         except Exception as err:  # noqa: BLE001 - a fit never turns a finished sweep into a failure
@@ -181,16 +182,19 @@ def cmd_repair(args: argparse.Namespace) -> int:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    """Holding the sweep folder's lock, the sweep report; with any lm-fit fitting or forecast option, lm-fit's pipeline on the sweep's
-    table (its FLOP convention kept) into <dir>/fit/ (the options are lm-fit's: one parser)."""
+    """Holding the sweep folder's lock, the sweep report; with any lm-fit fitting or forecast option,
+    lm-fit's pipeline on the sweep's table (its FLOP convention kept) into <dir>/fit/ (the options are
+    lm-fit's: one parser)."""
     from pathlib import Path
 
     from experiments.report import fit_table
+    from lm.lock import FolderLock
+    from lm.scaling.bootstrap import sized_resamples
     from lm.scaling.fitoptions import FitOptions, fit_options
     from lm.scaling.pipeline import run_fit
-    from lm.lock import FolderLock
     opts = fit_options(args)
     cfg = results_lib.load_sweep_config(args.dir)               # refuse a folder that is not a sweep
+    _cache(cfg)                                                 # the fits' programs compile once, as the runs'
     with FolderLock(args.dir, "sweep folder"):                  # never beside a running `lm-sweep run`
         if opts == FitOptions(bootstrap=opts.bootstrap):
             report(args.dir, n_bootstrap=args.bootstrap)
@@ -198,6 +202,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         table, fpt = fit_table(results_lib.load_results(args.dir), cfg.convention)
         if table.empty:
             raise ValueError(f"{args.dir} has no completed cosine run to fit yet; run the sweep further first")
+        opts = dataclasses.replace(opts, bootstrap=sized_resamples(len(table), opts.bootstrap))
         return run_fit(table, opts, Path(args.dir) / "fit", title=f"lm-sweep fit {args.dir} ({len(table)} runs)",
                        flops_per_token=fpt, prog="lm-sweep")
 
@@ -223,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--no-progress", action="store_true", help="no progress bars")
     p_run.add_argument("--no-fit", action="store_true", help="stop after the runs")
     p_run.add_argument("--retry-failed", action="store_true", help="retry runs that exhausted their retries")
-    p_run.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals")
+    p_run.add_argument("--bootstrap", type=int, default=None,
+                       help="bootstrap resamples (default: 1000 for >= 100 runs, else 10 per run, at least 200)")
     p_plan.add_argument("--probe", type=int, default=3, help="shapes to time for the estimate (0: none)")
     p_status = sub.add_parser("status", help="state of each run of a sweep folder")
     p_status.add_argument("dir")

@@ -22,6 +22,16 @@ import os
 _TMP_SUFFIX = ".lm-tmp"
 
 
+def user_dir(environ=None) -> str:
+    """The per-user cache folder: $LM_COMPILE_CACHE, else $XDG_CACHE_HOME/lm/xla, else
+    ~/.cache/lm/xla (the folder a sweep's exec.compile_cache='user' names)."""
+    environ = os.environ if environ is None else environ
+    if environ.get("LM_COMPILE_CACHE"):
+        return os.path.abspath(os.path.expanduser(environ["LM_COMPILE_CACHE"]))
+    base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "lm", "xla")
+
+
 def configure(folder: str | None, min_compile_s: float = 0.0) -> None:
     """Cache every compilation taking at least `min_compile_s` in `folder` (None or '': leave the
     cache as it is), with atomic writes. XLA's own GPU kernel/autotune caches are left off: JAX

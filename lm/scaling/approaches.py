@@ -27,7 +27,8 @@ from lm.scaling.envelope import CHINCHILLA_TABLE3_BUDGETS, Approach1, approach1
 from lm.scaling.fit import DELTA, FitResult, fit_chinchilla
 from lm.scaling.frontier import LS_DELTA, Frontier, frontier
 from lm.scaling.identify import a3_reasons, frontier_reasons, power_law_reasons, unidentified, value_reasons
-from lm.scaling.isoflop import DEFAULT_WINDOW, Approach2, approach2, check_window, fit_parabola, parabola_vertex
+from lm.scaling.isoflop import (DEFAULT_WINDOW, Approach2, approach2, check_window, fit_parabola, fmt_ratio,
+                                parabola_vertex)
 from lm.scaling.laws import ChinchillaLaw, FlopsPerToken
 from lm.scaling.optimize import LBFGSOptions
 from lm.scaling.results import budgets_of, check_table, prepare_results, table_shape
@@ -193,7 +194,7 @@ class Approaches:
                              f"{'D interval':>23} {'D/N':>8}")
                 for r in g.itertuples():
                     lines.append(f"    {r.C:10.3g} {r.N_opt:10.3g} [{r.N_lo:10.3g}, {r.N_hi:10.3g}] "
-                                 f"{r.D_opt:10.3g} [{r.D_lo:10.3g}, {r.D_hi:10.3g}] {r.tokens_per_param:8.3g}"
+                                 f"{r.D_opt:10.3g} [{r.D_lo:10.3g}, {r.D_hi:10.3g}] {fmt_ratio(r.tokens_per_param):>8}"
                                  f"{'  extrapolated' if r.extrapolated else ''}")
         lines += [f"Note: {n}" for n in self.notes]
         return "\n".join(lines)

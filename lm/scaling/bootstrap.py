@@ -60,6 +60,20 @@ def estimate(value: float, samples, level: float = 0.95) -> Estimate:
     return Estimate(float(value), float(np.std(s, ddof=1)), float(lo), float(hi), level)
 
 
+FULL_BOOTSTRAP_ROWS = 100
+"""Tables of at least this many rows get 1,000 resamples by default (sized_resamples)."""
+
+
+def sized_resamples(n_rows: int, requested: int | None = None) -> int:
+    """Bootstrap resamples for a table of n_rows: `requested` when given; else 1,000 from
+    FULL_BOOTSTRAP_ROWS rows up (Epoch's 240 points, published intervals) and 10 per row, at
+    least 200, below: a 9-run sweep's intervals from 200 resamples (their 2.5 % tail is 5
+    resamples) cost a fifth of 1,000's L-BFGS refits, and on so few rows they are wide anyway."""
+    if requested is not None:
+        return int(requested)
+    return 1000 if n_rows >= FULL_BOOTSTRAP_ROWS else max(200, 10 * int(n_rows))
+
+
 def resample_weights(n: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
     """[R, n] multiplicities of n points in R bootstrap resamples (each row sums to n)."""
     return rng.multinomial(n, np.full(n, 1.0 / n), size=n_resamples).astype(np.float64)
@@ -133,11 +147,20 @@ def bootstrap_chinchilla(
     values = res.value.reshape(n_resamples, K)
     best = np.argmin(np.where(np.isfinite(values), values, np.inf), axis=1)
     theta = apply(res.theta.reshape(n_resamples, K, 5)[np.arange(n_resamples), best])
+    budgets = tuple(float(c) for c in np.atleast_1d(budgets))
+    with np.errstate(all="ignore"):  # a degenerate resample (exponents ~0) overflows to inf: ignored
+        est, (E, A, B, alpha, beta), n_opt, d_opt = _derived(fit.law, theta, budgets, flops_per_token, level)
+    return ChinchillaBootstrap(law=fit.law, samples=np.stack([E, A, B, alpha, beta], axis=1),
+                               objective=values[np.arange(n_resamples), best], budgets=budgets,
+                               n_opt=n_opt, d_opt=d_opt, estimates=est)
+
+
+def _derived(law: ChinchillaLaw, theta, budgets, flops_per_token, level):
+    """Estimates from law samples theta [R, 5] (a, b, e, alpha, beta): (estimates, (E, A, B,
+    alpha, beta) [R] each, N_opt [R, budgets], D_opt [R, budgets])."""
     a, b, e, alpha, beta = theta.T
     E, A, B = np.exp(e), np.exp(a), np.exp(b)
-    budgets = tuple(float(c) for c in np.atleast_1d(budgets))
     n_opt, d_opt = allocation_samples(E, A, B, alpha, beta, budgets, flops_per_token)
-    law = fit.law
     full_n, full_d = (np.atleast_1d(v) for v in law.optimal(np.array(budgets), flops_per_token))
     G = (alpha * A / (beta * B)) ** (1 / (alpha + beta))
     est = {name: estimate(getattr(law, name), s, level) for name, s in
@@ -147,9 +170,7 @@ def bootstrap_chinchilla(
         est[f"N_opt@{c:.3g}"] = estimate(full_n[j], n_opt[:, j], level)
         est[f"D_opt@{c:.3g}"] = estimate(full_d[j], d_opt[:, j], level)
         est[f"D/N@{c:.3g}"] = estimate(full_d[j] / full_n[j], d_opt[:, j] / n_opt[:, j], level)
-    return ChinchillaBootstrap(law=law, samples=np.stack([E, A, B, alpha, beta], axis=1),
-                               objective=values[np.arange(n_resamples), best], budgets=budgets,
-                               n_opt=n_opt, d_opt=d_opt, estimates=est)
+    return est, (E, A, B, alpha, beta), n_opt, d_opt
 
 
 @dataclass(frozen=True)

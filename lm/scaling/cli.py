@@ -26,12 +26,13 @@ line, exit 2; exit 2 too when no approach can be fitted.
 from __future__ import annotations
 
 import argparse
-import os
+import dataclasses
 import sys
 from pathlib import Path
 
 import pandas as pd
 
+from lm.scaling.bootstrap import sized_resamples
 from lm.scaling.datalimited import RECIPES, fit_data_constrained_table
 from lm.scaling.fit import fit_kaplan
 from lm.scaling.fitoptions import FitOptions, add_fit_arguments, fit_options
@@ -78,9 +79,10 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
                         "auto (datablations on their own table, else single-epoch; default)")
     p.add_argument("--out", type=Path, help="output folder (default ./<FILE's stem>_fit)")
     p.add_argument("--no-plots", action="store_true")
-    p.add_argument("--compile-cache", default=os.environ.get("LM_COMPILE_CACHE"),
-                   help="persistent XLA compilation cache folder (as lm-train; default $LM_COMPILE_CACHE): "
-                        "a second lm-fit skips the ~6 s of compiling the fits")
+    p.add_argument("--compile-cache", default="user",
+                   help="persistent XLA compilation cache folder: user (default: $LM_COMPILE_CACHE, else "
+                        "~/.cache/lm/xla, shared with sweeps), a folder, or none: a second lm-fit skips "
+                        "compiling the fits")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,10 +124,13 @@ def load_results(args: argparse.Namespace) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from lm import compile_cache
-    compile_cache.configure(args.compile_cache, min_compile_s=0.0)
+    cache = {"user": compile_cache.user_dir(), "none": None}.get(args.compile_cache, args.compile_cache)
+    compile_cache.configure(cache, min_compile_s=0.0)
     try:
         opts = fit_options(args)
         df = load_results(args)
+        opts = dataclasses.replace(opts, bootstrap=sized_resamples(len(df), opts.bootstrap))
+        args.bootstrap = opts.bootstrap               # the Kaplan fits' too
         curves = pd.read_csv(args.curves) if args.curves else None
     except ValueError as err:
         print(f"lm-fit: error: {err}", file=sys.stderr)

@@ -36,7 +36,8 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loss-space", default="log", help="residuals in log (default) or linear space")
     p.add_argument("--window", default="auto", help="Approach 2's parabola window: auto (default: sizes within x4 "
                    "of each minimum, at least 5), k nearest sizes (e.g. 5), xF for sizes within a factor F (e.g. x4), or all")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000; 0: no intervals)")
+    p.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (0: no intervals; default: 1000 "
+                   "for tables of >= 100 rows, else 10 per row, at least 200)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--budgets", default="", help="comma-separated FLOP budgets added to the allocation table "
                    "(which lists the data's own budgets; rows beyond them are marked extrapolated)")
@@ -59,7 +60,8 @@ class FitOptions:
     method: str = "grid"
     constraints: FitConstraints = FitConstraints()
     window: int | float | str | None = DEFAULT_WINDOW
-    bootstrap: int = 1000
+    bootstrap: int | None = None
+    """None: sized to the table (lm.scaling.bootstrap.sized_resamples)."""
     seed: int = 0
     budgets: tuple[float, ...] = ()
     forecast: bool = False
@@ -120,7 +122,7 @@ def fit_options(args: argparse.Namespace) -> FitOptions:
         raise ValueError(f"--method {args.method!r}: choose from {', '.join(METHODS)}")
     if args.table not in SHAPES:
         raise ValueError(f"--table {args.table!r}: choose from {', '.join(SHAPES)}")
-    if args.bootstrap == 1 or args.bootstrap < 0:
+    if args.bootstrap is not None and (args.bootstrap == 1 or args.bootstrap < 0):
         raise ValueError(f"--bootstrap {args.bootstrap}: use 0 (no intervals) or >= 2 (1000 for published intervals)")
     if args.holdout is not None and args.holdout < 1:
         raise ValueError(f"--holdout {args.holdout}: hold out K >= 1 of the largest budgets")

@@ -58,34 +58,49 @@ def plot_isoflops(a2: Approach2) -> Figure:
     return fig
 
 
+def _interval_band(ax, est: dict, key: str, budgets, color: str, label: str) -> None:
+    """Shade an approach's interval of `key` ('N_opt' or 'D_opt') across the budgets whose
+    estimates have a finite interval (at least 2); nothing otherwise."""
+    pts = [(c, est[f"{key}@{c:.3g}"]) for c in sorted(budgets) if f"{key}@{c:.3g}" in est]
+    pts = [(c, e.lo, e.hi) for c, e in pts if np.isfinite(e.lo) and np.isfinite(e.hi) and e.lo > 0]
+    if len(pts) >= 2:
+        c, lo, hi = map(np.array, zip(*pts))
+        if np.any(hi > lo):  # a zero-width interval (a degenerate fit) is no band
+            ax.fill_between(c, lo, hi, color=color, alpha=0.15, label=label)
+
+
 def plot_allocations(res: Approaches, C_range=None, references: bool = True) -> Figure:
-    """Two panels, N_opt(C) and D_opt(C): each approach's law (and points), with references."""
+    """Two panels, N_opt(C) and D_opt(C): each approach's law, the points it was fitted to, and
+    its interval band (at the report's budgets) where it has one; with references. Every mark
+    drawn has a legend entry."""
     fig = Figure(figsize=(11, 4.5), layout="constrained")
     ax_n, ax_d = fig.subplots(1, 2)
     if C_range is None:
         C_range = (min(res.budgets) / 10, max(res.budgets))
     C = np.geomspace(*C_range, 200)
+    estimates = res.estimates()
+    colors = {**_COLORS, "Approach 3 (VPNLS)": "tab:purple"}
     for name, ax, key in (("N", ax_n, "N_opt"), ("D", ax_d, "D_opt")):
         if res.approach1 is not None:
             law = res.approach1.fits.n_opt if name == "N" else res.approach1.fits.d_opt
             env = res.approach1.envelope
-            ax.scatter(env["C"], env[name], s=4, color=_COLORS["Approach 1"], alpha=0.3)
+            ax.scatter(env["C"], env[name], s=4, color=_COLORS["Approach 1"], alpha=0.3,
+                       label="Approach 1: envelope points")
             ax.plot(C, law(C), color=_COLORS["Approach 1"], label=f"Approach 1 (C^{law.a:.3f})")
         if res.approach2 is not None:
             law = res.approach2.fits.n_opt if name == "N" else res.approach2.fits.d_opt
             iso = res.approach2.isoflops
-            ax.scatter(iso["budget"], iso[key], s=25, color=_COLORS["Approach 2"], zorder=3)
+            ax.scatter(iso["budget"], iso[key], s=25, color=_COLORS["Approach 2"], zorder=3,
+                       label="Approach 2: IsoFLOP minima")
             ax.plot(C, law(C), color=_COLORS["Approach 2"], label=f"Approach 2 (C^{law.a:.3f})")
-        if res.approach3 is not None:
-            law3 = res.approach3.law
-            n3, d3 = law3.optimal(C)
-            exp = law3.a if name == "N" else law3.b
-            ax.plot(C, n3 if name == "N" else d3, color=_COLORS["Approach 3"], label=f"Approach 3 (C^{exp:.3f})")
-            b = res.approach3.bootstrap
-            if b is not None and len(b.budgets) > 1:
-                lo = np.percentile(b.n_opt if name == "N" else b.d_opt, [2.5, 97.5], axis=0)
-                ax.fill_between(b.budgets, lo[0], lo[1], color=_COLORS["Approach 3"], alpha=0.15,
-                                label="Approach 3, 95% interval")
+        for label, a3 in res.approach3_fits().items():
+            n3, d3 = a3.law.optimal(C)
+            exp = a3.law.a if name == "N" else a3.law.b
+            ax.plot(C, n3 if name == "N" else d3, color=colors[label], label=f"{label} (C^{exp:.3f})",
+                    ls="-" if label == "Approach 3" else "-.")
+        for label, est in estimates.items():
+            pct = 100 * next(iter(est.values())).level
+            _interval_band(ax, est, key, res.budgets, colors.get(label, "gray"), f"{label}, {pct:.0f}% interval")
         if references:
             nc, dc = CHINCHILLA.optimal(C)
             ax.plot(C, nc if name == "N" else dc, "k--", lw=1, label="Chinchilla (published fit)")
@@ -96,7 +111,7 @@ def plot_allocations(res: Approaches, C_range=None, references: bool = True) -> 
         ax.set_xlabel("training FLOPs C")
         ax.set_ylabel("compute-optimal parameters N_opt" if name == "N" else "compute-optimal tokens D_opt")
         ax.grid(True, which="major", alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     return fig
 
 
@@ -170,8 +185,8 @@ def plot_contours(law: ChinchillaLaw, results: pd.DataFrame | None = None,
     ax.set_ylim(*D_range)
     ax.set_xlabel("parameters N")
     ax.set_ylabel("tokens D")
-    ax.set_title(f"L = {law.E:.3f} + {law.A:.4g}/N^{law.alpha:.3f} + {law.B:.4g}/D^{law.beta:.3f}"
-                 "; dashed: IsoFLOP lines every 100x")
+    ax.set_title(f"L = {law.E:.3f} + {law.A:.4g}/N^{law.alpha:.3f} + {law.B:.4g}/D^{law.beta:.3f}\n"
+                 "dashed: IsoFLOP lines every 100x", fontsize=10)
     ax.legend(fontsize=8, loc="upper left")
     return fig
 

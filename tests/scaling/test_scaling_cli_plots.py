@@ -81,3 +81,75 @@ def test_figures(synthetic_approaches, tmp_path):
     assert source == "Approach 2 minima"
     iso = res.approach2.isoflops
     np.testing.assert_allclose(law.loss(iso["budget"]), iso["loss_opt"], rtol=0.01)
+
+
+# The nine runs of a tiny 3 x 3 IsoFLOP sweep (d8/d16/d24 at depth 1, 4e8-1.6e9 FLOPs): Approach 3
+# on nine points has resamples whose exponents reach 0, which overflowed G in the bootstrap.
+TINY_SWEEP = pd.DataFrame({
+    "N": [5168.0, 1560.0, 10824.0, 5168.0, 1560.0, 10824.0, 1560.0, 10824.0, 5168.0],
+    "D": [51712.0, 171008.0, 24576.0, 25856.0, 85504.0, 12288.0, 42752.0, 6144.0, 12800.0],
+    "loss": [2.3861, 2.3708, 2.4820, 2.5216, 2.5204, 2.6590, 2.6203, 3.1189, 2.8017]})
+
+
+def _legend_matches_marks(ax) -> list[str]:
+    """The labels of every line and collection drawn on ax, checked against its legend."""
+    artists = [*ax.lines, *ax.collections]
+    labels = [str(a.get_label()) for a in artists]
+    assert not [l for l in labels if l.startswith("_")], labels  # every mark is labelled ...
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert sorted(legend) == sorted(labels)  # ... and in the legend
+    return labels
+
+
+def test_allocations_legend_has_every_mark_and_every_interval(synthetic_approaches):
+    from lm.scaling.approaches import fit_approaches
+
+    df, _ = synthetic_approaches
+    res = fit_approaches(df, n_bootstrap=20, budgets=(1e19, 1e20, 1e21), final_points=True)
+    assert res.approach1 is not None and res.approach2 is not None and res.approach3 is not None
+    for ax in plots.plot_allocations(res).axes:
+        labels = _legend_matches_marks(ax)
+        bands = [l for l in labels if "interval" in l]
+        assert sorted(bands) == [f"Approach {k}, 95% interval" for k in (1, 2, 3)]
+        assert "Approach 1: envelope points" in labels and "Approach 2: IsoFLOP minima" in labels
+
+
+def test_titles_inside_the_figure(synthetic_approaches):
+    df, res = synthetic_approaches
+    for fig in (plots.plot_contours(res.approach3.law, df), plots.plot_isoflops(res.approach2),
+                plots.plot_allocations(res), plots.plot_loss_vs_compute(df, res)):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        for ax in [a for a in fig.axes if a.get_title()]:
+            box = ax.title.get_window_extent(renderer)
+            assert box.x0 >= fig.bbox.x0 - 1 and box.x1 <= fig.bbox.x1 + 1, (ax.get_title(), box, fig.bbox)
+            assert box.y1 <= fig.bbox.y1 + 1
+
+
+def test_reports_format_huge_ratios_and_leak_no_overflow_warnings(tmp_path, capsys):
+    """A nine-run table forecast at 1e40 FLOPs: D/N in exponent form (no integer of 16+ digits),
+    and the bootstrap's overflowing resamples raise no RuntimeWarning into the output."""
+    import re
+    import warnings
+
+    csv = tmp_path / "tiny.csv"
+    TINY_SWEEP.to_csv(csv, index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a raw numpy warning fails the test
+        rc = main([str(csv), "--approaches", "2,3", "--bootstrap", "100", "--budgets", "1e9,1e40", "--no-plots",
+                   "--out", str(tmp_path / "out"), "--compile-cache", ""])
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert rc == 0, text
+    assert not re.findall(r"\d{16,}", text), re.findall(r"\d{16,}", text)[:3]
+    assert "e+" in text and "RuntimeWarning" not in text and "overflow" not in text
+
+
+def test_bootstrap_is_sized_to_the_table():
+    from lm.scaling.bootstrap import sized_resamples
+
+    assert [sized_resamples(n) for n in (9, 35, 99, 100, 240)] == [200, 350, 990, 1000, 1000]
+    assert sized_resamples(9, 1000) == 1000 and sized_resamples(240, 50) == 50
