@@ -10,7 +10,7 @@
 # Environment: PYTHON (default: .venv/bin/python when present, else python3; it needs jax with
 # CUDA, flax, optax, orbax: nothing is installed here, the device may have no network), OUT (where
 # the JSON files go; default a new temporary folder), STEPS (timed steps per model, default 10),
-# SWEEP_BUDGETS (default sweep budgets to run, default 2 of them: 1.6e10,4e10).
+# SWEEP_BUDGETS (default sweep budgets to run, default 2 of them: 1.6e10,4e10; 'none' skips the sweep).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if [[ -z "${PYTHON:-}" ]]; then
@@ -50,8 +50,10 @@ echo "## 124M bf16 cuDNN"
 "$PYTHON" -m experiments.bench.step "${M124[@]}" --json "$OUT/step_124m.json"
 echo "## 350M bf16 cuDNN"
 "$PYTHON" -m experiments.bench.step "${M350[@]}" --json "$OUT/step_350m.json"
-echo "## default sweep slice (share of worker time in steps)"
-"$PYTHON" -m experiments.bench.sweep "${SWEEP[@]}" --json "$OUT/sweep.json"
+if [[ "$SWEEP_BUDGETS" != none ]]; then
+  echo "## default sweep slice (share of worker time in steps)"
+  "$PYTHON" -m experiments.bench.sweep "${SWEEP[@]}" --json "$OUT/sweep.json"
+fi
 
 "$PYTHON" - "$OUT" <<'EOF'
 import json, os, sys
@@ -66,8 +68,10 @@ for name in ("step_124m", "step_350m"):
               f"{row['tokens_per_s']} tok/s, step {row['step_s']} s, MFU {mfu:.3f} "
               f"(peak {run['datasheet_peak']:.3g} FLOP/s, {run['convention']})"
               + ("  target >= 0.45" if name == "step_350m" else ""))
-with open(os.path.join(out, "sweep.json")) as f:
-    sweep = json.load(f)
+sweep = {}
+if os.path.exists(os.path.join(out, "sweep.json")):
+    with open(os.path.join(out, "sweep.json")) as f:
+        sweep = json.load(f)
 for label, found in sweep.items():
     s = found["summary"]
     print(f"sweep ({label} compilation cache): {s['runs']} runs, wall {s['wall_s']} s, "

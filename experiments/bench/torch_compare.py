@@ -43,7 +43,7 @@ def torch_python(venv: str, spec: str) -> str:
         return python
     print(f"# making the torch venv {venv} (pip install {spec})", flush=True)
     subprocess.run([sys.executable, "-m", "venv", venv], check=True)
-    subprocess.run([python, "-m", "pip", "install", "-q", spec], check=True)
+    subprocess.run([python, "-m", "pip", "install", "-q", spec, "numpy"], check=True)
     size = subprocess.run(["du", "-sh", venv], capture_output=True, text=True).stdout.split()[0]
     print(f"# torch venv ready: {size}", flush=True)
     return python
