@@ -37,7 +37,7 @@ def test_overrides_set_any_field_of_a_sweep_with_its_type():
     ("wsd.cooldown_frac=true", r"^wsd.cooldown_frac=True \(bool\) must be a finite number"),
     ("sizes.range=[1, 2, 3]", r"^sizes.range=.*must be a list of 2 items"),
     ("train.nope=1", r"unknown field 'nope'"),
-    ("nope.x=1", r"'nope' is not a config section; sections: \['encdec', 'exec', 'sizes', 'train'"),
+    ("nope.x=1", r"'nope' is not a config section; sections: \['adaptive', 'encdec', 'exec', 'sizes', 'train'"),
     ("budgets", r"is not key=value"),
 ])
 def test_a_bad_override_is_one_line_naming_it(override, match):
