@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from lm.config import save_json
+from lm.config_io import save_json
 from lm.train import main, train
 from test_checkpoint_integrity import compile_once, rows_without_timing, tiny  # noqa: F401
 

@@ -98,7 +98,7 @@ def test_without_config_json_a_different_config_is_refused_against_the_checkpoin
     os.remove(os.path.join(run_dir, "config.json"))
     before = _snapshot(run_dir)
     config = tmp_path / "other.json"
-    from lm.config import save_json
+    from lm.config_io import save_json
     save_json(dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, learning_rate=2e-2)), str(config))
     assert main(["--config", str(config)]) == 2
     err = capsys.readouterr().err.strip()
@@ -114,7 +114,7 @@ def test_a_damaged_config_json_names_the_file_the_problem_and_the_fix(reference,
     with open(path, "wb") as f:
         f.write(text)
     config = tmp_path / "same.json"
-    from lm.config import save_json
+    from lm.config_io import save_json
     save_json(cfg, str(config))
     assert main(["--config", str(config)]) == 2
     err = capsys.readouterr().err.strip()
