@@ -200,7 +200,8 @@ class Choice:
         for r in self.table.itertuples():
             if r.splits == 0:
                 why = self.failures.get(r.candidate, [(None, "no split fitted")])
-                lines.append(f"  {r.candidate:<34} not fitted: {why[-1][1] if why else 'no split fitted'}")
+                lines.append(f"  {r.candidate:<34} not fitted{' (naive baseline)' if r.baseline else ''}: "
+                             f"{why[-1][1] if why else 'no split fitted'}")
                 continue
             mark = " <- chosen" if r.candidate == self.chosen else (" (naive baseline)" if r.baseline else "")
             f = lambda v: "n/a" if not np.isfinite(v) else f"{100 * v:.2f}%"
