@@ -1,5 +1,8 @@
 """The adaptive sweep trained for real: killed between stages and inside a stage (SIGKILL of the
-orchestrator), resumed, it ends with the results table and forecasts of an uninterrupted sweep."""
+orchestrator), resumed, it ends with the results table and forecasts of an uninterrupted sweep.
+
+The sweep is as small as still checks that: 3 stages (stage 3 preregistered), no edge sizes (so
+stage sizes are fixed), 10 steps a run, 8 bootstrap resamples per forecast."""
 
 import os
 import signal
@@ -52,15 +55,19 @@ def _run_until(config, folder, rows, timeout=900):
 
 @pytest.mark.slow
 def test_killed_between_and_inside_stages_resumes_to_the_uninterrupted_sweep(tmp_path):
-    config = write_adaptive_config(tmp_path / "tiny_adaptive.py")
+    budgets = (3e8, 6e8, 1.2e9)
+    config = write_adaptive_config(tmp_path / "tiny_adaptive.py", budgets=budgets, min_steps=10, edge_rounds=0,
+                                   bootstrap=8)
     reference = str(tmp_path / "reference")
     done = _run_until(config, reference, None)
     assert done.returncode == 0, done.stderr.read()[-2000:]
     expected, expected_fc = _table(reference), _forecasts(reference)
-    assert len(expected_fc) == 4                              # stages 3 and 4: prediction + observation each
+    assert [r["kind"] for r in expected_fc] == ["prediction", "observation"]    # stage 3's
+    per_stage = [sum(r["budget"] == b for r in expected.values()) for b in budgets]
+    first, second = per_stage[0], per_stage[0] + per_stage[1]
     killed = str(tmp_path / "killed")
-    # Stage 1 has 2 runs: kill as its last row lands (between stages 1 and 2); then inside stage 3.
-    for rows in (2, 6):
+    # Kill as stage 1's last row lands (between stages 1 and 2); then inside stage 3 (its first row).
+    for rows in (first, second + 1):
         proc = _run_until(config, killed, rows)
         assert proc.returncode in (-signal.SIGKILL, 0)
     before = open(forecasts.path(killed)).read() if os.path.exists(forecasts.path(killed)) else ""

@@ -63,7 +63,7 @@ def run_cli(*args, timeout=300):
 
 
 def tiny_adaptive_config(tmp_path, *, budgets=(3e8, 6e8, 1.2e9, 2.4e9), out="adaptive", backend="inline",
-                         workers=1, bootstrap=20) -> SweepConfig:
+                         workers=1, bootstrap=20, min_steps=20, edge_rounds=1) -> SweepConfig:
     """A tiny adaptive sweep (experiments.adaptive): 4 stages of 3 sizes from a ladder of depth-1 shapes,
     forecasts preregistered for stages 3 and 4."""
     from experiments.sweep_sections import AdaptiveConfig
@@ -73,8 +73,8 @@ def tiny_adaptive_config(tmp_path, *, budgets=(3e8, 6e8, 1.2e9, 2.4e9), out="ada
                          width_step=8, head_dim=8, min_layers=1, max_layers=1, aspect=16.0),
         train=train_template(data=DataConfig(seq_len=32), optim=OptimConfig(learning_rate=1e-2, warmup_steps=5),
                              batch_size=8, eval_batches=1),
-        min_steps=20, evals_per_run=2, checkpoints_per_run=1,
-        adaptive=AdaptiveConfig(spread=2.0, max_spread=4.0, edge_sizes=1, max_edge_rounds=1,
+        min_steps=min_steps, evals_per_run=2, checkpoints_per_run=1,
+        adaptive=AdaptiveConfig(spread=2.0, max_spread=4.0, edge_sizes=1, max_edge_rounds=edge_rounds,
                                 forecast_bootstrap=bootstrap),
         exec=ExecConfig(backend=backend, workers=workers, threads=1, max_retries=2, poll_s=0.1),
         out_dir=str(tmp_path / out))
@@ -87,11 +87,12 @@ sys.path.insert(0, {here!r})
 from tiny_sweeps import tiny_adaptive_config
 
 def get_config():
-    return tiny_adaptive_config(pathlib.Path({tmp!r}), backend="pool", workers=2)
+    return tiny_adaptive_config(pathlib.Path({tmp!r}), backend="pool", workers=2, **{kwargs!r})
 '''
 
 
-def write_adaptive_config(path) -> str:
-    """The tiny adaptive sweep as a config file for the CLI (pool of 2 workers)."""
-    path.write_text(ADAPTIVE_CONFIG.format(here=os.path.dirname(os.path.abspath(__file__)), tmp=str(path.parent)))
+def write_adaptive_config(path, **kwargs) -> str:
+    """The tiny adaptive sweep as a config file for the CLI (pool of 2 workers; kwargs: tiny_adaptive_config's)."""
+    path.write_text(ADAPTIVE_CONFIG.format(here=os.path.dirname(os.path.abspath(__file__)), tmp=str(path.parent),
+                                           kwargs=kwargs))
     return str(path)
