@@ -18,15 +18,11 @@ fit of L(N, D) on every run of the earlier stages, bootstrap intervals widened b
 residuals), or a power law through the earlier minima while there are too few runs for Approach 3;
 `observed_optimum` is a budget's windowed parabola minimum.
 
-Why this rule (law-driven harness of tests/experiments/test_adaptive.py: 6 budgets, 0.5 % noise a
-run, 6 seeds, forecast of budget k+1 from the runs of the first k; 2026-12-06, /tmp script in the
-"prereg" report): mean |error| of Approach 3 vs the minima power law: from 2 budgets 8.2 % (both:
-Approach 3 cannot fit 5 parameters to 5 runs and falls back; with tied exponents it is not
-identified either), from 3 budgets 4.5 % vs 7.5 %, from 4 1.07 % vs 8.0 %, from 5 0.47 % vs 7.6 %.
-The frontier law (and so the walk-forward choice) needs >= 4 budgets whose parabola vertex lies
-inside their sizes, which 3-size stages rarely give: it forecast none of those stages, so it is
-used only when it can be fitted. A forecast from 2 budgets is the weak point (the minima power law
-has no offset E and undershoots by ~8 %); it carries no interval.
+Why this rule: on the law-driven harness of tests/experiments/test_adaptive.py Approach 3 forecasts
+budget k+1 far better than the minima power law from 3 or more earlier budgets, and neither does well
+from 2 (Approach 3 cannot fit 5 parameters to 5 runs there and falls back); the frontier law (and so
+the walk-forward choice) needs >= 4 budgets whose parabola vertex lies inside their sizes, so it is
+used only when it can be fitted. Figures: BENCHMARKS.md, "Preregistered forecasts: which law".
 
 Intervals contain their point: the bootstrap's spread (log space, about the resamples' median) is
 moved onto the point estimate (`centred_interval`); a percentile interval of the resamples alone

@@ -15,11 +15,9 @@ A fit fails (and is reported as "unidentified: <reason>", never as numbers) when
   on points along one curve (a minima table, one IsoFLOP budget).
 
 COND_LIMIT = 1e5 catches only parameters the data cannot separate at all (a column of the
-Jacobian that is a combination of the others). Measured 2026-12-06: Epoch's 240 Chinchilla points
-give 2.1e2, synthetic 7-budget IsoFLOP grids (x2, x4, x16) 1.7e2-3.6e2, Approach 3 on one budget
-1.2e3-2.6e3 and on a frontier's minima 1.2e3-2.0e3: those weakly identified cases are caught by
-the counts and value checks above (one budget; a minima table is never fitted by Approach 3), not
-by the condition number.
+Jacobian that is a combination of the others); weakly identified cases (one budget; a minima table,
+never fitted by Approach 3) are caught by the counts and value checks above, not by the condition
+number (the condition numbers measured: BENCHMARKS.md, "Identifiability: condition numbers").
 """
 
 from __future__ import annotations
