@@ -66,6 +66,10 @@ def test_lm_sweep_fit_takes_lm_fit_options(sweep_dir, capsys, monkeypatch):
 
     class Cfg:
         name, convention, budgets, transfer, wsd, encdec = "toy", "6n", (1e21,), None, None, None
+        directory = str(sweep_dir)
+
+        class exec:  # noqa: N801 - stands in for ExecConfig
+            compile_cache = "none"
 
     monkeypatch.setattr(sweep.results_lib, "load_sweep_config", lambda folder: Cfg)
     monkeypatch.setattr(sweep.results_lib, "load_results", lambda folder: frame)
