@@ -121,12 +121,14 @@ def wsd_law(frame, cfg, fpt, cosine_res, n_bootstrap: int) -> tuple[list[str], d
              f"and budgets ({len(cos)} runs):",
              f"  {'approach':<12} {'a (cosine)':>22} {'a (WSD)':>22} {'|diff|':>7}"]
     a_cos = {r["approach"]: r for r in cosine_res.exponents_table().to_dict("records")}
-    out: dict[str, Any] = {"flops": flops, "exponents": res.exponents_table().to_dict("records")}
+    out: dict[str, Any] = {"flops": flops, "exponents": res.exponents_table().to_dict("records"),
+                           "failed": [dict(approach=a, reason=r) for a, r in res.failed]}
     for r in out["exponents"]:
         c = a_cos.get(r["approach"])
         if c is not None:
             lines.append(f"  {r['approach']:<12} {c['a']:7.3f} [{c['a_lo']:.3f}, {c['a_hi']:.3f}] "
                          f"{r['a']:7.3f} [{r['a_lo']:.3f}, {r['a_hi']:.3f}] {abs(r['a'] - c['a']):7.3f}")
+    lines += [f"  {a} (WSD): {r}" for a, r in res.failed]
     for name, fitted in (("cosine", cosine_res), ("WSD", res)):
         if fitted.approach3 is not None:
             est = fitted.approach3.estimates
