@@ -38,7 +38,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from lm.io import dumps_strict, read_jsonl, truncate_torn_tail
+from lm.io import append_json_line, read_jsonl, truncate_torn_tail
 
 FILE = "forecasts.jsonl"
 LEVEL = 0.9
@@ -72,13 +72,7 @@ def row_id(budget: float) -> str:
 def append(folder: str, row: dict[str, Any]) -> None:
     """Append one row: one write of one line, then fsync (the only way this file changes)."""
     truncate_torn_tail(path(folder))
-    line = (dumps_strict(row, sort_keys=True) + "\n").encode()
-    fd = os.open(path(folder), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    append_json_line(path(folder), row)
 
 
 def read(folder: str) -> list[dict[str, Any]]:

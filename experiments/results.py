@@ -32,7 +32,7 @@ from experiments.configs import from_dict, with_train_template
 from lm import flops as flops_lib
 from lm.config import RESUME_CHANGES
 from lm.config_fields import differences, with_field_defaults
-from lm.io import atomic_write_text, dumps_strict, read_jsonl, truncate_torn_tail
+from lm.io import append_json_line, atomic_write_text, read_jsonl, truncate_torn_tail
 from lm.metrics import read_eval_curve
 
 if TYPE_CHECKING:
@@ -167,13 +167,7 @@ def repair(sweep_dir: str) -> None:
 def append_row(sweep_dir: str, row: dict[str, Any]) -> None:
     """Append one complete row (strict JSON: NaN/Inf become null, listed under "nonfinite"): a
     single write of one line, then fsync."""
-    line = (dumps_strict(row, sort_keys=True) + "\n").encode()
-    fd = os.open(results_path(sweep_dir), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    append_json_line(results_path(sweep_dir), row)
 
 
 def _bad_row(row: Any) -> str | None:

@@ -72,6 +72,18 @@ def dumps_strict(value: Any, **kw: Any) -> str:
     return json.dumps(clean, allow_nan=False, default=str, **kw)
 
 
+
+def append_json_line(path: str, row: dict[str, Any]) -> None:
+    """Append `row` as one strict-JSON line (dumps_strict, sorted keys): a single write, then fsync,
+    so a kill leaves either the whole line or a torn tail that readers drop (truncate_torn_tail)."""
+    line = (dumps_strict(row, sort_keys=True) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
 def atomic_write_json(path: str | os.PathLike, value: Any) -> None:
     atomic_write_text(path, dumps_strict(value, indent=2, sort_keys=True) + "\n")
 

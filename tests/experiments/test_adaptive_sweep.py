@@ -13,17 +13,9 @@ import time
 import pytest
 
 from experiments import forecasts
-from experiments.results import TIMING_COLUMNS, read_rows, results_path
-from tiny_sweeps import ROOT, cli_env, write_adaptive_config
+from experiments.results import results_path
+from tiny_sweeps import ROOT, comparable_table, cli_env, write_adaptive_config
 
-
-def _table(folder):
-    rows = {}
-    for row in read_rows(folder):
-        row = {k: v for k, v in row.items() if k not in TIMING_COLUMNS}
-        row["config"] = {k: v for k, v in row["config"].items() if k not in ("out_dir", "init_from")}
-        rows[row["run_id"]] = row
-    return rows
 
 
 def _forecasts(folder):
@@ -61,7 +53,7 @@ def test_killed_between_and_inside_stages_resumes_to_the_uninterrupted_sweep(tmp
     reference = str(tmp_path / "reference")
     done = _run_until(config, reference, None)
     assert done.returncode == 0, done.stderr.read()[-2000:]
-    expected, expected_fc = _table(reference), _forecasts(reference)
+    expected, expected_fc = comparable_table(reference), _forecasts(reference)
     assert [r["kind"] for r in expected_fc] == ["prediction", "observation"]    # stage 3's
     per_stage = [sum(r["budget"] == b for r in expected.values()) for b in budgets]
     first, second = per_stage[0], per_stage[0] + per_stage[1]
@@ -74,5 +66,5 @@ def test_killed_between_and_inside_stages_resumes_to_the_uninterrupted_sweep(tmp
     finished = _run_until(config, killed, None)
     assert finished.returncode == 0, finished.stderr.read()[-2000:]
     assert open(forecasts.path(killed)).read().startswith(before)   # earlier rows kept as written
-    assert _table(killed) == expected
+    assert comparable_table(killed) == expected
     assert _forecasts(killed) == expected_fc

@@ -11,18 +11,9 @@ import time
 
 import pytest
 
-from experiments.results import TIMING_COLUMNS, read_rows, results_path
-from tiny_sweeps import ROOT, cli_env, run_cli, write_config
+from experiments.results import results_path
+from tiny_sweeps import ROOT, comparable_table, cli_env, run_cli, write_config
 
-
-def _comparable(folder):
-    """The results table minus what legitimately differs between executions (timings, paths)."""
-    rows = {}
-    for row in read_rows(folder):
-        row = {k: v for k, v in row.items() if k not in TIMING_COLUMNS}
-        row["config"] = {k: v for k, v in row["config"].items() if k not in ("out_dir", "init_from")}
-        rows[row["run_id"]] = row
-    return rows
 
 
 def _check_lines(folder):
@@ -54,7 +45,7 @@ def test_sweep_survives_kill_9_at_random_moments(tmp_path):
     reference, killed = str(tmp_path / "reference"), str(tmp_path / "killed")
     out = run_cli("run", config, "--out", reference, "--no-fit", "--no-progress", timeout=240)
     assert out.returncode == 0, out.stderr[-3000:]
-    expected = _comparable(reference)
+    expected = comparable_table(reference)
     assert len(expected) == 4
     # The killed sweep finds the reference's programs compiled (the tests' shared compilation
     # cache, exec.compile_cache='user'), as any re-run of a sweep does.
@@ -79,7 +70,7 @@ def test_sweep_survives_kill_9_at_random_moments(tmp_path):
         _check_lines(killed)
         assert proc.returncode in (0, -signal.SIGKILL), f"the sweep failed (exit {proc.returncode})"
         if proc.returncode == 0:             # it finished between two kills: check it, then start over
-            assert _comparable(killed) == expected
+            assert comparable_table(killed) == expected
             shutil.rmtree(killed)
             finished += 1
     assert kills >= 20, f"only {kills} kills before the deadline"
@@ -87,7 +78,7 @@ def test_sweep_survives_kill_9_at_random_moments(tmp_path):
     assert final.returncode == 0, final.stderr[-3000:]
     assert _check_lines(killed) == 4
     assert open(results_path(killed), "rb").read().endswith(b"\n")
-    assert _comparable(killed) == expected
+    assert comparable_table(killed) == expected
     status = run_cli("status", killed)
     assert status.returncode == 0 and "4 runs: 4 completed" in status.stdout, status.stdout + status.stderr
     resumed = [json.load(open(os.path.join(killed, "runs", r, "result.json")))["resumed_from"] for r in expected]

@@ -96,3 +96,16 @@ def write_adaptive_config(path, **kwargs) -> str:
     path.write_text(ADAPTIVE_CONFIG.format(here=os.path.dirname(os.path.abspath(__file__)), tmp=str(path.parent),
                                            kwargs=kwargs))
     return str(path)
+
+
+def comparable_table(folder) -> dict:
+    """A sweep's results table by run id, minus what legitimately differs between executions
+    (timings, paths): what a killed-and-resumed sweep must reproduce."""
+    from experiments.results import TIMING_COLUMNS, read_rows
+    rows = {}
+    for row in read_rows(folder):
+        row = {k: v for k, v in row.items() if k not in TIMING_COLUMNS}
+        row["config"] = {k: v for k, v in row["config"].items() if k not in ("out_dir", "init_from")}
+        rows[row["run_id"]] = row
+    return rows
+
