@@ -92,9 +92,9 @@ def sweep_reference(tmp_path_factory):
 
 
 def _sweep_record(folder) -> dict:
-    from test_sweep import _comparable
+    from tiny_sweeps import comparable_table
     runs = os.path.join(folder, "runs")
-    return {"table": _comparable(folder), "runs": {r: run_record(os.path.join(runs, r)) for r in sorted(os.listdir(runs))}}
+    return {"table": comparable_table(folder), "runs": {r: run_record(os.path.join(runs, r)) for r in sorted(os.listdir(runs))}}
 
 
 @given(moment=st.floats(0.0, 1.0), victim=st.sampled_from(["orchestrator", "worker"]))

@@ -10,8 +10,8 @@ import subprocess
 import sys
 import time
 
-from test_sweep import _check_lines, _comparable
-from tiny_sweeps import ROOT, cli_env, run_cli, write_config
+from test_sweep import _check_lines
+from tiny_sweeps import ROOT, cli_env, comparable_table, run_cli, write_config
 
 
 def test_a_sweep_killed_mid_run_resumes_to_the_uninterrupted_table(tmp_path):
@@ -32,7 +32,7 @@ def test_a_sweep_killed_mid_run_resumes_to_the_uninterrupted_table(tmp_path):
     assert _check_lines(killed) == 0
     final = run_cli("run", config, "--out", killed, "--no-fit", "--no-progress", timeout=240)
     assert final.returncode == 0, final.stderr[-3000:]
-    assert _check_lines(killed) == 1 and _comparable(killed) == _comparable(reference)
+    assert _check_lines(killed) == 1 and comparable_table(killed) == comparable_table(reference)
     [run] = os.listdir(os.path.join(killed, "runs"))
     import json
     assert json.load(open(os.path.join(killed, "runs", run, "result.json")))["resumed_from"] > 0
