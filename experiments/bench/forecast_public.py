@@ -8,8 +8,10 @@ For every public table in ../shared/data with >= 5 budgets (with an observed opt
 choice (lm.scaling.walkforward.choose, default candidates) on the rest, and forecast the held-out
 budgets' optimal losses with the chosen law and with the naive baseline (the frontier law by
 least squares). Prints and writes one row per table: shape, budgets and span, held-out budgets,
-the walk-forward's splits, the choice, and both mean |relative errors|. Marin's Delphi minima are
-scored on their own held-out 1e21-1e23 runs. Deterministic (no random draws).
+the walk-forward's splits, the choice, both mean |relative errors| and how many held-out optima
+each one's 90 % interval covers (the walk-forward-calibrated intervals, lm.scaling.calibrate).
+Marin's Delphi minima are scored on their own held-out 1e21-1e23 runs. Deterministic (no random
+draws).
 """
 
 from __future__ import annotations
@@ -76,12 +78,14 @@ def evaluate(name: str, table: pd.DataFrame, held_out: Data | None, max_splits: 
     t0 = time.process_time()
     ch = choose(train, shape=data.shape, max_splits=max_splits)
     rows = forecast_rows(ch, held)
-    opt = rows[rows["kind"] == "optimum"].assign(err=lambda r: (r["predicted"] / r["observed"] - 1).abs())
-    err = opt.groupby("approach")["err"].mean()
+    opt = rows[rows["kind"] == "optimum"].assign(err=lambda r: (r["predicted"] / r["observed"] - 1).abs(),
+                                                 cov=lambda r: (r["lo"] <= r["observed"]) & (r["observed"] <= r["hi"]))
+    err, cov = opt.groupby("approach")["err"].mean(), opt.groupby("approach")["cov"].sum()
     return dict(row, held_out=", ".join(f"{c:.3g}" for c in held.observed["budget"]),
                 splits=", ".join(f"{c:.3g}" for c in ch.origins), chosen=ch.chosen,
                 default_error=err.get(ch.chosen, np.nan), naive_error=err.get(NAIVE.name, np.nan),
-                cpu_s=time.process_time() - t0, note="")
+                default_covered=int(cov.get(ch.chosen, 0)), naive_covered=int(cov.get(NAIVE.name, 0)),
+                n_held=len(held.observed), cpu_s=time.process_time() - t0, note="")
 
 
 def main(argv=None) -> None:

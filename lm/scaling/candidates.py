@@ -17,6 +17,8 @@ s^2 = sum r^2 / (n - P), parameter covariance s^2 (J^T J)^+; a forecast's log-va
 g^T cov g + s^2 / m (g: its own gradient; m: 1 for a run, the points in the observed parabola
 for an optimum), and the interval uses Student's t with n - P degrees of freedom. Cheap enough
 to refit every candidate at every split; the report's bootstrap intervals come from the full fits.
+A linearised interval assumes the law is right; `Model.scale` and `Model.run_scale` (1 when
+fitted) widen or narrow it by the walk-forward's own out-of-sample errors (calibrate.py).
 """
 
 from __future__ import annotations
@@ -78,15 +80,22 @@ class Model:
     """[P, P] linearised covariance of the parameters (log space)."""
     s2: float
     dof: int
+    scale: float = 1.0
+    """Factor on the optimum intervals' half-width in log space (calibrate.py; 1: linearised)."""
+    run_scale: float = 1.0
+    """The same for the run intervals."""
 
     @property
     def identified(self) -> bool:
         return not self.reasons
 
-    def _interval(self, logpred, grads, m, level):
+    def quantile(self, level: float) -> float:
+        """Student's t quantile of a two-sided `level` interval with the fit's dof (>= 1)."""
+        return float(stats.t.ppf((1 + level) / 2, max(self.dof, 1)))
+
+    def _interval(self, logpred, grads, m, level, scale):
         var = np.einsum("ip,pq,iq->i", grads, self.cov, grads) + self.s2 / np.asarray(m, float)
-        t = stats.t.ppf((1 + level) / 2, max(self.dof, 1))
-        half = t * np.sqrt(np.maximum(var, 0))
+        half = scale * self.quantile(level) * np.sqrt(np.maximum(var, 0))
         return np.exp(logpred), np.exp(logpred - half), np.exp(logpred + half)
 
     def optimum(self, C, m=1, level: float = 0.9):
@@ -101,7 +110,7 @@ class Model:
             theta = self.law.theta
             f = lambda t: np.log(ChinchillaLaw.from_log(*t).optimal_loss(C))
             n, d = self.law.optimal(C)
-        return (*self._interval(f(theta), _grad(f, theta), m, level), np.asarray(n, float), np.asarray(d, float))
+        return (*self._interval(f(theta), _grad(f, theta), m, level, self.scale), np.asarray(n, float), np.asarray(d, float))
 
     def runs(self, N, D, level: float = 0.9):
         """At runs (N [k], D [k]): (loss, lo, hi); None for a law of C alone."""
@@ -109,7 +118,7 @@ class Model:
             return None
         lN, lD = np.log(np.asarray(N, float)), np.log(np.asarray(D, float))
         f = lambda t: _a3_log(t, lN, lD)
-        return self._interval(f(self.law.theta), _grad(f, self.law.theta), 1, level)
+        return self._interval(f(self.law.theta), _grad(f, self.law.theta), 1, level, self.run_scale)
 
 
 def _a3_log(t, lN, lD):

@@ -4,14 +4,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import dataclasses
+
 from lm.scaling.aim import COLUMNS, forecast_rows, holdout
+from lm.scaling.calibrate import PRIOR, interval_scale, standardized
 from lm.scaling.approaches import fit_approaches
 from lm.scaling.candidates import CANDIDATES, Candidate, NAIVE
 from lm.scaling.cli import main
 from lm.scaling.frontier import LS_DELTA
 from lm.scaling.laws import ChinchillaLaw
 from lm.scaling.results import table_shape
-from lm.scaling.walkforward import choose, origins, split_data
+from lm.scaling.walkforward import choose, origins, pick_candidate, score_table, split_data
 
 LAW = ChinchillaLaw(E=1.8, A=480.0, B=2100.0, alpha=0.35, beta=0.37)
 FAST = (Candidate("a3", 1e-3, "vpnls"), Candidate("a3", LS_DELTA, "vpnls"), NAIVE, Candidate("frontier", 1e-3))
@@ -117,37 +120,67 @@ def near_best_and_coverage(make, cands):
 def test_walk_forward_choice_is_near_the_best_and_covers_minima():
     near, coverage = near_best_and_coverage(
         lambda seed: minima_table(seed=seed, budgets=np.geomspace(1e18, 1e21, 10)), FAST)
-    assert near >= 16 and 0.8 <= coverage <= 0.97, (near, coverage)  # measured: 18 of 20, 0.80
+    assert near >= 16 and 0.8 <= coverage <= 0.97, (near, coverage)  # measured: 18 of 20, 0.875
+
+
+@pytest.fixture(scope="module")
+def runs_near_and_coverage():
+    return near_best_and_coverage(runs_table, CANDIDATES)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="known shortfall (2026-12-06): on runs tables the 8 Approach 3 variants "
-                   "forecast within ~0.1-0.3 % of each other and the walk-forward's 2 splits pick among them by "
-                   "noise: 14 of 20 seeds within 1.5x of the best, the issue asks for 16")
-def test_walk_forward_choice_is_near_the_best_and_covers_runs():
-    near, coverage = near_best_and_coverage(runs_table, CANDIDATES)
-    assert near >= 16 and 0.8 <= coverage <= 0.97, (near, coverage)
+def test_walk_forward_intervals_cover_runs_tables(runs_near_and_coverage):
+    coverage = runs_near_and_coverage[1]
+    assert 0.8 <= coverage <= 0.97, coverage  # measured: 0.875 (linearised, uncalibrated: 0.95)
 
 
 @pytest.mark.slow
-def test_cli_forecast_csv_for_holdout_above_holdout_and_predict(tmp_path, capsys):
-    csv = tmp_path / "runs.csv"
-    runs_table(seed=2, budgets=np.geomspace(1e18, 1e21, 6)).to_csv(csv, index=False)
-    for flags in (["--holdout-above", "2e20"], ["--holdout", "2"], ["--predict", "1e22,1e23"]):
-        out = tmp_path / flags[0].strip("-")
-        code = main([str(csv), "--out", str(out), "--no-plots", "--bootstrap", "0", "--approaches", "2,frontier",
-                     "--max-splits", "2", *flags])
-        assert code == 0, capsys.readouterr()
-        fc = pd.read_csv(out / "forecast.csv")
-        assert list(fc.columns) == COLUMNS and fc["chosen"].any()
-        text = capsys.readouterr().out
-        assert "Walk-forward model choice" in text and "(naive baseline)" in text
-        if flags[0] == "--predict":
-            assert fc["observed"].isna().all() and set(fc["budget"]) == {1e22, 1e23}
-            assert "Forecast beyond the data" in text
-            alloc = pd.read_csv(out / "allocations.csv")
-            assert alloc.loc[alloc["C"] >= 1e22, "extrapolated"].all()
-            assert not alloc.loc[alloc["C"] <= 1e21, "extrapolated"].any()
-        else:
-            assert fc["observed"].notna().all() and fc["budget"].min() >= 2e20
-            assert "Forecast of the held-out budgets" in text and "Held out: 2 budgets" in text
+@pytest.mark.xfail(strict=True, reason="known shortfall (2026-12-06): on 7-budget runs tables with 2 held out the "
+                   "frontier law (4 budgets to fit) forecasts one later optimum, so the choice between Approach 3 and "
+                   "the frontier rests on one parabola minimum: 14 of 20 seeds within 1.5x of the best, the issue asks "
+                   "for 16. Choosing Approach 3 by its run errors reaches 17 but loses to the naive baseline on 12 of "
+                   "28 public tables (BENCHMARKS.md)")
+def test_walk_forward_choice_is_near_the_best_on_runs_tables(runs_near_and_coverage):
+    assert runs_near_and_coverage[0] >= 16, runs_near_and_coverage
+
+
+def test_interval_scale_is_shrunk_toward_one_and_follows_the_errors():
+    assert interval_scale([]) == 1.0 and interval_scale([np.nan, np.inf]) == 1.0
+    assert interval_scale(np.random.default_rng(0).standard_normal(400)) == pytest.approx(1.0, abs=0.1)
+    assert interval_scale([10.0, -10.0, 10.0]) == pytest.approx(np.sqrt((PRIOR + 300) / (PRIOR + 3)))
+    assert interval_scale([0.0] * 50) < 0.25  # a law far better than its spread says gets narrower
+    # z: log error over the forecast's own log-space sd (half-width / t quantile)
+    z = standardized([np.e], [1.0], [np.exp(2.0)], 2.0)
+    assert z[0] == pytest.approx(1.0) and np.isnan(standardized([1.0], [1.0], [1.0], 2.0)[0])
+
+
+def test_choice_intervals_are_scaled_by_the_walk_forward_errors():
+    ch = choose(minima_table(seed=4, budgets=np.geomspace(1e18, 1e21, 8)), candidates=FAST[2:])
+    p = ch.predictions[(ch.predictions["candidate"] == ch.chosen) & (ch.predictions["kind"] == "optimum")]
+    assert len(p) >= 3 and ch.model.scale == pytest.approx(interval_scale(p["z"])) and ch.model.scale != 1.0
+    raw = dataclasses.replace(ch.model, scale=1.0)
+    f, (loss, lo, hi) = ch.forecast([1e22]), raw.optimum([1e22])[:3]
+    assert f["loss"][0] == pytest.approx(loss[0])
+    assert np.log(f["hi"][0] / f["loss"][0]) == pytest.approx(ch.model.scale * np.log(hi[0] / loss[0]))
+    assert "calibrated by its walk-forward errors" in ch.summary()
+
+
+def _forecasts(name, errors):
+    return pd.DataFrame(dict(candidate=name, origin=np.repeat([1e19, 1e20], [2, 1])[:len(errors)], kind="optimum",
+                             budget=[1e20, 1e21, 1e21][:len(errors)], rel_error=errors, covered=1.0))
+
+
+def test_the_naive_baseline_stays_unless_beaten_by_more_than_one_standard_error():
+    huber = Candidate("frontier", 1e-3)
+    cands = [NAIVE, huber]
+    noisy = pd.concat([_forecasts(NAIVE.name, [0.010, 0.002, 0.004]), _forecasts(huber.name, [0.001, 0.009, 0.003])])
+    table = score_table(noisy, {c.name: [] for c in cands}, cands, 2)
+    name, why = pick_candidate(table, noisy, cands)
+    assert name == NAIVE.name and "within 1 standard error" in why
+    clear = pd.concat([_forecasts(NAIVE.name, [0.010, 0.012, 0.011]), _forecasts(huber.name, [0.002, 0.003, 0.001])])
+    assert pick_candidate(table, clear, cands)[0] == huber.name
+    # across families: the champions' mean error decides (Approach 3 has no naive to beat)
+    a3 = Candidate("a3", LS_DELTA, "grid")
+    both = pd.concat([noisy, _forecasts(a3.name, [0.001, 0.001, 0.001])])
+    assert pick_candidate(table, both, cands + [a3])[0] == a3.name
+    assert pick_candidate(table, noisy, [])[0] is None
