@@ -3,17 +3,20 @@
 A candidate's linearised interval (candidates.py) is honest only when its law is right and its
 residuals are the only noise. The walk-forward shows how far the law's forecasts of later
 budgets actually land: each forecast's standardized error z = log(observed / predicted) / sd,
-with sd the forecast's own log-space spread (its interval half-width over Student's t). When
-the law holds, z has unit spread; a law that bends away from the data beyond its range gives
+with sd the forecast's own log-space spread (its interval half-width over Student's t), mapped
+to the normal with the same tail probability (`standardized`). When the law holds, z has unit
+spread; a law that bends away from the data beyond its range gives
 |z| >> 1 (Approach 3 on Epoch's points), one whose noise model is too pessimistic |z| << 1.
 
     scale = sqrt((PRIOR + sum z^2) / (PRIOR + n))
 
-is the factor on the interval's half-width: the root-mean-square of the z's, shrunk toward 1
-by PRIOR pseudo-errors of unit size (a walk-forward on 5-7 budgets has 1-3 forecast optima;
-one lucky or unlucky split must not set the width alone). Optima and runs are scaled
-separately (a law can forecast runs well and their envelope's minimum less well). Pure and
-deterministic: no draws.
+is the root-mean-square of the z's, shrunk toward 1 by PRIOR pseudo-errors of unit size (a
+walk-forward on 5-7 budgets has 1-3 forecast optima; one lucky or unlucky split must not set
+the width alone). `calibrated` widens an interval by it and never narrows one (max(1, scale)):
+the linearised interval leaves out the law's own error beyond the data, so it is a floor, and
+1-3 forecasts that land close are too little evidence to go below the fit's own noise. Optima
+and runs are scaled separately (a law can forecast runs well and their envelope's minimum less
+well). Pure and deterministic: no draws.
 
     from lm.scaling.calibrate import calibrated, interval_scale
     models = calibrated(models, predictions)   # predictions: walkforward rows with kind and z
@@ -25,17 +28,26 @@ import dataclasses
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
+Z_MAX = 30.0
+"""Cap on a mapped standardized error (a t tail probability below ~1e-197 maps to infinity)."""
 PRIOR = 2.0
 """Pseudo-errors of unit size the scale is shrunk toward (how many real ones it takes to move it)."""
 
 
-def standardized(observed, predicted, hi, quantile: float) -> np.ndarray:
-    """[k] z = log(observed / predicted) / sd, sd = log(hi / predicted) / quantile; nan where sd is 0."""
+def standardized(observed, predicted, hi, level: float, dof: int) -> np.ndarray:
+    """[k] standardized errors of forecasts whose `level` intervals end at hi [k]: t = log(observed /
+    predicted) / sd with sd = log(hi / predicted) / t_q (Student's t quantile, dof >= 1), mapped to
+    the standard normal with the same tail probability (a fit with 1 dof has t's heavy tails; its
+    mapped z has unit spread when the law holds). nan where sd is 0; |z| <= Z_MAX."""
     observed, predicted, hi = (np.asarray(x, float) for x in (observed, predicted, hi))
+    dof = max(int(dof), 1)
     with np.errstate(all="ignore"):
-        sd = np.log(hi / predicted) / quantile
-        return np.where(sd > 0, np.log(observed / predicted) / sd, np.nan)
+        sd = np.log(hi / predicted) / stats.t.ppf((1 + level) / 2, dof)
+        t = np.where(sd > 0, np.log(observed / predicted) / sd, np.nan)
+        z = np.sign(t) * np.minimum(stats.norm.isf(stats.t.sf(np.abs(t), dof)), Z_MAX)
+    return np.where(np.isfinite(t), z, np.nan)
 
 
 def interval_scale(z) -> float:
@@ -46,11 +58,11 @@ def interval_scale(z) -> float:
 
 
 def calibrated(models: dict, pred: pd.DataFrame) -> dict:
-    """{name: Model} with `scale` (optima) and `run_scale` (runs) set from each candidate's
-    walk-forward rows in pred (candidate, kind, z); a candidate without rows keeps scale 1."""
+    """{name: Model} with `scale` (optima) and `run_scale` (runs) = max(1, interval_scale) of each
+    candidate's walk-forward rows in pred (candidate, kind, z); without rows, scale 1."""
     out = {}
     for name, model in models.items():
         p = pred[pred["candidate"] == name]
-        out[name] = dataclasses.replace(model, scale=interval_scale(p.loc[p["kind"] == "optimum", "z"]),
-                                        run_scale=interval_scale(p.loc[p["kind"] == "run", "z"]))
+        k = {kind: max(1.0, interval_scale(p.loc[p["kind"] == kind, "z"])) for kind in ("optimum", "run")}
+        out[name] = dataclasses.replace(model, scale=k["optimum"], run_scale=k["run"])
     return out

@@ -18,7 +18,7 @@ g^T cov g + s^2 / m (g: its own gradient; m: 1 for a run, the points in the obse
 for an optimum), and the interval uses Student's t with n - P degrees of freedom. Cheap enough
 to refit every candidate at every split; the report's bootstrap intervals come from the full fits.
 A linearised interval assumes the law is right; `Model.scale` and `Model.run_scale` (1 when
-fitted) widen or narrow it by the walk-forward's own out-of-sample errors (calibrate.py).
+fitted) widen it by the walk-forward's own out-of-sample errors (calibrate.py).
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class Model:
     s2: float
     dof: int
     scale: float = 1.0
-    """Factor on the optimum intervals' half-width in log space (calibrate.py; 1: linearised)."""
+    """Factor (>= 1 once calibrated) on the optimum intervals' half-width in log space (calibrate.py)."""
     run_scale: float = 1.0
     """The same for the run intervals."""
 

@@ -28,8 +28,9 @@ give the same choice. Steps:
    baseline (the frontier law by least squares) is always a row of the table. On a per-run table
    of 5-7 budgets the frontier law (4 budgets to fit) forecasts 1-3 later optima, so the choice
    between the families rests on those few parabola minima (tests/scaling: a known shortfall).
-6. intervals: each candidate's linearised intervals are scaled by its walk-forward's own
-   standardized errors (calibrate.py), so a 90 % interval covers ~90 % of later budgets.
+6. intervals: each candidate's linearised intervals are widened by its walk-forward's own
+   standardized errors (calibrate.py), so a law that misses its later budgets by more than its
+   spread says gets intervals that wide.
 `Choice.forecast` refits the chosen candidate on the whole table.
 """
 
@@ -96,14 +97,14 @@ def _rows(model: Model, test: Data, origin: float, level: float) -> list[dict]:
     rows = []
     obs = test.observed
     loss, lo, hi, n, d = model.optimum(obs["budget"].to_numpy(), obs["n_used"].to_numpy(), level)
-    z = standardized(obs["loss"], loss, hi, model.quantile(level))
+    z = standardized(obs["loss"], loss, hi, level, model.dof)
     for i, r in enumerate(obs.itertuples()):
         rows.append(dict(origin=origin, kind="optimum", budget=r.budget, N=n[i], D=d[i], predicted=loss[i],
                          lo=lo[i], hi=hi[i], observed=r.loss, z=z[i]))
     if test.runs is not None and len(test.runs):
         out = model.runs(test.runs["N"], test.runs["D"], level)
         if out is not None:
-            z = standardized(test.runs["loss"], out[0], out[2], model.quantile(level))
+            z = standardized(test.runs["loss"], out[0], out[2], level, model.dof)
             for i, r in enumerate(test.runs.itertuples()):
                 rows.append(dict(origin=origin, kind="run", budget=r.budget, N=r.N, D=r.D, predicted=out[0][i],
                                  lo=out[1][i], hi=out[2][i], observed=r.loss, z=z[i]))
@@ -297,7 +298,7 @@ def choose(table: pd.DataFrame, *, shape: str = "auto", candidates=CANDIDATES, m
 
     table: pandas frame with N, D (or C), loss[, budget] (runs) or C (or budget), loss[, N, D]
     (minima). Deterministic (no random draws: intervals are linearised, candidates.py, and
-    calibrated by the walk-forward's errors, calibrate.py).
+    widened by the walk-forward's errors, calibrate.py).
     Raises ValueError for a table that fails validation or has fewer than min_fit + 1 budgets.
     """
     candidates = tuple(candidates)
