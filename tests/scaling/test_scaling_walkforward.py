@@ -132,7 +132,7 @@ def runs_near_and_coverage():
 @pytest.mark.slow
 def test_walk_forward_intervals_cover_runs_tables(runs_near_and_coverage):
     coverage = runs_near_and_coverage[1]
-    assert 0.8 <= coverage <= 0.97, coverage  # measured: 0.95 (linearised: 0.95)
+    assert 0.8 <= coverage <= 0.97, coverage  # measured: 0.95
 
 
 @pytest.mark.slow
