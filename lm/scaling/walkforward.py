@@ -221,7 +221,7 @@ class Choice:
         lines.append(f"  choice: {self.chosen or 'none'}: {self.reason}")
         if self.model is not None:
             lines.append(f"  its intervals: the linearised ones x{self.model.scale:.2f} (optima), "
-                         f"x{self.model.run_scale:.2f} (runs), calibrated by its walk-forward errors (calibrate.py)")
+                         f"x{self.model.run_scale:.2f} (runs), widened by its walk-forward errors (calibrate.py)")
         for name, m in self.models.items():
             if not m.identified:
                 lines.append(f"  {name} on the whole table: unidentified: {'; '.join(m.reasons)}")

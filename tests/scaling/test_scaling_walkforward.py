@@ -167,7 +167,7 @@ def test_choice_intervals_are_scaled_by_the_walk_forward_errors():
     f, (loss, lo, hi) = ch.forecast([1e22]), raw.optimum([1e22])[:3]
     assert f["loss"][0] == pytest.approx(loss[0])
     assert np.log(f["hi"][0] / f["loss"][0]) == pytest.approx(ch.model.scale * np.log(hi[0] / loss[0]))
-    assert "calibrated by its walk-forward errors" in ch.summary()
+    assert "widened by its walk-forward errors" in ch.summary()
 
 
 def _forecasts(name, errors):
