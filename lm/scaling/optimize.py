@@ -49,8 +49,10 @@ class LBFGSOptions:
     """(s, y) pairs kept, as scipy's L-BFGS-B default."""
     lanes: int = 512
     """Problems advanced together."""
-    chunk: int = 8
-    """Steps between host refills."""
+    chunk: int = 32
+    """Steps between host refills. Results do not depend on it (a stopped lane stays put); 32 rather
+    than 8 saves host round trips: Approach 3's grid fit of 9 points 1.0 -> 0.65 CPU-s, of Epoch's
+    240 points 3.8 -> 3.1 CPU-s (BENCHMARKS.md, "Small jobs")."""
     max_linesearch: int = 30
     """Consecutive rejected trials before a problem is stopped as stuck."""
 
@@ -263,15 +265,24 @@ def _compiled_chunk(objective: Objective, memory: int, n_steps: int):
     return jax.jit(chunk)
 
 
+TAIL_MIN_POINTS = 128
+"""From this many (padded) points on, a batch's last few problems move to `lanes // 16` lanes."""
+
+MIN_PADDED_POINTS = 16
+"""The smallest padded point axis: tables of up to 16 points (a small sweep's runs, the subsets its
+forecasts fit) share one compiled shape, and a step on 16 points costs ~55 % of one on 64."""
+
+
 def _pad_points(weights: np.ndarray, data: tuple) -> tuple[np.ndarray, tuple]:
-    """Pad the point axis to a power of two (>= 64) with zero-weight copies of the last point.
+    """Pad the point axis to a power of two (>= MIN_PADDED_POINTS) with zero-weight copies of the
+    last point.
 
     Per-point arrays are those in `data` whose first axis matches the weights' last axis.
     Padded points add nothing to any objective of the form sum_i w_i h_i, and data sets of
     similar size then share one compiled shape.
     """
     n = weights.shape[-1]
-    size = max(64, 2 ** int(np.ceil(np.log2(max(n, 1)))))
+    size = max(MIN_PADDED_POINTS, 2 ** int(np.ceil(np.log2(max(n, 1)))))
     pad = size - n
     if pad == 0:
         return weights, tuple(np.asarray(a, dtype=np.float64) for a in data)
@@ -310,11 +321,11 @@ def minimize_batch(
     n = weights.shape[-1]
     # Two lane counts only (opts.lanes, and `small` for small batches and the tail), so few
     # shapes are ever compiled; compiling costs more than idle lanes. On few points (n < 128
-    # padded) a chunk of idle lanes is cheap (~6 ms at 512 x 64 on a 2-core AVX-512 CPU, vs ~2 s
+    # padded) a step of idle lanes is cheap (~0.8 ms at 512 x 64 on a 2-core AVX-512 CPU, vs ~2 s
     # to compile the small program), so there the tail stays in the big lanes: one program.
     small = max(8, opts.lanes // 16)
     L, m = (small if B <= small else opts.lanes), opts.memory
-    move_tail = n >= 128
+    move_tail = n >= TAIL_MIN_POINTS
     out = BatchResult(theta0.copy(), np.full(B, np.inf), np.zeros(B, np.int64), np.zeros(B, bool))
     st, W, lane_task = _empty_lanes(L, P, m), np.ones((L, n)), np.full(L, -1)
     next_task = 0
