@@ -51,8 +51,8 @@ class LBFGSOptions:
     """Problems advanced together."""
     chunk: int = 32
     """Steps between host refills. Results do not depend on it (a stopped lane stays put); 32 rather
-    than 8 saves host round trips: Approach 3's grid fit of 9 points 1.0 -> 0.65 CPU-s, of Epoch's
-    240 points 3.8 -> 3.1 CPU-s (BENCHMARKS.md, "Small jobs")."""
+    than 8 saves host round trips: Approach 3's grid fit of 6 points 2.06 -> 1.50 CPU-s, of Epoch's
+    240 points 3.8 -> 3.1 CPU-s (BENCHMARKS.md, "Small jobs, second pass")."""
     max_linesearch: int = 30
     """Consecutive rejected trials before a problem is stopped as stuck."""
 
