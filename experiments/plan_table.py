@@ -71,6 +71,20 @@ def format_plan(plan: Plan, seconds: dict[str, float] | None = None) -> str:
 # ---------------------------------------------------------------------------------------------
 # The wall-time estimate.
 
+def probe_shapes(plan: Plan, k: int) -> list[Shape]:
+    """The k shapes (of the plan's runs, ordered by size) a probe times: 1 -> the middle one, whose
+    time the estimate scales to the others by FLOPs per token; 2 -> the smallest and the largest;
+    3 or more -> those and the middle one (the estimate interpolates log-log). Each shape probed
+    costs its compilations (~6 CPU-s cold for a tiny shape on a 2-core CPU): the default of 1 keeps
+    `lm-sweep plan` under 10 s there (BENCHMARKS.md, "Small jobs")."""
+    shapes = sorted({r.shape for r in plan.runs}, key=lambda s: min(r.params for r in plan.runs if r.shape == s))
+    if k <= 0 or not shapes:
+        return []
+    n = len(shapes)
+    picks = {1: [n // 2], 2: [0, n - 1]}.get(k, [0, n // 2, n - 1])
+    return [shapes[i] for i in sorted(set(picks))]
+
+
 def probe(plan: Plan, shapes: Iterable[Shape], steps: int = 60) -> dict[str, dict[str, float]]:
     """{shape name: {'step_s', 'compile_s'}} from a short real training run of each shape (of the
     plan's runs), run the way the sweep runs them (so their compilations land in the persistent cache

@@ -267,8 +267,10 @@ def report(folder: str, n_bootstrap: int | None = None) -> dict[str, Any]:
         warnings.simplefilter("always")
         res = fit_approaches(table, horizon_curves(table), flops_per_token=fpt, budgets=cfg.budgets,
                              n_bootstrap=n_bootstrap, vpnls=True)
-        ext = _guarded(out, "extrapolation", lambda: extrapolation(table, flops_per_token=fpt))
-        fc = _guarded(out, "forecast", lambda: forecast(table, flops_per_token=fpt, n_bootstrap=min(n_bootstrap, 200)))
+        memo: dict = {}  # the extrapolation's grid fit is the forecast's k = 1 fit: run once
+        fc = _guarded(out, "forecast", lambda: forecast(table, flops_per_token=fpt, n_bootstrap=min(n_bootstrap, 200),
+                                                        memo=memo))
+        ext = _guarded(out, "extrapolation", lambda: extrapolation(table, flops_per_token=fpt, memo=memo))
     lines += _fit_lines(res, fc, out)
     lines += _guarded(out, "agreement", lambda: stages_report.agreement_lines(res, table, fpt, out)) or []
     lines += _guarded(out, "track_record", lambda: stages_report.track_record_lines(folder, out)) or []

@@ -28,7 +28,7 @@ from experiments import configs as configs_lib
 from experiments import results as results_lib
 from experiments import runner, worker
 from experiments.plan import make_plan
-from experiments.plan_table import estimate_seconds, format_plan, probe
+from experiments.plan_table import estimate_seconds, format_plan, probe, probe_shapes
 from experiments.progress import Bars
 from experiments.report import report
 from experiments.sweep_sections import BACKENDS
@@ -69,10 +69,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         if hasattr(os, "sched_setaffinity") and cfg.exec.backend != "inline":
             os.sched_setaffinity(0, set(range(min(cfg.exec.threads, os.cpu_count() or 1))))
         _cache(cfg)
-        shapes = sorted({r.shape for r in plan.runs}, key=lambda s: min(r.params for r in plan.runs if r.shape == s))
-        picks = sorted({0, len(shapes) // 2, len(shapes) - 1})[:args.probe]
-        print(f"probing {len(picks)} shape(s) for throughput ...", file=sys.stderr, flush=True)
-        seconds = estimate_seconds(plan, probe(plan, [shapes[i] for i in picks]))
+        shapes = probe_shapes(plan, args.probe)
+        print(f"probing {len(shapes)} shape(s) for throughput ...", file=sys.stderr, flush=True)
+        seconds = estimate_seconds(plan, probe(plan, shapes))
     print(format_plan(plan, seconds))
     if cfg.adaptive is not None:
         print("later stages, centred on the forecast:\n" + "\n".join(describe_later_stages(cfg)))
@@ -230,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--retry-failed", action="store_true", help="retry runs that exhausted their retries")
     p_run.add_argument("--bootstrap", type=int, default=None,
                        help="bootstrap resamples (default: 1000 for >= 100 runs, else 10 per run, at least 200)")
-    p_plan.add_argument("--probe", type=int, default=3, help="shapes to time for the estimate (0: none)")
+    p_plan.add_argument("--probe", type=int, default=1,
+                        help="shapes to time for the estimate: 1 (the middle size, scaled by FLOPs; default), "
+                             "2 (smallest, largest), 3 (and the middle), 0 (none)")
     p_status = sub.add_parser("status", help="state of each run of a sweep folder")
     p_status.add_argument("dir")
     p_repair = sub.add_parser("repair", help="move bad lines of the results table aside (kept in "

@@ -64,7 +64,7 @@ def approach3(results: pd.DataFrame, *, flops_per_token: FlopsPerToken | None = 
               n_bootstrap: int = 1000, seed: int = 0, budgets=CHINCHILLA_TABLE3_BUDGETS,
               level: float = 0.95, delta: float = DELTA, method: str = "grid",
               constraints: FitConstraints | None = None,
-              opts: LBFGSOptions = LBFGSOptions()) -> Approach3:
+              opts: LBFGSOptions = LBFGSOptions(), memo: dict | None = None) -> Approach3:
     """Chinchilla Approach 3 on the runs' final (N, D, loss); bootstrap resamples runs.
 
     Allocations at `budgets` follow flops_per_token (closed form under 6N, numerical
@@ -74,6 +74,7 @@ def approach3(results: pd.DataFrame, *, flops_per_token: FlopsPerToken | None = 
     n_bootstrap < 2 skips the bootstrap (estimates then carry nan intervals).
     method: "grid" (Chinchilla's 4,500 L-BFGS starts) or "vpnls" (variable projection, vpnls.py);
     constraints: fixed E, alpha = beta, Huber delta, loss space (constraints.py; its delta wins).
+    memo: fit.fit_chinchilla's memo (the grid fit is reused where the same points were fitted).
     """
     if method not in METHODS:
         raise ValueError(f"method={method!r}: use one of {METHODS}")
@@ -83,7 +84,8 @@ def approach3(results: pd.DataFrame, *, flops_per_token: FlopsPerToken | None = 
     if method == "vpnls":
         fit = fit_vpnls(N, D, L, constraints=cons, opts=opts)
     else:
-        fit = fit_chinchilla(N, D, L, delta=cons.delta, opts=opts, constraints=None if cons.default else cons)
+        fit = fit_chinchilla(N, D, L, delta=cons.delta, opts=opts, constraints=None if cons.default else cons,
+                             memo=memo)
     bad = value_reasons(dict(E=fit.law.E, alpha=fit.law.alpha, beta=fit.law.beta), float(L.min()))
     if bad:  # before the bootstrap: a negative exponent makes G and the allocations complex
         raise ValueError(unidentified(bad))
@@ -345,15 +347,16 @@ class Extrapolation:
 
 def extrapolation(results: pd.DataFrame, *, flops_per_token: FlopsPerToken | None = None,
                   budget_tol_dex: float = 0.05, delta: float = DELTA,
-                  opts: LBFGSOptions = LBFGSOptions()) -> Extrapolation:
-    """Hold out the largest budget, fit Approach 3 on the rest, predict its compute-optimal loss."""
+                  opts: LBFGSOptions = LBFGSOptions(), memo: dict | None = None) -> Extrapolation:
+    """Hold out the largest budget, fit Approach 3 on the rest, predict its compute-optimal loss.
+    memo: fit.fit_chinchilla's (forecast.forecast's k = 1 grid fit is this same fit)."""
     df = prepare_results(results, flops_per_token)
     budget = budgets_of(df, budget_tol_dex)
     top = budget.max()
     train, test = df[budget < top], df[budget == top]
     if len(np.unique(budget)) < 2:
         raise ValueError("extrapolation needs runs at 2 or more budgets; all runs share one budget")
-    fit = fit_chinchilla(train["N"], train["D"], train["loss"], delta=delta, opts=opts)
+    fit = fit_chinchilla(train["N"], train["D"], train["loss"], delta=delta, opts=opts, memo=memo)
     n_pred, d_pred = fit.law.optimal(top, flops_per_token)
     x = np.log(test["N"].to_numpy())
     y = test["loss"].to_numpy()

@@ -210,6 +210,10 @@ def power_law_fits(C, N, D, samples, budgets, level, weights=None) -> PowerLawFi
     return PowerLawFits(n_law, d_law, est, len(samples))
 
 
+REFIT_POINTS = 64
+"""The point axis of refit_offset_power_laws' batched calls."""
+
+
 def refit_offset_power_laws(C, losses, fit: FitResult, *, n_starts: int = 2, delta: float = DELTA,
                             opts: LBFGSOptions = LBFGSOptions()) -> list[OffsetPowerLaw | None]:
     """Refit L(C) = E + K C^-gamma (fit.fit_offset_power_law's objective) to each row of
@@ -217,7 +221,8 @@ def refit_offset_power_laws(C, losses, fit: FitResult, *, n_starts: int = 2, del
     full-data fit at the same C. Each row is refitted from the full fit's optimum and its first
     n_starts - 1 basin starts, keeping the best. Rows go in small groups: a group's points are
     stacked and each of its problems weights only its own row's, so one batched call fits the
-    group on a point axis no longer than the full fit's (the same compiled program).
+    group; every group's point axis is padded to REFIT_POINTS (zero weights), so all groups share
+    one compiled program whatever the group's size.
     Returns [R] laws, None for a row with fewer than 4 values (3 parameters).
     """
     C, losses = np.asarray(C, float), np.asarray(losses, float)
@@ -229,7 +234,7 @@ def refit_offset_power_laws(C, losses, fit: FitResult, *, n_starts: int = 2, del
     theta = np.array([np.log(law.K) - law.gamma * ref, law.gamma, np.log(law.E)])
     starts = np.concatenate([theta[None], fit.basin_starts[: max(n_starts - 1, 0)]])  # [K, 3]
     K = len(starts)
-    group = max(1, min(64 // J, 32 // K))  # <= 64 points and <= 32 problems per call
+    group = max(1, min(REFIT_POINTS // J, 32 // K))  # <= 64 points and <= 32 problems per call
     out: list[OffsetPowerLaw | None] = [None] * R
     for lo in range(0, len(rows), group):
         g = rows[lo: lo + group]
@@ -238,7 +243,10 @@ def refit_offset_power_laws(C, losses, fit: FitResult, *, n_starts: int = 2, del
         for i, r in enumerate(g):
             block[i, i * J:(i + 1) * J] = ok[r]
         lL = np.log(np.where(ok[g], losses[g], 1.0)).ravel()
-        data = (np.tile(np.log(C) - ref, m), lL, np.float64(delta))
+        lC = np.tile(np.log(C) - ref, m)
+        pad = max(REFIT_POINTS - m * J, 0)  # zero-weight copies of the last point
+        block = np.pad(block, ((0, 0), (0, pad)))
+        data = (np.pad(lC, (0, pad), mode="edge"), np.pad(lL, (0, pad), mode="edge"), np.float64(delta))
         res = minimize_batch(jax_offset_objective, np.tile(starts, (m, 1)), np.repeat(block, K, axis=0), data, opts)
         values = np.where(np.isfinite(res.value), res.value, np.inf).reshape(m, K)
         best = res.theta.reshape(m, K, 3)[np.arange(m), np.argmin(values, axis=1)]

@@ -17,6 +17,7 @@ Kaplan's L(N, D) and the offset power law L(C) = E + K C^-gamma are fitted the s
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from dataclasses import dataclass, field
 
@@ -194,12 +195,15 @@ def best_fit(res: BatchResult, starts: np.ndarray, law, predict, n_points: int) 
 
 
 def fit_chinchilla(N, D, loss, *, delta: float = DELTA, starts: np.ndarray | None = None,
-                   weights=None, opts: LBFGSOptions = LBFGSOptions(), constraints=None) -> FitResult:
+                   weights=None, opts: LBFGSOptions = LBFGSOptions(), constraints=None,
+                   memo: dict | None = None) -> FitResult:
     """Approach 3: fit L = E + A/N^alpha + B/D^beta from every start (default: the 4,500 grid).
 
     N: [n] parameters; D: [n] tokens; loss: [n] nats/token; weights: optional [n].
     constraints: a `constraints.FitConstraints` (fixed E, alpha = beta, loss space; its delta
     replaces `delta`), or None for the published objective.
+    memo: a dict the caller keeps across fits (e.g. one report's): a fit of exactly the same points,
+    weights, starts, objective and options is returned from it instead of being run again.
     """
     objective, data_of, apply = chinchilla_objective_for(constraints, delta)
     cons = constraints
@@ -211,9 +215,26 @@ def fit_chinchilla(N, D, loss, *, delta: float = DELTA, starts: np.ndarray | Non
     if w.shape != cols["N"].shape or not np.all(np.isfinite(w) & (w >= 0)) or w.sum() <= 0:
         raise ValueError(f"weights must be {len(cols['N'])} finite values >= 0, not all zero; "
                          f"got shape {w.shape}")
+    key = memo_key(objective, opts, constraints, starts, w, *data) if memo is not None else None
+    if key is not None and key in memo:
+        return memo[key]
     res = minimize_batch(objective, starts, w, data, opts)
     law = lambda t: ChinchillaLaw.from_log(*apply(t))
-    return best_fit(res, starts, law, lambda t: np.log(law(t).loss(cols["N"], cols["D"])), len(cols["N"]))
+    fit = best_fit(res, starts, law, lambda t: np.log(law(t).loss(cols["N"], cols["D"])), len(cols["N"]))
+    if key is not None:
+        memo[key] = fit
+    return fit
+
+
+def memo_key(objective, opts: LBFGSOptions, constraints, *arrays) -> tuple:
+    """A fit's identity for a memo: its objective, options, constraints and the exact bytes (and
+    shapes) of its starts, weights and data."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(np.asarray(a, dtype=np.float64))
+        h.update(repr(a.shape).encode())
+        h.update(a.tobytes())
+    return objective.__name__, opts, repr(constraints), h.hexdigest()
 
 
 def chinchilla_objective_for(constraints, delta: float = DELTA):

@@ -97,8 +97,9 @@ def _law_rows(name, k, a3, train, test, obs, level, rng):
 
 def forecast(results: pd.DataFrame, *, ks=(1, 2), flops_per_token=None, n_bootstrap: int = 200, seed: int = 0,
              level: float = 0.9, window=DEFAULT_WINDOW, methods=("grid", "vpnls"), budget_tol_dex: float = 0.05,
-             constraints=None) -> Forecast:
-    """Fit on budgets below the largest k, predict the held-back ones (module doc)."""
+             constraints=None, memo: dict | None = None) -> Forecast:
+    """Fit on budgets below the largest k, predict the held-back ones (module doc).
+    memo: fit.fit_chinchilla's, shared with the caller's other fits (approaches.extrapolation)."""
     df = prepare_results(results, flops_per_token).assign(budget=lambda d: budgets_of(d, budget_tol_dex))
     budgets = np.sort(df["budget"].unique())
     rng = np.random.default_rng(seed)
@@ -114,7 +115,7 @@ def forecast(results: pd.DataFrame, *, ks=(1, 2), flops_per_token=None, n_bootst
             name = "Approach 3 (VPNLS)" if method == "vpnls" else "Approach 3"
             try:
                 a3 = approach3(train, method=method, n_bootstrap=n_bootstrap, seed=seed, budgets=tuple(held),
-                               flops_per_token=flops_per_token, constraints=constraints)
+                               flops_per_token=flops_per_token, constraints=constraints, memo=memo)
             except Exception as err:  # noqa: BLE001 - one approach failing never hides the others
                 why = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
                 notes.append(f"k={k}: {name} could not be fitted: {why}")

@@ -7,7 +7,7 @@ Python overhead. Here a fixed number of *lanes* each hold one problem, a start
 `theta0: [P]` with per-point weights `w: [n]` (ones for a plain fit, bootstrap
 multiplicities for a resample). A jitted chunk advances every lane a few steps; between
 chunks the host harvests finished lanes and refills them from the queue (and moves the last
-few problems to a small batch), so only two shapes are compiled and few lanes idle.
+few problems to fewer lanes), so only a few shapes are compiled and few lanes idle.
 
 Each step evaluates objective and gradient exactly once per lane: the lane either tries a
 new L-BFGS direction or continues its line search, so lanes never wait on each other. The
@@ -49,8 +49,10 @@ class LBFGSOptions:
     """(s, y) pairs kept, as scipy's L-BFGS-B default."""
     lanes: int = 512
     """Problems advanced together."""
-    chunk: int = 8
-    """Steps between host refills."""
+    chunk: int = 32
+    """Steps between host refills. Results do not depend on it (a stopped lane stays put); 32 rather
+    than 8 saves host round trips: Approach 3's grid fit of 6 points 2.06 -> 1.50 CPU-s, of Epoch's
+    240 points 3.8 -> 3.1 CPU-s (BENCHMARKS.md, "Small jobs, second pass")."""
     max_linesearch: int = 30
     """Consecutive rejected trials before a problem is stopped as stuck."""
 
@@ -263,15 +265,25 @@ def _compiled_chunk(objective: Objective, memory: int, n_steps: int):
     return jax.jit(chunk)
 
 
+TAIL_MIN_POINTS = 128
+"""From this many (padded) points on, batches of at most lanes // 4 problems run in lanes // 4 lanes,
+and a bigger batch's last problems move there."""
+
+MIN_PADDED_POINTS = 16
+"""The smallest padded point axis: tables of up to 16 points (a small sweep's runs, the subsets its
+forecasts fit) share one compiled shape, and a step on 16 points costs ~55 % of one on 64."""
+
+
 def _pad_points(weights: np.ndarray, data: tuple) -> tuple[np.ndarray, tuple]:
-    """Pad the point axis to a power of two (>= 64) with zero-weight copies of the last point.
+    """Pad the point axis to a power of two (>= MIN_PADDED_POINTS) with zero-weight copies of the
+    last point.
 
     Per-point arrays are those in `data` whose first axis matches the weights' last axis.
     Padded points add nothing to any objective of the form sum_i w_i h_i, and data sets of
     similar size then share one compiled shape.
     """
     n = weights.shape[-1]
-    size = max(64, 2 ** int(np.ceil(np.log2(max(n, 1)))))
+    size = max(MIN_PADDED_POINTS, 2 ** int(np.ceil(np.log2(max(n, 1)))))
     pad = size - n
     if pad == 0:
         return weights, tuple(np.asarray(a, dtype=np.float64) for a in data)
@@ -296,8 +308,9 @@ def minimize_batch(
 
     theta0: [B, P] starts. weights: [B, n] per-problem point weights, or [n] shared by all.
     data: arrays passed unchanged to every problem (e.g. log N, log D, log loss: each [n]).
-    The jitted step is cached per (objective, memory, chunk) and traced for two lane counts
-    (opts.lanes, and opts.lanes // 16 for small batches and the tail) and per padded size.
+    The jitted step is cached per (objective, memory, chunk) and traced per lane count (opts.lanes,
+    opts.lanes // 16 for small batches, and on >= TAIL_MIN_POINTS points opts.lanes // 4 for batches
+    that fit it and for a big batch's tail) and per padded size.
     Returns results in input order; no problem's result depends on the lane it ran in.
     """
     theta0 = np.asarray(theta0, dtype=np.float64)
@@ -308,13 +321,15 @@ def minimize_batch(
     shared_w = weights.ndim == 1
     weights, data = _pad_points(weights, data)
     n = weights.shape[-1]
-    # Two lane counts only (opts.lanes, and `small` for small batches and the tail), so few
-    # shapes are ever compiled; compiling costs more than idle lanes. On few points (n < 128
-    # padded) a chunk of idle lanes is cheap (~6 ms at 512 x 64 on a 2-core AVX-512 CPU, vs ~2 s
-    # to compile the small program), so there the tail stays in the big lanes: one program.
-    small = max(8, opts.lanes // 16)
-    L, m = (small if B <= small else opts.lanes), opts.memory
-    move_tail = n >= 128
+    # Few lane counts, so few shapes are ever compiled (compiling one costs ~2 CPU-s): `small` for
+    # batches of <= small problems; on few points (n < TAIL_MIN_POINTS padded) opts.lanes for the
+    # rest, tail included: a step of idle lanes is cheap there (~0.8 ms at 512 x 64 on a 2-core
+    # AVX-512 CPU). On many points a step costs ~lanes x points, so batches of <= mid problems
+    # (VPNLS's 65 starts, a walk-forward's 128) run in `mid` lanes and a big batch's tail moves
+    # there once the queue is empty: one more shape, 4x fewer idle lanes.
+    small, mid = max(8, opts.lanes // 16), opts.lanes // 4
+    move_tail = n >= TAIL_MIN_POINTS
+    L, m = (small if B <= small else mid if move_tail and B <= mid else opts.lanes), opts.memory
     out = BatchResult(theta0.copy(), np.full(B, np.inf), np.zeros(B, np.int64), np.zeros(B, bool))
     st, W, lane_task = _empty_lanes(L, P, m), np.ones((L, n)), np.full(L, -1)
     next_task = 0
@@ -334,10 +349,10 @@ def minimize_batch(
             n_active = int(st["active"].sum())
             if n_active == 0:
                 break
-            if move_tail and next_task == B and n_active <= small < len(lane_task):
-                # The queue is empty and few problems remain: move them to `small` lanes so
-                # the tail stops paying for idle ones (one more compiled shape).
-                keep = np.concatenate([np.flatnonzero(st["active"]), np.flatnonzero(~st["active"])])[:small]
+            if move_tail and next_task == B and n_active <= mid < len(lane_task):
+                # The queue is empty and few problems remain: move them to `mid` lanes so the
+                # tail stops paying for idle ones (the shape that batches of <= mid problems use).
+                keep = np.concatenate([np.flatnonzero(st["active"]), np.flatnonzero(~st["active"])])[:mid]
                 st = {key: v[keep] for key, v in st.items()}
                 W, lane_task = W[keep], lane_task[keep]
             state = chunk(Lanes(**{key: jnp.asarray(v) for key, v in st.items()}), jnp.asarray(W), data_j, tol)

@@ -187,3 +187,17 @@ def test_the_probe_times_shapes_of_the_plan_and_the_estimate_covers_every_run(ti
     assert set(seconds) == {r.run_id for r in plan.runs} and min(seconds.values()) > 0
     assert makespan(seconds.values(), 1) == pytest.approx(sum(seconds.values()))
     assert "est. s" in format_plan(plan, seconds)
+
+
+def test_probe_shapes_picks_the_middle_size_by_default_and_the_ends_for_more(tiny):
+    """`lm-sweep plan --probe K`: 1 times the middle size (the default: one shape's compilations),
+    2 the smallest and largest, 3 or more those and the middle one; 0 none."""
+    from experiments.plan_table import probe_shapes
+    plan = make_plan(tiny(budgets=(4e8,), targets=(1.2e3, 5e3, 9e3, 1.2e4)))
+    shapes = sorted({r.shape for r in plan.runs}, key=lambda s: min(r.params for r in plan.runs if r.shape == s))
+    assert len(shapes) >= 3
+    n = len(shapes)
+    assert probe_shapes(plan, 1) == [shapes[n // 2]]
+    assert probe_shapes(plan, 2) == [shapes[0], shapes[-1]]
+    assert probe_shapes(plan, 3) == probe_shapes(plan, 5) == [shapes[0], shapes[n // 2], shapes[-1]]
+    assert probe_shapes(plan, 0) == []

@@ -138,3 +138,23 @@ def test_bad_weights():
         fit_chinchilla(N, D, loss, weights=[1.0, 2.0])
     with pytest.raises(ValueError, match="weights must be 6 finite values >= 0"):
         fit_chinchilla(N, D, loss, weights=[1.0, -1.0, 1.0, 1.0, 1.0, 1.0])
+
+
+def test_a_memo_returns_the_same_fit_for_the_same_points_and_refits_others():
+    """fit_chinchilla(memo=...): a report's extrapolation reuses its forecast's fit of the same
+    points; other points, weights or starts are fitted anew, and the memo changes no number."""
+    rng = np.random.default_rng(0)
+    N = np.geomspace(1e7, 1e9, 12)
+    D = 20 * N * rng.uniform(0.3, 3, 12)
+    L = CHINCHILLA.loss(N, D) * np.exp(rng.normal(0, 0.005, 12))
+    starts = chinchilla_grid()[::50]
+    memo = {}
+    first = fit_chinchilla(N, D, L, starts=starts, memo=memo)
+    assert fit_chinchilla(N, D, L, starts=starts, memo=memo) is first and len(memo) == 1
+    plain = fit_chinchilla(N, D, L, starts=starts)
+    assert plain.objective == first.objective and np.array_equal(plain.theta, first.theta)
+    other = fit_chinchilla(N, D, L * 1.01, starts=starts, memo=memo)
+    assert other is not first and len(memo) == 2
+    fit_chinchilla(N, D, L, starts=starts, weights=np.arange(1.0, 13.0), memo=memo)
+    fit_chinchilla(N, D, L, starts=starts[:-1], memo=memo)
+    assert len(memo) == 4
