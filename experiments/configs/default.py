@@ -15,14 +15,13 @@ Depth is fixed because muP transfers the learning rate across width, not depth.
 
 Learning rate per size through muP (train.model.parametrization='mup'; mup_base_width=4 divides every
 width): embeddings and unembedding train at the base rate, hidden matrices at base / (d_model / 4),
-logits x 4 / d_model. The base rate, 0.2, tuned with `lm-sweep run mup_transfer` (300-step runs at
-depth 2), is the peak rate of a run of 400 steps; a run of S steps peaks at 0.2 x (S / 400)^-0.3
-(SweepConfig lr_horizon_steps / lr_horizon_exponent): 0.24 at 225 steps, 0.14 at 1,400, 0.09 at
-5,500. One rate for every horizon under-trained the wide models of the largest budgets (d52-L2 at
-5,506 steps: 0.2 -> 1.456, 0.1 -> 1.421, 0.05 -> 1.429), which flattened the largest budgets' minima
-below what the smaller budgets forecast; 0.2 stays best at short horizons (d16-L2 at 459 steps:
-0.2 -> 2.252, 0.1 -> 2.371). The narrow d24-L2 prefers 0.2 even at 8,855 steps (0.1: +0.021), so
-the exponent is the milder 0.3 rather than 0.5. float32 compute: bfloat16 was no faster at these widths on
+logits x 4 / d_model. One base rate, 0.2, tuned once with `lm-sweep run mup_transfer` (300-step runs at
+depth 2), for every run. The horizon rule (SweepConfig `lr_horizon_steps`, `lr_horizon_exponent`)
+was tried twice, exponent 0.5 (2026-11-30) and 0.3 (2026-12-06, a whole adaptive sweep): it gave no
+consistent gain at long horizons (runs of >= 4,000 steps: -0.056 .. +0.033 nats against one rate,
+mean -0.005) and none at the budgets' minima beyond the noise of one run (1-4 %: seeds and 1 %
+changes of the rate move a run's loss by 0.03-0.07 nats at these batch sizes), so the default keeps
+one rate. float32 compute: bfloat16 was no faster at these widths on
 the CPU it was measured on. No weight decay: the data are fresh samples of an unbounded language
 (nothing to over-fit), and under the reference muP decay (lr x wd at every width) the former 0.1
 decays every hidden matrix by 2 % a step at the base rate 0.2, which stalls the larger budgets.
@@ -51,8 +50,6 @@ def get_config() -> SweepConfig:
             batch_size=8,
             eval_batches=8),
         min_steps=200,
-        lr_horizon_steps=400,
-        lr_horizon_exponent=0.3,
         evals_per_run=4,
         checkpoints_per_run=1,
         adaptive=AdaptiveConfig(spread=3.0, max_spread=6.0, edge_sizes=2, max_edge_rounds=2),
