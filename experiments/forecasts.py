@@ -15,7 +15,9 @@ A resumed sweep keeps every earlier row and never predicts a budget twice.
 `predict_optimum(table, budget, ...)` is the forecast itself: the walk-forward model choice of
 lm.scaling.walkforward once the earlier stages hold >= 4 budgets, before that Approach 3 (the grid
 fit of L(N, D) on every run of the earlier stages, bootstrap intervals widened by the training
-residuals), or a power law through the earlier minima while there are too few runs for Approach 3;
+residuals), or a power law through the earlier minima while there are too few runs for Approach 3
+(its interval: from that power law to the last minimum, the range of every law E + K C^-gamma
+through the same minima, each end widened by the runs' noise);
 `observed_optimum` is a budget's windowed parabola minimum.
 
 Why this rule: on the law-driven harness of tests/experiments/test_adaptive.py Approach 3 forecasts
