@@ -15,7 +15,9 @@ A resumed sweep keeps every earlier row and never predicts a budget twice.
 `predict_optimum(table, budget, ...)` is the forecast itself: the walk-forward model choice of
 lm.scaling.walkforward once the earlier stages hold >= 4 budgets, before that Approach 3 (the grid
 fit of L(N, D) on every run of the earlier stages, bootstrap intervals widened by the training
-residuals), or a power law through the earlier minima while there are too few runs for Approach 3;
+residuals), or a power law through the earlier minima while there are too few runs for Approach 3
+(its interval: from that power law to the last minimum, the range of every law E + K C^-gamma
+through the same minima, each end widened by the runs' noise);
 `observed_optimum` is a budget's windowed parabola minimum.
 
 Why this rule: on the law-driven harness of tests/experiments/test_adaptive.py Approach 3 forecasts
@@ -217,11 +219,11 @@ def approach3_prediction(table, budget: float, flops_per_token=None, *, n_bootst
             a3 = approach3(table, flops_per_token=flops_per_token, n_bootstrap=n_bootstrap, seed=seed,
                            budgets=(), level=LEVEL)     # allocations below: a degenerate resample is skipped
     except ValueError:                       # too few runs for L(N, D): follow the observed minima
-        return minima_power_law(table, budget, flops_per_token)
+        return minima_power_law(table, budget, flops_per_token, n_bootstrap=n_bootstrap, seed=seed)
     law = a3.law
     best = _optimum(law, budget, flops_per_token)
     if best is None:                         # the law has no compute-optimal size at this budget
-        return minima_power_law(table, budget, flops_per_token)
+        return minima_power_law(table, budget, flops_per_token, n_bootstrap=n_bootstrap, seed=seed)
     n_opt, loss = best
     lo = hi = n_lo = n_hi = float("nan")
     samples = a3.bootstrap.samples if a3.bootstrap is not None else []
@@ -271,16 +273,63 @@ def _optimum(law, budget: float, flops_per_token) -> tuple[float, float] | None:
     return (n, loss) if np.isfinite(n) and np.isfinite(loss) else None
 
 
-def minima_power_law(table, budget: float, flops_per_token=None) -> Prediction:
+def minima_power_law(table, budget: float, flops_per_token=None, *, n_bootstrap: int = 200,
+                     seed: int = 0) -> Prediction:
     """The fallback forecast: straight lines in log-log through the earlier budgets' observed minima
-    (N_opt(C) and L_opt(C)); no interval (nan)."""
+    (N_opt(C) and L_opt(C)), with an interval that brackets the family L_opt = E + K C^-gamma through
+    the same minima: its forecast rises with E from the power law itself (E = 0) to the last minimum
+    (E = that minimum: no more gain), so lo = the power law's and hi = the last minimum's `LEVEL` bounds
+    under a parametric bootstrap of the runs' noise (`minima_noise_draws`); N_opt's interval is the
+    power law's under that bootstrap. Without a residual to measure the noise by (every parabola
+    through exactly 3 sizes) the bounds are the bare power law and last minimum, and N's is nan.
+    Why a bracket: from 2 budgets nothing identifies E, and the noise alone (a 90 % interval of the
+    power law) covered none of 10 stages of three real sweeps (BENCHMARKS.md, issue 23, "mainjob")."""
     budgets = sorted(set(table["budget"]))
-    points = np.array([observed_optimum(table, c, flops_per_token)[:2] for c in budgets])
-    x = np.log(budgets)
     if len(budgets) < 2:
         raise ValueError(f"a forecast of budget {budget:.3g} needs runs of >= 2 earlier budgets; got {len(budgets)}")
-    n_fit, l_fit = np.polyfit(x, np.log(points[:, 1]), 1), np.polyfit(x, np.log(points[:, 0]), 1)
-    nan = float("nan")
-    return Prediction(budget, float(np.exp(np.polyval(l_fit, np.log(budget)))), nan, nan,
-                      float(np.exp(np.polyval(n_fit, np.log(budget)))), nan, nan, "minima power law",
+    points = np.array([observed_optimum(table, c, flops_per_token)[:2] for c in budgets])  # [B, 2]: loss, N
+    loss, n_opt = extrapolate_minima(budgets, points, budget)
+    draws = minima_noise_draws(table, budgets, flops_per_token, n_bootstrap, seed)     # [R, B, 2]
+    preds = np.array([extrapolate_minima(budgets, d, budget) for d in draws]).reshape(-1, 2)
+    last = float(points[-1, 0])
+    if len(preds) >= 2:
+        lo, hi = centred_interval(loss, preds[:, 0])[0], centred_interval(last, draws[:, -1, 0])[1]
+        n_lo, n_hi = centred_interval(n_opt, preds[:, 1])
+    else:
+        lo, hi, n_lo, n_hi = loss, last, float("nan"), float("nan")
+    lo, hi = min(lo, loss), max(hi, last, loss)
+    return Prediction(budget, loss, lo, hi, n_opt, n_lo, n_hi, "minima power law",
                       tuple(float(c) for c in budgets))
+
+
+def extrapolate_minima(budgets, points, budget: float) -> tuple[float, float]:
+    """(L_opt, N_opt) at `budget` from lines in log-log through points [B, 2] (loss, N) at `budgets`."""
+    x = np.log(budgets)
+    with np.errstate(all="ignore"):
+        l_fit, n_fit = np.polyfit(x, np.log(points[:, 0]), 1), np.polyfit(x, np.log(points[:, 1]), 1)
+    return float(np.exp(np.polyval(l_fit, np.log(budget)))), float(np.exp(np.polyval(n_fit, np.log(budget))))
+
+
+def minima_noise_draws(table, budgets, flops_per_token, n_bootstrap: int, seed: int) -> np.ndarray:
+    """[R, B, 2] (loss, N) minima of the budgets re-observed with every run's loss moved by a normal draw
+    of the pooled residual scale of the budgets' parabolas (sigma; each run's own draw, seeded); [0, B, 2]
+    when sigma is 0 or unknown (every parabola through exactly 3 sizes)."""
+    from lm.scaling.isoflop import fit_budget
+
+    resid, dof = 0.0, 0
+    for c in budgets:
+        g = table[table["budget"] == c]
+        row, _, used = fit_budget(c, g, WINDOW, 3, False, flops_per_token) if len(g) >= 3 else (None, "", None)
+        if row is not None and used.sum() > 3:
+            u = np.log(g["N"].to_numpy())[used] - row["x0"]
+            fit = row["p0"] + row["p1"] * u + row["p2"] * u ** 2
+            resid, dof = resid + float(np.sum((g["loss"].to_numpy()[used] - fit) ** 2)), dof + int(used.sum()) - 3
+    sigma = np.sqrt(resid / dof) if dof else 0.0
+    if not sigma > 0:
+        return np.zeros((0, len(budgets), 2))
+    rng = np.random.default_rng(seed)
+    out = np.full((n_bootstrap, len(budgets), 2), np.nan)
+    for r in range(n_bootstrap):
+        noisy = table.assign(loss=table["loss"].to_numpy(float) + sigma * rng.standard_normal(len(table)))
+        out[r] = [observed_optimum(noisy, c, flops_per_token)[:2] for c in budgets]
+    return out[np.all(np.isfinite(out) & (out > 0), axis=(1, 2))]

@@ -16,9 +16,12 @@ Depth is fixed because muP transfers the learning rate across width, not depth.
 Learning rate per size through muP (train.model.parametrization='mup'; mup_base_width=4 divides every
 width): embeddings and unembedding train at the base rate, hidden matrices at base / (d_model / 4),
 logits x 4 / d_model. One base rate, 0.2, tuned once with `lm-sweep run mup_transfer` (300-step runs at
-depth 2), for every run. Longer runs prefer lower rates; the horizon rule (SweepConfig
-`lr_horizon_steps=400, lr_horizon_exponent=0.5`) trains them better, but its fit met fewer of the
-targets, so the default keeps one rate. float32 compute: bfloat16 was no faster at these widths on
+depth 2), for every run. The horizon rule (SweepConfig `lr_horizon_steps`, `lr_horizon_exponent`)
+was tried twice, exponent 0.5 (2026-11-30) and 0.3 (2026-12-06, a whole adaptive sweep): it gave no
+consistent gain at long horizons (the 8 runs of >= 4,000 steps: -0.056 .. +0.033 nats against one
+rate, mean -0.007) nor at the budgets' minima beyond the noise of one run (up to 4 %: other seeds, or
+0.5-4 % changes of the rate, move a run's loss by 0.03-0.10 nats at these batch sizes), its fitted E
+fell to 1.22 (floor 1.34), so the default keeps one rate. float32 compute: bfloat16 was no faster at these widths on
 the CPU it was measured on. No weight decay: the data are fresh samples of an unbounded language
 (nothing to over-fit), and under the reference muP decay (lr x wd at every width) the former 0.1
 decays every hidden matrix by 2 % a step at the base rate 0.2, which stalls the larger budgets.

@@ -93,6 +93,24 @@ def test_an_interval_is_centred_on_its_point_even_when_the_resamples_are_not():
     assert forecasts.contain(2.7, 2.5, 3.0) == (2.5, 3.0)
 
 
+def test_the_power_law_fallback_brackets_every_offset_law_through_the_minima(cfg):
+    """From 2 budgets the fallback's interval runs from the power law (E = 0) to the last minimum (no
+    more gain): a law with an offset E, as here, lands inside it; the point is the power law's."""
+    rows, walk = simulate(cfg, noise_seed=3, sigma=0.002)
+    fits = StageFits(cfg)
+    fits.rows = rows
+    earlier = [r.run_id for s in walk.stages[:2] for r in s.runs]
+    table, fpt = fits.table(earlier)
+    nxt = walk.stages[2]
+    p = forecasts.minima_power_law(table, nxt.budget, fpt, n_bootstrap=30)
+    last = forecasts.observed_optimum(table, walk.stages[1].budget, fpt)[0]
+    assert p.approach == "minima power law" and p.lo <= p.loss < last <= p.hi
+    observed = forecasts.observed_optimum(fits.table([r.run_id for r in nxt.runs])[0], nxt.budget, fpt)[0]
+    assert p.loss < observed < p.hi                                       # under-predicts, inside the bracket
+    again = forecasts.minima_power_law(table, nxt.budget, fpt, n_bootstrap=30)
+    np.testing.assert_equal(dataclasses.astuple(again), dataclasses.astuple(p))   # seeded: the same numbers
+
+
 @pytest.mark.slow
 def test_preregistered_intervals_cover_about_90_percent_on_law_driven_sweeps(tmp_path):
     """20 seeds of law-driven noise (0.2 % a run), stages 3-4 each: the 90 % intervals cover 75-100 % of the

@@ -46,8 +46,9 @@ def test_large_sweep_is_the_default_recipe_on_larger_budgets():
 
 def test_the_horizon_rule_lowers_the_peak_rate_of_long_runs_and_is_recorded_per_run():
     from experiments.configs import replace
-    cfg = replace(configs.load("default"), lr_horizon_steps=400, lr_horizon_exponent=0.5)
-    assert all(r.learning_rate is None for r in make_plan(configs.load("default")).runs)   # one rate
+    one_rate = replace(configs.load("default"), lr_horizon_steps=None, lr_horizon_exponent=None)
+    cfg = replace(one_rate, lr_horizon_steps=400, lr_horizon_exponent=0.5)
+    assert all(r.learning_rate is None for r in make_plan(one_rate).runs)   # one rate
     plan = make_plan(cfg)
     for r in plan.runs:
         expected = cfg.train.optim.learning_rate * (cfg.lr_horizon_steps / r.steps) ** cfg.lr_horizon_exponent
@@ -64,7 +65,7 @@ def test_a_horizon_exponent_without_its_reference_length_is_refused():
 
     from experiments.configs import replace
     with pytest.raises(ValueError, match="needs lr_horizon_steps"):
-        replace(configs.load("default"), lr_horizon_exponent=0.5).validate()
+        replace(configs.load("default"), lr_horizon_steps=None, lr_horizon_exponent=0.5).validate()
     with pytest.raises(ValueError, match="lr_horizon_steps=0 must be >= 1"):
         replace(configs.load("default"), lr_horizon_steps=0, lr_horizon_exponent=0.5).validate()
 
@@ -76,7 +77,8 @@ def test_a_sweep_folder_recorded_before_a_field_existed_resumes_and_a_changed_fi
 
     from experiments.configs import replace
     from experiments.results import SWEEP_FILE, check_sweep_dir
-    cfg = replace(configs.load("default"), out_dir=str(tmp_path / "sweep"))
+    cfg = replace(configs.load("default"), out_dir=str(tmp_path / "sweep"), lr_horizon_steps=None,
+                  lr_horizon_exponent=None)
     (tmp_path / "sweep").mkdir()
     old = cfg.identity()
     del old["lr_horizon_exponent"], old["train"]["data"]["translation_noise"]      # fields added since
