@@ -30,7 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lm import mup
+from lm import dots, mup
 from lm.config import ModelConfig
 from lm.precision import dtype_of
 from lm.sharding import constrain, splits
@@ -72,10 +72,11 @@ def matmul_2d(x: jax.Array, w: jax.Array, n_in: int, dtype: Any) -> jax.Array:
     """x · w contracting the last `n_in` axes of x with the first `n_in` of w, as ONE 2-D matmul.
 
     Leading axes are flattened ([M, in] @ [in, out]) and restored: on CPU a 3-D dot_general's
-    gradient is laid out with transposes around the dots (measured 3x slower, BENCHMARKS.md)."""
+    gradient is laid out with transposes around the dots (measured 3x slower, BENCHMARKS.md). In a
+    dtype narrower than float32 the product is lm.dots.dot_2d's (on CPU: the native bf16 kernel)."""
     in_shape, out_shape = x.shape[x.ndim - n_in:], w.shape[n_in:]
     size_in = math.prod(in_shape)
-    y = x.reshape(-1, size_in).astype(dtype) @ w.reshape(size_in, -1).astype(dtype)
+    y = dots.dot_2d(x.reshape(-1, size_in).astype(dtype), w.reshape(size_in, -1).astype(dtype))
     return y.reshape(*x.shape[:x.ndim - n_in], *out_shape)
 
 

@@ -1,9 +1,9 @@
 """The compute dtype of a run: `ModelConfig.compute_dtype="auto"` made concrete, deterministically.
 
 Which dtype trains faster depends on the machine, not on the model code: accelerators want
-bfloat16, while on a CPU the ranking flips between machines (the AVX-512-BF16 EPYC ran the step as
-fast or faster in float32, its XLA bf16 matmul slower than its f32 one; an AVX2 VM ran d256-d1024
-steps 1.2-1.6x faster in bfloat16 but d64 slower; BENCHMARKS.md). "auto" is read from a TABLE of the
+bfloat16, while on a CPU the ranking depends on the machine and the width (the AVX-512-BF16 EPYC runs
+d256-d512 steps faster in bfloat16 since its bf16 dots reach YNNPACK's native kernel (lm.dots), d64
+slower; an AVX2 VM ran d256-d1024 steps 1.2-1.6x faster in bfloat16 but d64 slower; BENCHMARKS.md). "auto" is read from a TABLE of the
 jax platform and the CPU's instruction-set flags (/proc/cpuinfo, what `lscpu` prints), never from a
 stopwatch: the same command on the same machine trains in the same dtype whatever the load.
 
@@ -61,9 +61,12 @@ class CpuRule:
 
 
 CPU_TABLE = (
+    CpuRule(("avx512_bf16",), (), 256, "bfloat16",
+            "2-core AMD EPYC, 2026-12-06, bf16 dots as lm.dots (YNNPACK's bf16 kernel): train step "
+            "bf16/f32 CPU seconds on one core 1.17x d256, 1.22x d512 (issue 27)"),
     CpuRule(("avx512_bf16",), (), 0, "float32",
-            "2-core AMD EPYC, 2026-12-06: XLA 2048^3 dot f32 196 vs bf16 158 GFLOP/s; train step "
-            "bf16/f32 tokens/s 0.89-1.09x d256, 0.91-0.97x d512 (issue 27)"),
+            "2-core AMD EPYC, 2026-12-06, bf16 dots as lm.dots: train step bf16/f32 CPU seconds on "
+            "one core 0.96x d64, 1.09x d128 (issue 27)"),
     CpuRule(("avx2",), ("avx512f",), 256, "bfloat16",
             "2-core AVX2 VM, 2026-11-26: train step bf16/f32 1.56x d256, 1.34x d512, 1.17x d1024"),
     CpuRule(("avx2",), ("avx512f",), 0, "float32",

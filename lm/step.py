@@ -23,6 +23,7 @@ from lm import model as model_lib
 from lm import sharding as sh
 from lm import xla_env
 from lm.config import ModelConfig
+from lm.precision import dtype_name
 from lm.step_blocks import StepBlocks
 
 Batch = Any
@@ -189,7 +190,6 @@ def check_attention_backend(cfg: ModelConfig, mesh: Mesh) -> None:
     if platform != "gpu":
         raise ValueError(f"model.attention_impl='cudnn' needs NVIDIA GPUs but the mesh is on {platform}; "
                          "use attention_impl='einsum' or 'xla'")
-    from lm.precision import dtype_name
     if dtype_name(cfg, platform) != "bfloat16":       # 'auto' is bfloat16 on GPUs
         raise ValueError(f"model.attention_impl='cudnn' needs compute_dtype='bfloat16' (got "
                          f"{cfg.compute_dtype!r}); set it, or use attention_impl='xla'")
@@ -246,8 +246,10 @@ def compile_steps(cfg: ModelConfig, tx: optax.GradientTransformation, mesh: Mesh
     fed_sh = block_sharding(batch_sh) if block else batch_sh
     in_sh = (state_sh, fed_sh, rep) if host_lr else (state_sh, fed_sh)
     options = functools.partial(xla_env.compile_options, mesh.devices.flat[0].platform)  # CPU: -O2, ...
+    lowp = dtype_name(cfg, mesh.devices.flat[0].platform) != "float32"   # bf16 dots: lm.dots
+    train_program = "train_step_lowp" if lowp else "train_step"
     train_step = jax.jit(make_train_step(loss_fn, tx, grad_accum, host_lr, batch_sh, block), in_shardings=in_sh,
-                         out_shardings=(state_sh, rep), donate_argnums=0, compiler_options=options("train_step"))
+                         out_shardings=(state_sh, rep), donate_argnums=0, compiler_options=options(train_program))
     eval_step = jax.jit(make_eval_step(loss_fn), in_shardings=(param_sh, batch_sh), out_shardings=rep,
                         compiler_options=options("eval_step"))
     return Compiled(mesh=mesh, state_shardings=state_sh, batch_sharding=batch_sh,

@@ -39,6 +39,11 @@ CPU_COMPILE_OPTIONS: dict[str, dict[str, object]] = {
     # the default sweep's d44-d80 steps 5-8 %, for ~0.3 s more compilation. Evaluation runs a few
     # times per run: its compile time matters more than its speed, it keeps them.
     "train_step": {"xla_backend_optimization_level": 2, "xla_cpu_experimental_ynn_fusion_type": ""},
+    # A bfloat16 train step: its dots (lm.dots: bf16 operands, float32 result) run YNNPACK's native
+    # bf16 kernel only as YNNPACK dots; single dots, without their elementwise neighbours, measured
+    # fastest of the three forms (single, fused, XLA's emitter: BENCHMARKS.md, issue 27).
+    "train_step_lowp": {"xla_backend_optimization_level": 2,
+                        "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"},
 }
 """Per-compilation options of the CPU training programs, by program (see the module docstring)."""
 

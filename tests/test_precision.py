@@ -61,9 +61,11 @@ def test_auto_is_the_default_and_follows_the_platform_table(no_timing):
 
 
 @pytest.mark.parametrize("flags, d_model, dtype, rule", [
-    (AVX512_BF16_EPYC, 64, "float32", "avx512_bf16"),          # XLA's bf16 dot slower than f32 there
-    (AVX512_BF16_EPYC, 1024, "float32", "avx512_bf16"),
-    (SAPPHIRE_RAPIDS, 512, "float32", "avx512_bf16"),          # AMX unmeasured: its avx512_bf16 row
+    (AVX512_BF16_EPYC, 64, "float32", "avx512_bf16"),          # small steps: float32 as fast there
+    (AVX512_BF16_EPYC, 255, "float32", "avx512_bf16"),
+    (AVX512_BF16_EPYC, 256, "bfloat16", "avx512_bf16 d_model>=256"),   # lm.dots: 1.17-1.22x d256-d512
+    (AVX512_BF16_EPYC, 1024, "bfloat16", "avx512_bf16 d_model>=256"),
+    (SAPPHIRE_RAPIDS, 512, "bfloat16", "avx512_bf16 d_model>=256"),    # AMX unmeasured: its avx512_bf16 row
     (AVX2_VM, 64, "float32", "avx2 -avx512f"),                 # small steps: float32 faster there
     (AVX2_VM, 255, "float32", "avx2 -avx512f"),
     (AVX2_VM, 256, "bfloat16", "avx2 -avx512f d_model>=256"),  # 1.34-1.56x at d256-d512

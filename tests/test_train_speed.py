@@ -25,7 +25,7 @@ def test_apply_writes_the_environment_unless_opted_out(monkeypatch):
 
 
 def test_cpu_compile_options_yield_to_the_users_flags():
-    for program in ("init", "train_step", "eval_step"):
+    for program in ("init", "train_step", "train_step_lowp", "eval_step"):
         assert xla_env.compile_options("cpu", program, {}) == xla_env.CPU_COMPILE_OPTIONS[program]
         assert xla_env.compile_options("gpu", program, {}) is None and xla_env.compile_options("tpu", program, {}) is None
         assert xla_env.compile_options("cpu", program, {xla_env.OPT_OUT: "1"}) is None
@@ -37,6 +37,8 @@ def test_cpu_compile_options_yield_to_the_users_flags():
 def test_cpu_training_programs_are_compiled_with_the_options(monkeypatch):
     """The train step of a CPU mesh gets its CPU_COMPILE_OPTIONS (no YNNPACK fusion left in the
     compiled program); opted out, XLA's defaults fuse dots with YNNPACK again."""
+    import dataclasses
+
     import jax
     import optax
 
@@ -56,6 +58,9 @@ def test_cpu_training_programs_are_compiled_with_the_options(monkeypatch):
 
     step, evaluation = programs()
     assert "ynn_fusion" not in step and "ynn_fusion" in evaluation
+    cfg = dataclasses.replace(cfg, compute_dtype="bfloat16")     # lm.dots: bf16 dots go to YNNPACK
+    step, _ = programs()
+    assert "ynn_fusion" in step and "bf16" in step
     monkeypatch.setenv(xla_env.OPT_OUT, "1")
     assert all("ynn_fusion" in text for text in programs())
 

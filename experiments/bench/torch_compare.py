@@ -14,6 +14,11 @@ both processes pinned to one core as a sweep worker is).
 
     python -m experiments.bench.torch_compare --torch-spec 'torch==2.13.0+cpu'     # d256, d512
     python -m experiments.bench.torch_compare --preset sweep --sizes 8,24,48,80 --steps 50
+    python -m experiments.bench.torch_compare --threads 1 --clock cpu     # on a busy machine
+
+`--clock cpu` times each side by its process's CPU seconds instead of the wall clock: with one thread
+each (`--threads 1`, both pinned to one core) that is the work a step costs, which other jobs on a
+shared machine change far less than they change the wall time (no spinning thread pools to count).
 """
 
 from __future__ import annotations
@@ -101,12 +106,14 @@ def lm_step(spec: dict, args: argparse.Namespace):
     box = [step(state, batch)[0]]
     jax.block_until_ready(box[0])
 
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+
     def run(n: int) -> float:
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(n):
             box[0], metrics = step(box[0], batch)
         jax.block_until_ready(metrics)
-        return (time.perf_counter() - t0) / n
+        return (clock() - t0) / n
 
     return run
 
@@ -118,6 +125,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--steps", type=int, help="steps per timing (default: the preset's)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, help="threads of each side (default: the preset's; 0 = all cores)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="time steps by the wall clock or by the process's CPU seconds")
     parser.add_argument("--torch-venv", default="/tmp/lm-torch-venv")
     parser.add_argument("--torch-spec", default="torch", help="what pip installs into the torch venv")
     args = parser.parse_args(argv)
@@ -137,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
             lm_runs[(d, dt)] = lm_step(spec, args)
             torch.ask({"cmd": "build", "key": f"{d}-{dt}", "model": spec, "batch": args.batch, "seq": args.seq})
     import jax
-    print(json.dumps({"preset": args.preset, "jax": jax.__version__, **torch.info, "cpus": os.cpu_count(),
+    print(json.dumps({"preset": args.preset, "clock": args.clock, "threads": args.threads, "jax": jax.__version__, **torch.info, "cpus": os.cpu_count(),
                       "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}))
     tokens = args.batch * args.seq
     ratios = {d: {"best": [], "f32": []} for d in sizes}
@@ -146,7 +156,8 @@ def main(argv: list[str] | None = None) -> None:
             row = {"round": r, "d_model": d, "load": os.getloadavg()[0]}
             for dt in dtypes:
                 row[f"lm_{dt}"] = round(tokens / lm_runs[(d, dt)](args.steps))
-                row[f"torch_{dt}"] = round(tokens / torch.ask({"cmd": "time", "key": f"{d}-{dt}", "steps": args.steps})["s"])
+                row[f"torch_{dt}"] = round(tokens / torch.ask({"cmd": "time", "key": f"{d}-{dt}", "steps": args.steps,
+                                                          "clock": args.clock})["s"])
             row["lm_over_torch_best"] = round(max(row[f"lm_{dt}"] for dt in dtypes) / max(row[f"torch_{dt}"] for dt in dtypes), 3)
             ratios[d]["best"].append(row["lm_over_torch_best"])
             if "float32" in dtypes:
