@@ -297,6 +297,21 @@ def _pad_points(weights: np.ndarray, data: tuple) -> tuple[np.ndarray, tuple]:
     return weights, tuple(out)
 
 
+def _lane_counts(B: int, n: int, opts: LBFGSOptions) -> tuple[int, int, bool]:
+    """(lanes to start with, `mid` lanes, whether a big batch's tail moves to `mid` lanes) for B
+    problems on n padded points.
+
+    Few lane counts, so few shapes are ever compiled (compiling one costs ~2 CPU-s): `small` for
+    batches of <= small problems; on few points (n < TAIL_MIN_POINTS) opts.lanes for the rest, tail
+    included: a step of idle lanes is cheap there (~0.8 ms at 512 x 64 on a 2-core AVX-512 CPU). On
+    many points a step costs ~lanes x points, so batches of <= mid problems (VPNLS's 65 starts, a
+    walk-forward's 128) run in `mid` lanes and a big batch's tail moves there once the queue is
+    empty: one more shape, 4x fewer idle lanes."""
+    small, mid = max(8, opts.lanes // 16), opts.lanes // 4
+    move_tail = n >= TAIL_MIN_POINTS
+    return (small if B <= small else mid if move_tail and B <= mid else opts.lanes), mid, move_tail
+
+
 def minimize_batch(
     objective: Objective,
     theta0: np.ndarray,
@@ -321,15 +336,8 @@ def minimize_batch(
     shared_w = weights.ndim == 1
     weights, data = _pad_points(weights, data)
     n = weights.shape[-1]
-    # Few lane counts, so few shapes are ever compiled (compiling one costs ~2 CPU-s): `small` for
-    # batches of <= small problems; on few points (n < TAIL_MIN_POINTS padded) opts.lanes for the
-    # rest, tail included: a step of idle lanes is cheap there (~0.8 ms at 512 x 64 on a 2-core
-    # AVX-512 CPU). On many points a step costs ~lanes x points, so batches of <= mid problems
-    # (VPNLS's 65 starts, a walk-forward's 128) run in `mid` lanes and a big batch's tail moves
-    # there once the queue is empty: one more shape, 4x fewer idle lanes.
-    small, mid = max(8, opts.lanes // 16), opts.lanes // 4
-    move_tail = n >= TAIL_MIN_POINTS
-    L, m = (small if B <= small else mid if move_tail and B <= mid else opts.lanes), opts.memory
+    L, mid, move_tail = _lane_counts(B, n, opts)
+    m = opts.memory
     out = BatchResult(theta0.copy(), np.full(B, np.inf), np.zeros(B, np.int64), np.zeros(B, bool))
     st, W, lane_task = _empty_lanes(L, P, m), np.ones((L, n)), np.full(L, -1)
     next_task = 0
