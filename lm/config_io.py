@@ -68,6 +68,9 @@ def apply_overrides(config: Any, overrides: list[str]) -> Any:
                 raise ValueError(f"override {key!r}: {parent!r} is not a config section; sections: {known}")
             if target[parent] is None:
                 target[parent] = to_dict(section())
+            if not isinstance(target[parent], dict):      # an earlier override set it to a value
+                raise ValueError(f"override {key!r}: {parent}={target[parent]!r} must be a {section.__name__} "
+                                 f"section; set its fields instead ({parent}.<field>=...)")
             target, cls = target[parent], section
         if leaf not in target:
             raise ValueError(f"override {key!r}: unknown field {leaf!r}; known: {sorted(target)}")

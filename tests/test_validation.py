@@ -205,3 +205,10 @@ def test_random_overrides_give_a_valid_config_or_one_clear_error(tmp_path, overr
     assert not (tmp_path / "run").exists()
     from lm.model import abstract_params
     abstract_params(cfg.model)                                 # the model traces (no compile)
+
+
+@pytest.mark.parametrize("items", [["data=0", "data.source=null"], ["model=[1]", "model.d_model=8"]])
+def test_a_section_set_to_a_value_then_a_field_is_one_clear_error(tmp_path, items):
+    """Found by the property test above: `data=0` then `data.source=...` was a TypeError."""
+    with pytest.raises(ValueError, match=r"must be a \w+ section; set its fields instead"):
+        apply_overrides(tiny(tmp_path / "run"), items)
