@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lm import dots
+from lm import dots, precision
 from lm.model import matmul_2d
 
 BF16 = jnp.bfloat16
@@ -83,6 +83,8 @@ def test_float32_is_the_plain_product_and_mixed_dtypes_are_refused():
         dots.dot_2d(x, w.astype(BF16))
 
 
+@pytest.mark.skipif("avx512_bf16" not in precision.cpu_flags(),
+                    reason="YNNPACK's bf16 dots were measured on an AVX-512-BF16 CPU only; this CPU has no avx512_bf16")
 def test_cpu_bf16_train_step_runs_every_dot_in_ynnpack():
     """The compiled CPU train step of a bf16 model: no product is left to XLA's own dot emitter
     (which upcasts bf16 to float32), the weight gradients included; a float32 step (YNNPACK off)

@@ -42,6 +42,7 @@ def test_cpu_training_programs_are_compiled_with_the_options(monkeypatch):
     import jax
     import optax
 
+    from lm import precision
     from lm.config import MeshConfig, ModelConfig
     from lm.sharding import make_mesh
     from lm.step import compile_steps
@@ -58,9 +59,10 @@ def test_cpu_training_programs_are_compiled_with_the_options(monkeypatch):
 
     step, evaluation = programs()
     assert "ynn_fusion" not in step and "ynn_fusion" in evaluation
-    cfg = dataclasses.replace(cfg, compute_dtype="bfloat16")     # lm.dots: bf16 dots go to YNNPACK
-    step, _ = programs()
-    assert "ynn_fusion" in step and "bf16" in step
+    if "avx512_bf16" in precision.cpu_flags():   # where YNNPACK's bf16 kernel was measured (lm.dots)
+        cfg = dataclasses.replace(cfg, compute_dtype="bfloat16")
+        step, _ = programs()
+        assert "ynn_fusion" in step and "bf16" in step
     monkeypatch.setenv(xla_env.OPT_OUT, "1")
     assert all("ynn_fusion" in text for text in programs())
 
