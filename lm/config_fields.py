@@ -55,6 +55,14 @@ def _type_name(tp: Any) -> str:
         tp, getattr(tp, "__name__", str(tp)))
 
 
+INT_LIMIT = 2 ** 63
+"""Integer settings are 64-bit (shapes, steps and counters are int64 in JAX and XLA)."""
+
+
+class _OutOfRange(Exception):
+    """An integer setting outside 64 bits."""
+
+
 def _convert(value: Any, tp: Any, strict: bool) -> Any:
     """`value` as type `tp`, or raise TypeError. strict: no conversions (ints stay ints, tuples tuples)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -90,10 +98,14 @@ def _convert(value: Any, tp: Any, strict: bool) -> Any:
         raise TypeError
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if not strict and isinstance(value, float) and math.isfinite(value) and value.is_integer():
-            return int(value)
-        raise TypeError
+            number = value
+        elif not strict and isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            number = int(value)
+        else:
+            raise TypeError
+        if not -INT_LIMIT <= number < INT_LIMIT:
+            raise _OutOfRange
+        return number
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value):
@@ -122,6 +134,9 @@ def check_fields(config: Any, *, strict: bool = True, prefix: str = "") -> Any:
         except OverflowError:
             raise ValueError(f"{name}={value!r} is not a finite number; NaN and Inf are never valid "
                              f"settings: give {name} a finite value") from None
+        except _OutOfRange:
+            raise ValueError(f"{name}={value!r} does not fit in 64 bits (|value| < 2**63); give {name} "
+                             "a realistic value") from None
         except TypeError:
             raise ValueError(f"{name}={value!r} ({type(value).__name__}) must be {_type_name(tp)}; "
                              f"set {name} to {_type_name(tp)}") from None

@@ -7,6 +7,13 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# Property tests draw the same examples on every run (CI included): a failure they find is
+# reproduced by the same command, and a run's verdict never depends on luck. Each test's own
+# @settings inherit this.
+settings.register_profile("lm", derandomize=True, database=None)
+settings.load_profile("lm")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -207,8 +207,15 @@ def test_random_overrides_give_a_valid_config_or_one_clear_error(tmp_path, overr
     abstract_params(cfg.model)                                 # the model traces (no compile)
 
 
-@pytest.mark.parametrize("items", [["data=0", "data.source=null"], ["model=[1]", "model.d_model=8"]])
-def test_a_section_set_to_a_value_then_a_field_is_one_clear_error(tmp_path, items):
-    """Found by the property test above: `data=0` then `data.source=...` was a TypeError."""
-    with pytest.raises(ValueError, match=r"must be a \w+ section; set its fields instead"):
-        apply_overrides(tiny(tmp_path / "run"), items)
+@pytest.mark.parametrize("items, message", [
+    (["data=0", "data.source=null"], r"must be a \w+ section; set its fields instead"),
+    (["model=[1]", "model.d_model=8"], r"must be a \w+ section; set its fields instead"),
+    (["model.d_model=4.740375954054589e+153"], r"model.d_model=.* does not fit in 64 bits"),
+])
+def test_values_the_property_test_found_are_one_clear_error(tmp_path, items, message):
+    """Found by the property test above (when it drew at random): `data=0` then `data.source=...`
+    was a TypeError, a d_model of 4.7e153 an OverflowError in the memory estimate."""
+    with pytest.raises(ValueError, match=message):
+        cfg = apply_overrides(tiny(tmp_path / "run"), items)
+        cfg.validate(8)
+        check_fits(cfg, 8)
