@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 import multiproc as mp
 
 RUN = [*mp.TINY, "steps=300", "checkpoint_every=10", "log_every=10", "eval_every=0"]
@@ -45,3 +47,42 @@ def test_a_coordinator_with_no_peer_times_out_in_one_line(tmp_path):
     assert line.startswith("lm-train: error: process 0 of 2 waited 3 s at coordinator 127.0.0.1:") and \
         "--coordinator-timeout" in line
     assert not os.path.exists(tmp_path / "run")
+
+
+def test_deferred_sigint_raises_after_the_block_and_keeps_its_own_errors():
+    from lm import sigint
+    reached = []
+    with pytest.raises(KeyboardInterrupt):
+        with sigint.deferred():
+            signal.raise_signal(signal.SIGINT)
+            reached.append("after the signal")
+            with sigint.deferred():                 # nested: the outer block raises, once
+                signal.raise_signal(signal.SIGINT)
+            reached.append("end of block")
+    assert reached == ["after the signal", "end of block"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(ValueError):                 # the block's own error is the one raised
+        with sigint.deferred():
+            signal.raise_signal(signal.SIGINT)
+            raise ValueError("the block's error")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_ctrl_c_during_a_save_leaves_it_whole_and_sealed(tmp_path):
+    """The CI failure of 2026-12-07: SIGINT inside orbax's save left its event loop closed under
+    its threads. The save is now handed over first; the interrupt comes after, and the checkpoint
+    verifies."""
+    import jax.numpy as jnp
+    from lm.checkpoint import Checkpoints
+    ckpts = Checkpoints(str(tmp_path / "checkpoints"))
+    real_save = ckpts.manager.save
+
+    def save_hit_by_ctrl_c(*args, **kwargs):
+        signal.raise_signal(signal.SIGINT)          # arrives as orbax starts the save
+        return real_save(*args, **kwargs)
+
+    ckpts.manager.save = save_hit_by_ctrl_c
+    with pytest.raises(KeyboardInterrupt):
+        ckpts.save(7, {"w": jnp.arange(4.0)}, {"position": 7}, {"step": 7})
+    ckpts.close()
+    assert ckpts.all_steps() == [7] and ckpts.problem(7) is None
