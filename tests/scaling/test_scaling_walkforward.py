@@ -8,7 +8,7 @@ from scipy import stats
 import dataclasses
 
 from lm.scaling.aim import COLUMNS, forecast_rows, holdout
-from lm.scaling.calibrate import PRIOR, interval_scale, standardized
+from lm.scaling.calibrate import PRIOR, horizon_weights, interval_scale, standardized
 from lm.scaling.approaches import fit_approaches
 from lm.scaling.candidates import CANDIDATES, Candidate, NAIVE
 from lm.scaling.cli import main
@@ -147,6 +147,11 @@ def test_interval_scale_is_shrunk_toward_one_and_follows_the_errors():
     assert interval_scale(np.random.default_rng(0).standard_normal(400)) == pytest.approx(1.0, abs=0.1)
     assert interval_scale([10.0, -10.0, 10.0]) == pytest.approx(np.sqrt((PRIOR + 300) / (PRIOR + 3)))
     assert interval_scale([0.0] * 50) < 0.25  # a law far better than its spread says gets narrower
+    # weighted by the squared distance beyond the data: the farther forecast's error counts 4x
+    w = horizon_weights([1e19, 1e19], [1e20, 1e21])
+    assert w == pytest.approx([(1 / 1.5) ** 2, (2 / 1.5) ** 2])  # h = 1 and 2 dex, mean 1.5
+    assert interval_scale([0.0, 3.0], w) == pytest.approx(np.sqrt((PRIOR + w[1] * 9) / (PRIOR + w.sum())))
+    assert horizon_weights([1e20], [1e20]) == pytest.approx([1.0])
     # z: log error over the forecast's own log-space sd (half-width / t quantile), mapped to the normal
     q = stats.t.ppf(0.95, 200)
     z = standardized([np.e, 1 / np.e], [1.0, 1.0], [np.exp(q)] * 2, 0.9, 200)
@@ -159,7 +164,8 @@ def test_interval_scale_is_shrunk_toward_one_and_follows_the_errors():
 def test_choice_intervals_are_scaled_by_the_walk_forward_errors():
     ch = choose(minima_table(seed=1, budgets=np.geomspace(1e18, 1e21, 8)), candidates=FAST[2:])
     p = ch.predictions[(ch.predictions["candidate"] == ch.chosen) & (ch.predictions["kind"] == "optimum")]
-    assert len(p) >= 3 and ch.model.scale == pytest.approx(max(1.0, interval_scale(p["z"]))) and ch.model.scale > 1
+    w = horizon_weights(p["origin"], p["budget"])
+    assert len(p) >= 3 and ch.model.scale == pytest.approx(max(1.0, interval_scale(p["z"], w))) and ch.model.scale > 1
     raw = dataclasses.replace(ch.model, scale=1.0)
     f, (loss, lo, hi) = ch.forecast([1e22]), raw.optimum([1e22])[:3]
     assert f["loss"][0] == pytest.approx(loss[0])
