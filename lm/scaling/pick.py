@@ -24,8 +24,8 @@ Input: the walk-forward's predictions (one row per forecast: candidate, origin, 
 
 Measured (BENCHMARKS.md, "Choosing between the families"): on synthetic 7-budget per-run tables
 with 2 held out the choice is within 1.5x of the best candidate on 16 of 20 seeds (14 with step 3
-as a plain comparison of optimum errors); on the 42 public tables 10 wins / 8 losses / 23 ties vs
-the naive baseline (9 / 10 / 22 before).
+as a plain comparison of optimum errors); on the 42 public tables 10 wins / 8 losses / 24 ties vs
+the naive baseline (9 / 10 / 23 before).
 """
 
 from __future__ import annotations
