@@ -167,40 +167,32 @@ def observed_optimum(table, budget: float, flops_per_token=None) -> tuple[float,
 
 def predict_optimum(table, budget: float, flops_per_token=None, *, n_bootstrap: int = 200,
                     seed: int = 0) -> Prediction:
-    """Budget C's forecast from the earlier stages' runs (`table`): the walk-forward model choice
-    (lm.scaling.walkforward, where installed and the table has >= 4 budgets) for the optimal loss,
-    its interval and N_opt, with Approach 3's interval for N_opt; Approach 3 alone otherwise."""
-    a3 = approach3_prediction(table, budget, flops_per_token, n_bootstrap=n_bootstrap, seed=seed)
-    choice = walk_forward_choice(table, flops_per_token)
-    if choice is None or choice.chosen is None:
-        return a3
-    try:
-        row = choice.forecast([budget]).iloc[0]
-    except Exception:  # noqa: BLE001 - a failed walk-forward forecast never stops the sweep: Approach 3's stands
-        return a3
-    if not np.isfinite(row["loss"]):
-        return a3
-    n_opt = float(row["N"]) if np.isfinite(row["N"]) else a3.n_opt
-    lo, hi = contain(float(row["loss"]), float(row["lo"]), float(row["hi"]))
-    n_lo, n_hi = contain(n_opt, a3.n_lo, a3.n_hi)
-    return dataclasses.replace(a3, loss=float(row["loss"]), lo=lo, hi=hi, n_opt=n_opt, n_lo=n_lo, n_hi=n_hi,
-                               approach=f"walk-forward: {choice.chosen}")
-
-
-def walk_forward_choice(table, flops_per_token=None):
-    """lm.scaling.walkforward.choose on the table, or None (not installed, or < 4 budgets)."""
-    import importlib.util
-    import warnings
-
-    if importlib.util.find_spec("lm.scaling.walkforward") is None or len(set(table["budget"])) < 4:
-        return None
-    from lm.scaling import walkforward
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    """Budget C's forecast from the earlier stages' runs (`table`): the frontier law through the
+    earlier budgets' minima once there are >= 3 of them (`frontier_prediction`), Approach 3 before
+    that or when the frontier cannot be fitted (`approach3_prediction`)."""
+    if len(set(table["budget"])) >= 3:
         try:
-            return walkforward.choose(table, flops_per_token=flops_per_token)
-        except Exception:  # noqa: BLE001 - too few budgets with a minimum inside, or a fit that failed
-            return None
+            p = frontier_prediction(table, budget, flops_per_token, n_bootstrap=n_bootstrap, seed=seed)
+        except (ValueError, np.linalg.LinAlgError):
+            p = None
+        if p is not None and np.isfinite(p.loss) and p.loss > 0 and np.isfinite(p.n_opt) and p.n_opt > 0:
+            return p
+    return approach3_prediction(table, budget, flops_per_token, n_bootstrap=n_bootstrap, seed=seed)
+
+
+def frontier_prediction(table, budget: float, flops_per_token=None, *, n_bootstrap: int = 200,
+                        seed: int = 0) -> Prediction:
+    """Budget C's optimal loss from L_opt = E + K C^-gamma through the earlier budgets' observed
+    minima and N_opt from a log-log line through their N (experiments.frontier_forecast: the fit and
+    its interval, the runs' noise bootstrap widened by the law's walk-forward errors)."""
+    from experiments.frontier_forecast import frontier_forecast
+
+    budgets = sorted(set(table["budget"]))
+    points = np.array([observed_optimum(table, c, flops_per_token)[:2] for c in budgets])   # [B, 2]: loss, N
+    draws = minima_noise_draws(table, budgets, flops_per_token, n_bootstrap, seed)          # [R, B, 2]
+    f = frontier_forecast(budgets, points, draws, budget, level=LEVEL, seed=seed)
+    return Prediction(budget, f["loss"], f["lo"], f["hi"], f["n_opt"], f["n_lo"], f["n_hi"], "frontier law",
+                      tuple(float(c) for c in budgets))
 
 
 def approach3_prediction(table, budget: float, flops_per_token=None, *, n_bootstrap: int = 200,
