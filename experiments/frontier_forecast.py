@@ -34,22 +34,36 @@ falling at an accelerating or steady rate in log C) is fitted as nearly linear i
 MIN_BUDGETS = 3
 
 
-def fit_minima(log_c, losses):
-    """(E, K, gamma) [R] of L = E + K exp(-gamma (log C - log_c[0])) by least squares through
-    losses [R, B] (or [B]: returns scalars) at log budgets log_c [B]."""
-    log_c = np.asarray(log_c, float)
-    L = np.atleast_2d(np.asarray(losses, float))                      # [R, B]
-    u = np.exp(-GAMMAS[:, None] * (log_c - log_c[0])[None])            # [G, B]
+def _linear_fit(log_c, L, gammas):
+    """(E, K, rss) [R, G] of the least-squares (E, K) at each gamma [G] for losses L [R, B]."""
+    u = np.exp(-gammas[:, None] * (log_c - log_c[0])[None])            # [G, B]
     u_c = u - u.mean(axis=1, keepdims=True)
     L_c = L - L.mean(axis=1, keepdims=True)
-    var_u = (u_c ** 2).sum(axis=1)                                     # [G]
-    K = (L_c @ u_c.T) / var_u                                          # [R, G]
+    K = (L_c @ u_c.T) / (u_c ** 2).sum(axis=1)                         # [R, G]
     E = L.mean(axis=1, keepdims=True) - K * u.mean(axis=1)[None]
-    rss = ((L[:, None, :] - E[..., None] - K[..., None] * u[None]) ** 2).sum(axis=2)   # [R, G]
+    rss = ((L[:, None, :] - E[..., None] - K[..., None] * u[None]) ** 2).sum(axis=2)
+    return E, K, rss
+
+
+def fit_minima(log_c, losses):
+    """(E, K, gamma) [R] of L = E + K exp(-gamma (log C - log_c[0])) by least squares through
+    losses [R, B] (or [B]: returns floats, gamma refined between the grid's neighbours) at log
+    budgets log_c [B]."""
+    from scipy.optimize import minimize_scalar
+
+    log_c = np.asarray(log_c, float)
+    L = np.atleast_2d(np.asarray(losses, float))                      # [R, B]
+    E, K, rss = _linear_fit(log_c, L, GAMMAS)
     best = np.argmin(rss, axis=1)
     rows = np.arange(len(L))
-    out = E[rows, best], K[rows, best], GAMMAS[best]
-    return tuple(float(v[0]) for v in out) if np.ndim(losses) == 1 else out
+    if np.ndim(losses) != 1:
+        return E[rows, best], K[rows, best], GAMMAS[best]
+    lo, hi = GAMMAS[max(best[0] - 1, 0)], GAMMAS[min(best[0] + 1, len(GAMMAS) - 1)]
+    res = minimize_scalar(lambda g: float(_linear_fit(log_c, L, np.array([g]))[2][0, 0]), bounds=(lo, hi),
+                          method="bounded", options={"xatol": 1e-9})
+    g = float(res.x) if res.fun <= rss[0, best[0]] else float(GAMMAS[best[0]])
+    e, k, _ = _linear_fit(log_c, L, np.array([g]))
+    return float(e[0, 0]), float(k[0, 0]), g
 
 
 def forecast_minima(log_c, losses, log_target):
