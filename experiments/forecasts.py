@@ -49,6 +49,8 @@ from lm.io import append_json_line, read_jsonl, truncate_torn_tail
 
 FILE = "forecasts.jsonl"
 LEVEL = 0.9
+MIN_FRONTIER_BUDGETS = 3
+"""Earlier budgets with a minimum inside their sizes the frontier law needs (3 parameters)."""
 WINDOW = 5
 """Sizes nearest the best run that a budget's observed parabola is fitted on (lm.scaling.isoflop)."""
 
@@ -174,13 +176,14 @@ def predict_optimum(table, budget: float, flops_per_token=None, *, n_bootstrap: 
                     seed: int = 0) -> Prediction:
     """Budget C's forecast from the earlier stages' runs (`table`): the frontier law through the
     earlier budgets' minima once there are >= 3 of them (`frontier_prediction`), Approach 3 before
-    that or when the frontier cannot be fitted (`approach3_prediction`)."""
-    if len(set(table["budget"])) >= 3:
+    that, or when the frontier cannot be fitted or has no interval (no parabola residual to measure
+    the runs' noise by: every stage of exactly 3 sizes) (`approach3_prediction`)."""
+    if len(set(table["budget"])) >= MIN_FRONTIER_BUDGETS:
         try:
             p = frontier_prediction(table, budget, flops_per_token, n_bootstrap=n_bootstrap, seed=seed)
         except (ValueError, np.linalg.LinAlgError):
             p = None
-        if p is not None and np.isfinite(p.loss) and p.loss > 0 and np.isfinite(p.n_opt) and p.n_opt > 0:
+        if p is not None and all(np.isfinite(v) and v > 0 for v in (p.loss, p.lo, p.hi, p.n_opt)):
             return p
     return approach3_prediction(table, budget, flops_per_token, n_bootstrap=n_bootstrap, seed=seed)
 
@@ -188,13 +191,15 @@ def predict_optimum(table, budget: float, flops_per_token=None, *, n_bootstrap: 
 def frontier_prediction(table, budget: float, flops_per_token=None, *, n_bootstrap: int = 200,
                         seed: int = 0) -> Prediction:
     """Budget C's optimal loss from L_opt = E + K C^-gamma through the earlier budgets' observed
-    minima and N_opt from a log-log line through their N (experiments.frontier_forecast: the fit and
+    minima (those whose parabola vertex lies inside their sizes; ValueError with fewer than 3) and
+    N_opt from a log-log line through their N (experiments.frontier_forecast: the fit and
     its interval, the runs' noise bootstrap widened by the law's walk-forward errors)."""
     from experiments.frontier_forecast import frontier_forecast
 
-    budgets = sorted(set(table["budget"]))
-    points = np.array([observed_optimum(table, c, flops_per_token)[:2] for c in budgets])   # [B, 2]: loss, N
-    draws = minima_noise_draws(table, budgets, flops_per_token, n_bootstrap, seed)          # [R, B, 2]
+    optima = {c: observed_optimum(table, c, flops_per_token) for c in sorted(set(table["budget"]))}
+    budgets = [c for c, (_, _, inside) in optima.items() if inside]      # a best run at an edge is no minimum
+    points = np.array([optima[c][:2] for c in budgets]).reshape(-1, 2)                      # [B, 2]: loss, N
+    draws = minima_noise_draws(table[table["budget"].isin(budgets)], budgets, flops_per_token, n_bootstrap, seed)
     f = frontier_forecast(budgets, points, draws, budget, level=LEVEL, seed=seed)
     return Prediction(budget, f["loss"], f["lo"], f["hi"], f["n_opt"], f["n_lo"], f["n_hi"], "frontier law",
                       tuple(float(c) for c in budgets))
