@@ -49,6 +49,12 @@ from lm.io import append_json_line, read_jsonl, truncate_torn_tail
 
 FILE = "forecasts.jsonl"
 LEVEL = 0.9
+COMMON_NOISE = 1.0
+"""The sd of the shift all runs of one budget share, relative to the sd of a run's own scatter about
+its budget's parabola. Every run of a sweep draws its batches from one data stream (and its init from
+one seed), so a budget's runs are lucky or unlucky together; the parabola's residuals see only the
+scatter. Measured over 3 seeds of the default sweep's first two budgets (10 runs each): shared shift
+sd 0.025 nats, own scatter sd 0.022 (BENCHMARKS.md, "the frontier law preregisters")."""
 MIN_FRONTIER_BUDGETS = 3
 """Earlier budgets with a minimum inside their sizes the frontier law needs (3 parameters)."""
 WINDOW = 5
@@ -209,7 +215,8 @@ def approach3_prediction(table, budget: float, flops_per_token=None, *, n_bootst
                          seed: int = 0) -> Prediction:
     """Budget C's optimal loss and N_opt from Approach 3 fitted on `table` (the earlier stages' runs),
     with `LEVEL` intervals: the bootstrap laws' predictions times a draw of the training residuals
-    (log space, shrunk by the 5 runs a parabola minimum averages)."""
+    (log space, shrunk by the 5 runs a parabola minimum averages) and a shift the budget's runs share
+    (normal, COMMON_NOISE x the residuals' sd)."""
     import warnings
 
     from lm.scaling import approach3
@@ -234,7 +241,8 @@ def approach3_prediction(table, budget: float, flops_per_token=None, *, n_bootst
     if len(optima) >= 2:
         resid = np.log(law.loss(table["N"].to_numpy(float), table["D"].to_numpy(float))) - np.log(table["loss"].to_numpy(float))
         rng = np.random.default_rng(seed)
-        preds = optima[:, 1] * np.exp(-rng.choice(resid, size=len(optima)) / np.sqrt(WINDOW))
+        shift = COMMON_NOISE * np.std(resid) * rng.standard_normal(len(optima))     # the budget's shared shift
+        preds = optima[:, 1] * np.exp(-rng.choice(resid, size=len(optima)) / np.sqrt(WINDOW) + shift)
         (lo, hi), (n_lo, n_hi) = centred_interval(loss, preds), centred_interval(n_opt, optima[:, 0])
     return Prediction(budget, loss, float(lo), float(hi), n_opt, float(n_lo), float(n_hi), "Approach 3",
                       tuple(sorted(float(c) for c in set(table["budget"]))))
@@ -314,8 +322,10 @@ def extrapolate_minima(budgets, points, budget: float) -> tuple[float, float]:
 
 def minima_noise_draws(table, budgets, flops_per_token, n_bootstrap: int, seed: int) -> np.ndarray:
     """[R, B, 2] (loss, N) minima of the budgets re-observed with every run's loss moved by a normal draw
-    of the pooled residual scale of the budgets' parabolas (sigma; each run's own draw, seeded); [0, B, 2]
-    when sigma is 0 or unknown (every parabola through exactly 3 sizes)."""
+    of the pooled residual scale of the budgets' parabolas (sigma; each run's own draw, seeded) plus a
+    shift shared by the runs of one budget (normal, COMMON_NOISE x sigma; it moves the minimum's loss
+    alone, so the parabolas' residuals cannot see it); [0, B, 2] when sigma is 0 or unknown (every
+    parabola through exactly 3 sizes)."""
     from lm.scaling.isoflop import fit_budget
 
     resid, dof = 0.0, 0
@@ -334,4 +344,5 @@ def minima_noise_draws(table, budgets, flops_per_token, n_bootstrap: int, seed: 
     for r in range(n_bootstrap):
         noisy = table.assign(loss=table["loss"].to_numpy(float) + sigma * rng.standard_normal(len(table)))
         out[r] = [observed_optimum(noisy, c, flops_per_token)[:2] for c in budgets]
+        out[r, :, 0] += COMMON_NOISE * sigma * rng.standard_normal(len(budgets))
     return out[np.all(np.isfinite(out) & (out > 0), axis=(1, 2))]

@@ -61,3 +61,26 @@ def test_a_law_that_misses_its_later_budgets_gets_a_wider_interval():
     straight = frontier_forecast(BUDGETS, np.stack([law(BUDGETS), points[:, 1]], 1),
                                  noisy_draws(np.stack([law(BUDGETS), points[:, 1]], 1), 0.002), 1.6e12, level=0.9)
     assert f["scale"] > 3 and np.log(f["hi"] / f["lo"]) > 2 * np.log(straight["hi"] / straight["lo"])
+
+
+def test_the_runs_noise_draws_move_a_budgets_minimum_by_its_shared_shift_too():
+    """A budget's runs share one data stream, so its minimum moves by a shift its parabola's residuals
+    cannot see: the draws spread each minimum by at least COMMON_NOISE x the residuals' scale."""
+    import pandas as pd
+
+    from experiments import forecasts
+
+    rows = []
+    for c, base in ((1e10, 2.3), (4e10, 1.9)):
+        for i, x in enumerate(np.linspace(-1.0, 1.0, 5)):
+            n = 1e4 * np.exp(x)
+            rows.append(dict(run=f"{c:g}-{i}", N=n, D=c / (6 * n), C=c, budget=c, shape=str(i),
+                             loss=base + 0.05 * x ** 2 + 0.01 * (-1) ** i))
+    table = pd.DataFrame(rows)
+    draws = forecasts.minima_noise_draws(table, [1e10, 4e10], None, 300, seed=0)     # [R, B, 2]
+    assert draws.shape[1:] == (2, 2) and len(draws) > 250
+    fitted_scatter = 0.01 * np.sqrt(5 / 2)      # 5 residuals of +-0.01 over 2 degrees of freedom a budget
+    spread = draws[:, :, 0].std(axis=0)
+    assert np.all(spread > 0.9 * forecasts.COMMON_NOISE * fitted_scatter)
+    same = forecasts.minima_noise_draws(table, [1e10, 4e10], None, 300, seed=0)
+    np.testing.assert_array_equal(same, draws)
