@@ -8,8 +8,9 @@ projection: for each gamma on a fine log grid the law is linear in (E, K), so ev
 bootstrap draws [R, B] is fitted in one vectorised pass.
 
 The interval (`LEVEL`, experiments.forecasts) covers where the stage's minimum will be observed:
-1. the runs' noise: every run's loss moved by a normal draw of the pooled parabola residual scale
-   (forecasts.minima_noise_draws), the budgets' minima re-observed and the law refitted, R times;
+1. the runs' noise: every run's loss moved by a normal draw of the pooled parabola residual scale,
+   the budgets' minima re-observed, each moved by the shift its runs share (forecasts.COMMON_NOISE,
+   forecasts.minima_noise_draws), and the law refitted, R times;
 2. the noise of the minimum to be observed: each draw times an independent draw of how far one
    re-observed minimum (the last earlier budget's) moves in that bootstrap;
 3. the law's own error beyond its data: the frontier is walked forward over the earlier budgets
@@ -18,10 +19,10 @@ The interval (`LEVEL`, experiments.forecasts) covers where the stage's minimum w
    interval_scale of those errors (shrunk toward 1 while there are few).
 The interval is moved onto its point (forecasts.centred_interval).
 
-Why this law: on the three finished synthetic sweeps it forecast stages 4-6 with mean |error|
-1.3 % against Approach 3's 2.5 % and the walk-forward choice's 2.6 % (Approach 3 under-predicted all
-9), and it was the best rule at every text stage it could forecast (BENCHMARKS.md, "2026-12-07:
-the frontier law preregisters").
+Why this law: refitted as of each stage on four finished synthetic sweeps it forecast stages 4-6
+with mean |error| 1.5 % against Approach 3's 3.2 % (Approach 3 under-predicted all 12) and the
+walk-forward choice's 2.6 % (three sweeps), and it beat Approach 3 at every text stage it could
+forecast (BENCHMARKS.md, "2026-12-07: the frontier law preregisters").
 """
 
 from __future__ import annotations
