@@ -53,8 +53,8 @@ COMMON_NOISE = 1.0
 """The sd of the shift all runs of one budget share, relative to the sd of a run's own scatter about
 its budget's parabola. Every run of a sweep draws its batches from one data stream (and its init from
 one seed), so a budget's runs are lucky or unlucky together; the parabola's residuals see only the
-scatter. Measured over 3 seeds of the default sweep's first two budgets (10 runs each): shared shift
-sd 0.025 nats, own scatter sd 0.022 (BENCHMARKS.md, "the frontier law preregisters")."""
+scatter. Measured over 3 seeds of the default sweep's first two budgets (5 runs each): shared shift
+rms 0.023 nats, own scatter sd 0.022-0.023 (BENCHMARKS.md, "the frontier law preregisters")."""
 MIN_FRONTIER_BUDGETS = 3
 """Earlier budgets with a minimum inside their sizes the frontier law needs (3 parameters)."""
 WINDOW = 5
