@@ -26,7 +26,7 @@ import math
 from typing import Any, Callable
 
 from experiments.configs import SweepConfig
-from experiments.plan import Dropped, Plan, RunSpec, cosine_point, feasible, ladder
+from experiments.plan import Dropped, Plan, RunSpec, cosine_point, feasible, ladder, seed_replicas
 
 Predict = Callable[[Any, float, Any], Any]
 """predict(fit table of earlier runs, budget, flops_per_token) -> forecasts.Prediction."""
@@ -132,6 +132,26 @@ def edge_runs(cfg: SweepConfig, budget: float, runs: tuple[RunSpec, ...], losses
     return tuple(new), f"minimum at or beyond its {where} size: added {', '.join(r.shape.name for r in new)}"
 
 
+def stage_seeds(cfg: SweepConfig, k: int) -> int:
+    """Seeds each size of stage k (1-based) trains: adaptive.seeds_first_stages in the prior stages, else 1."""
+    return cfg.adaptive.seeds_first_stages if k <= cfg.adaptive.prior_stages else 1
+
+
+def replicate(runs: tuple[RunSpec, ...], seeds: int) -> tuple[RunSpec, ...]:
+    """Each run followed by its seed replicas (experiments.plan.seed_replicas)."""
+    return tuple(r for spec in runs for r in seed_replicas(spec, seeds))
+
+
+def mean_losses(base: tuple[RunSpec, ...], seeds: int, rows: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """run_id of each base run -> the mean loss of its finished seed replicas (None: none has a loss)."""
+    out: dict[str, float | None] = {}
+    for spec in base:
+        losses = [rows[r.run_id].get("loss") for r in seed_replicas(spec, seeds) if r.run_id in rows]
+        losses = [x for x in losses if x is not None]
+        out[spec.run_id] = sum(losses) / len(losses) if losses else None
+    return out
+
+
 def walk(cfg: SweepConfig, rows: dict[str, dict[str, Any]], predict: Predict, table_fn) -> Walk:
     """Replay the stages on the finished rows (run_id -> row); stop at the first incomplete stage.
 
@@ -150,19 +170,20 @@ def walk(cfg: SweepConfig, rows: dict[str, dict[str, Any]], predict: Predict, ta
             centre, spread = prediction.n_opt, ad.spread
             if math.isfinite(prediction.n_lo) and math.isfinite(prediction.n_hi) and prediction.n_lo > 0:
                 spread = min(ad.max_spread, max(ad.spread, math.sqrt(prediction.n_hi / prediction.n_lo)))
-        runs = base_runs(cfg, budget, centre, spread)
+        seeds = stage_seeds(cfg, k)
+        base = base_runs(cfg, budget, centre, spread)
+        runs = replicate(base, seeds)
         note, complete = "", False
         for _ in range(ad.max_edge_rounds + 1):
             if not all(r.run_id in rows for r in runs):
                 break
-            losses = {r.run_id: rows[r.run_id].get("loss") for r in runs}
             ids = [r.run_id for r in runs]
-            more, why = edge_runs(cfg, budget, runs, losses, lambda: table_fn(ids)[0])
+            more, why = edge_runs(cfg, budget, base, mean_losses(base, seeds, rows), lambda: table_fn(ids)[0])
             note = why or note
             if not more:
                 complete = True
                 break
-            runs = runs + more
+            base, runs = base + more, runs + replicate(more, seeds)
         else:
             complete = all(r.run_id in rows for r in runs)
         stages.append(Stage(k, budget, centre, spread, runs, prediction, complete, note))
@@ -175,8 +196,8 @@ def walk(cfg: SweepConfig, rows: dict[str, dict[str, Any]], predict: Predict, ta
 def first_stage_plan(cfg: SweepConfig) -> Plan:
     """The runs known before anything trains: every prior stage's base sizes."""
     runs: list[RunSpec] = []
-    for budget in sorted(cfg.budgets)[:cfg.adaptive.prior_stages]:
-        runs += base_runs(cfg, budget, prior_centre(cfg, budget), cfg.adaptive.spread)
+    for k, budget in enumerate(sorted(cfg.budgets)[:cfg.adaptive.prior_stages], start=1):
+        runs += replicate(base_runs(cfg, budget, prior_centre(cfg, budget), cfg.adaptive.spread), stage_seeds(cfg, k))
     return Plan(cfg, tuple(runs), tuple[Dropped, ...]())
 
 
@@ -190,6 +211,9 @@ def describe_later_stages(cfg: SweepConfig) -> list[str]:
                          f"N_opt(C) from stages 1-{k - 1} (spread x{ad.spread:g}, up to x{ad.max_spread:g} when its "
                          f"interval is wide)" + ("; forecast preregistered in forecasts.jsonl"
                                                  if k >= ad.preregister_from else ""))
+    if ad.seeds_first_stages > 1:
+        lines.append(f"  stages 1-{ad.prior_stages} train every size with {ad.seeds_first_stages} seeds (run ids "
+                     f"'<id>-s<k>': train.seed and data.seed + k); the fits average their losses")
     lines.append(f"  every stage adds {ad.edge_sizes} size(s) beyond an edge when its parabola minimum lies outside "
                  f"or at the edge of its sizes (up to {ad.max_edge_rounds} times)")
     return lines

@@ -320,11 +320,24 @@ def extrapolate_minima(budgets, points, budget: float) -> tuple[float, float]:
     return float(np.exp(np.polyval(l_fit, np.log(budget)))), float(np.exp(np.polyval(n_fit, np.log(budget))))
 
 
+def _seeds(table) -> np.ndarray:
+    """[rows] seeds averaged into each row of a fit table (experiments.report.average_seeds; 1 without)."""
+    return table["seeds"].to_numpy(float) if "seeds" in table else np.ones(len(table))
+
+
+def _budget_seeds(table, budget: float) -> float:
+    """Seeds every row of one budget averages (the fewest; 1 for a budget with no rows)."""
+    k = _seeds(table[table["budget"] == budget])
+    return float(k.min()) if len(k) else 1.0
+
+
 def minima_noise_draws(table, budgets, flops_per_token, n_bootstrap: int, seed: int) -> np.ndarray:
     """[R, B, 2] (loss, N) minima of the budgets re-observed with every run's loss moved by a normal draw
     of the pooled residual scale of the budgets' parabolas (sigma; each run's own draw, seeded) plus a
     shift shared by the runs of one budget (normal, COMMON_NOISE x sigma; it moves the minimum's loss
-    alone, so the parabolas' residuals cannot see it); [0, B, 2] when sigma is 0 or unknown (every
+    alone, so the parabolas' residuals cannot see it). sigma is one run's scale: a row that averages
+    k seeds (fit table column `seeds`) counts k-fold in the pooled residual, and its draws, and its
+    budget's shift (the seeds vary the data stream and init), are sigma / sqrt(k); [0, B, 2] when sigma is 0 or unknown (every
     parabola through exactly 3 sizes)."""
     from lm.scaling.isoflop import fit_budget
 
@@ -335,14 +348,18 @@ def minima_noise_draws(table, budgets, flops_per_token, n_bootstrap: int, seed: 
         if row is not None and used.sum() > 3:
             u = np.log(g["N"].to_numpy())[used] - row["x0"]
             fit = row["p0"] + row["p1"] * u + row["p2"] * u ** 2
-            resid, dof = resid + float(np.sum((g["loss"].to_numpy()[used] - fit) ** 2)), dof + int(used.sum()) - 3
+            weight = _seeds(g)[used]            # a mean of k seeds scatters 1/sqrt(k) as far as one run
+            resid += float(np.sum(weight * (g["loss"].to_numpy()[used] - fit) ** 2))
+            dof += int(used.sum()) - 3
     sigma = np.sqrt(resid / dof) if dof else 0.0
     if not sigma > 0:
         return np.zeros((0, len(budgets), 2))
     rng = np.random.default_rng(seed)
+    run_sd = sigma / np.sqrt(_seeds(table))
+    budget_sd = np.array([COMMON_NOISE * sigma / np.sqrt(_budget_seeds(table, c)) for c in budgets])
     out = np.full((n_bootstrap, len(budgets), 2), np.nan)
     for r in range(n_bootstrap):
-        noisy = table.assign(loss=table["loss"].to_numpy(float) + sigma * rng.standard_normal(len(table)))
+        noisy = table.assign(loss=table["loss"].to_numpy(float) + run_sd * rng.standard_normal(len(table)))
         out[r] = [observed_optimum(noisy, c, flops_per_token)[:2] for c in budgets]
-        out[r, :, 0] += COMMON_NOISE * sigma * rng.standard_normal(len(budgets))
+        out[r, :, 0] += budget_sd * rng.standard_normal(len(budgets))
     return out[np.all(np.isfinite(out) & (out > 0), axis=(1, 2))]

@@ -150,6 +150,9 @@ class RunSpec:
     """Peak learning rate of this run; None = the sweep's train.optim.learning_rate."""
     parametrization: str | None = None
     """'standard' or 'mup' for this run; None = the sweep model's."""
+    seed: int = 0
+    """Seed replica: added to train.seed and train.data.seed (0 = the sweep's own seeds). Replicas of
+    one (shape, budget) share N and D; the fits average their losses (experiments.report.fit_table)."""
 
     @property
     def compute(self) -> float:
@@ -168,6 +171,9 @@ class RunSpec:
         """The TrainConfig this run trains: the sweep's template (cfg.train) with the fields the plan
         sets per run (experiments.configs.PER_RUN_FIELDS) filled in; out_dir = <sweep_dir>/runs/<run_id>."""
         template = cfg.train
+        if self.seed:
+            template = dataclasses.replace(template, seed=template.seed + self.seed,
+                                           data=dataclasses.replace(template.data, seed=template.data.seed + self.seed))
         optim = template.optim if self.learning_rate is None else dataclasses.replace(
             template.optim, learning_rate=self.learning_rate)
         keep = template.keep_checkpoints
@@ -189,6 +195,11 @@ class RunSpec:
             template, model=self.model(cfg), optim=optim, steps=self.steps, eval_every=eval_every,
             checkpoint_every=ckpt_every, checkpoint_steps=self.checkpoint_steps, keep_checkpoints=keep,
             out_dir=run_dir(sweep_dir, self.run_id), init_from=init_from, allow_swap=cfg.exec.allow_swap)
+
+
+def seed_replicas(spec: RunSpec, seeds: int) -> tuple[RunSpec, ...]:
+    """`spec` and its seeds - 1 replicas: '<run_id>-s<k>' with seed k (k = 1 .. seeds-1)."""
+    return (spec,) + tuple(dataclasses.replace(spec, run_id=f"{spec.run_id}-s{k}", seed=k) for k in range(1, seeds))
 
 
 def run_dir(sweep_dir: str, run_id: str) -> str:

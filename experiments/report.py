@@ -46,9 +46,36 @@ def fit_table(frame, convention: str, kind: str = "cosine", shapes=None):
         "D": rows["D"].astype(float).to_numpy(), "C": rows["C"].astype(float).to_numpy(),
         "loss": rows["loss"].astype(float).to_numpy(), "budget": rows["budget"].astype(float).to_numpy(),
         "shape": (rows["shape"] if "shape" in rows else rows[n_col].astype(str)).to_numpy()})
+    table = average_seeds(table)
     if convention == "6n":
         return table, None
     return table, loglog_interpolant(table["N"].to_numpy(), (table["C"] / table["D"]).to_numpy())
+
+
+def average_seeds(table):
+    """One row per (shape, budget): seed replicas (experiments.plan.seed_replicas) share N and D, and
+    their row carries the mean loss, the first replica's run id and `seeds`, how many were averaged."""
+    table = table.assign(seeds=1)
+    if not table.duplicated(["shape", "budget"]).any():
+        return table
+    groups = table.groupby(["shape", "budget"], sort=False, dropna=False)
+    out = groups.agg(run=("run", "first"), N=("N", "first"), D=("D", "first"), C=("C", "mean"),
+                     loss=("loss", "mean"), seeds=("loss", "size")).reset_index()
+    return out[["run", "N", "D", "C", "loss", "budget", "shape", "seeds"]]
+
+
+def seeds_lines(table, cfg, out: dict[str, Any]) -> list[str]:
+    """The report's line on seed-averaged points, e.g. 'stage 1-2 losses are means of 3 seeds'."""
+    averaged = table[table["seeds"] > 1]
+    if averaged.empty:
+        return []
+    budgets = sorted(cfg.budgets)
+    stages = sorted({budgets.index(b) + 1 for b in averaged["budget"] if b in budgets})
+    counts = sorted({int(n) for n in averaged["seeds"]})
+    out["seed_averaged"] = {"stages": stages, "seeds": counts}
+    where = (f"stage {stages[0]}-{stages[-1]}" if len(stages) > 1 else f"stage {stages[0]}") if stages else "some"
+    return [f"Seeds: {where} losses are means of {'/'.join(map(str, counts))} seeds (train.seed and data.seed "
+            f"varied; {len(averaged)} of {len(table)} fitted points averaged)"]
 
 
 def loglog_interpolant(n, f):
@@ -263,6 +290,7 @@ def report(folder: str, n_bootstrap: int | None = None) -> dict[str, Any]:
              f"{len(table)} cosine runs fitted; C in {cfg.convention!r} FLOPs, N = "
              f"{'non-embedding' if cfg.convention == '6n' else 'total'} parameters"]
     out: dict[str, Any] = {"runs": len(frame), "fitted": len(table), "convention": cfg.convention}
+    lines += seeds_lines(table, cfg, out)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         res = fit_approaches(table, horizon_curves(table), flops_per_token=fpt, budgets=cfg.budgets,

@@ -125,6 +125,7 @@ def make_row(spec: "RunSpec", sweep: str, convention: str, result: dict[str, Any
         "n_layers": spec.shape.n_layers, "n_encoder_layers": spec.shape.n_encoder_layers or 0, "n_heads": spec.shape.n_heads, "d_ff": spec.shape.d_ff,
         "N": spec.params, "N_nonembed": spec.params_nonembed, "D": tokens,
         "tokens_per_param": tokens / spec.params_nonembed, "convention": convention,
+        "seed": config.get("seed"), "data_seed": config["data"].get("seed"),
         "C": float(per_token.get(convention, spec.flops_per_token)) * tokens,
     }
     for name in flops_lib.CONVENTIONS:

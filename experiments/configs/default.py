@@ -52,6 +52,6 @@ def get_config() -> SweepConfig:
         min_steps=200,
         evals_per_run=4,
         checkpoints_per_run=1,
-        adaptive=AdaptiveConfig(spread=3.0, max_spread=6.0, edge_sizes=2, max_edge_rounds=2),
+        adaptive=AdaptiveConfig(spread=3.0, max_spread=6.0, edge_sizes=2, max_edge_rounds=2, seeds_first_stages=3),
         exec=ExecConfig(backend="pool", workers=2, threads=1),
     )
