@@ -151,8 +151,8 @@ class RunSpec:
     parametrization: str | None = None
     """'standard' or 'mup' for this run; None = the sweep model's."""
     seed: int = 0
-    """Seed replica: added to train.seed and train.data.seed (0 = the sweep's own seeds). Replicas of
-    one (shape, budget) share N and D; the fits average their losses (experiments.report.fit_table)."""
+    """Seed replica k: added to train.seed and train.data.seed (0 = the sweep's own); the fits average
+    the losses of a (shape, budget)'s replicas (experiments.report.fit_table)."""
 
     @property
     def compute(self) -> float:
