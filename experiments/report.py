@@ -232,10 +232,11 @@ def _law_lines(res, ext, frame, out: dict[str, Any]) -> list[str]:
     return lines
 
 
-def report(folder: str, n_bootstrap: int | None = None) -> dict[str, Any]:
+def report(folder: str, n_bootstrap: int | None = None, formats=("png",)) -> dict[str, Any]:
     """Fit Approaches 1-3 (bootstrap intervals), print the report, write report.json, report.txt
     and the plots (IsoFLOP parabolas, N_opt(C) and D_opt(C), ...) into the sweep folder.
-    n_bootstrap: resamples (None: sized to the table, lm.scaling.bootstrap.sized_resamples)."""
+    n_bootstrap: resamples (None: sized to the table, lm.scaling.bootstrap.sized_resamples);
+    formats: the figures' files (png and/or svg)."""
     import warnings
 
     from lm.scaling import extrapolation, fit_approaches
@@ -258,6 +259,7 @@ def report(folder: str, n_bootstrap: int | None = None) -> dict[str, Any]:
     _check_fittable(folder, frame, table)
     from lm.scaling.bootstrap import sized_resamples
     n_bootstrap = sized_resamples(len(table), n_bootstrap)
+    ahead = _compile_ahead(table, fpt, n_bootstrap)
     lines = [f"== Sweep {cfg.name!r} in {folder}: {len(frame)} finished runs "
              f"({int((frame['status'] == 'diverged').sum())} diverged, left out of fits); "
              f"{len(table)} cosine runs fitted; C in {cfg.convention!r} FLOPs, N = "
@@ -271,13 +273,16 @@ def report(folder: str, n_bootstrap: int | None = None) -> dict[str, Any]:
         fc = _guarded(out, "forecast", lambda: forecast(table, flops_per_token=fpt, n_bootstrap=min(n_bootstrap, 200),
                                                         memo=memo))
         ext = _guarded(out, "extrapolation", lambda: extrapolation(table, flops_per_token=fpt, memo=memo))
+        if ahead is not None:
+            ahead.join()
     lines += _fit_lines(res, fc, out)
     lines += _guarded(out, "agreement", lambda: stages_report.agreement_lines(res, table, fpt, out)) or []
     lines += _guarded(out, "track_record", lambda: stages_report.track_record_lines(folder, out)) or []
     lines += _guarded(out, "corpus", lambda: stages_report.corpus_lines(folder, frame, out)) or []
     lines += _law_lines(res, ext, frame, out)
     lines += _wsd_lines(frame, out, (cfg, fpt, res, n_bootstrap))
-    plots = _guarded(out, "plots", lambda: [str(p) for p in write_plots(res, table, os.path.join(folder, "plots"), fpt)])
+    plots = _guarded(out, "plots", lambda: [str(p) for p in write_plots(res, table, os.path.join(folder, "plots"),
+                                                                        fpt, formats)])
     if plots is not None:
         lines.append(f"Plots: {', '.join(sorted({os.path.basename(p) for p in plots}))} in {os.path.join(folder, 'plots')}")
     else:
@@ -292,6 +297,18 @@ def report(folder: str, n_bootstrap: int | None = None) -> dict[str, Any]:
                      f"{timing['eval_s']:.0f} s, checkpoints {timing['checkpoint_s']:.0f} s)")
         out["timing"] = timing
     return _write_report(folder, lines, out)
+
+
+def _compile_ahead(table, fpt, n_bootstrap: int):
+    """Start compiling the fits' L-BFGS programs (Approach 3's grid fit, the offset laws': the
+    frontier's and the loss-vs-compute figure's) in a background thread (lm.scaling.pipeline)."""
+    from lm.scaling.fitoptions import FitOptions
+    from lm.scaling.pipeline import compile_fits_ahead, offset_points
+    opts = FitOptions(bootstrap=n_bootstrap)
+    try:
+        return compile_fits_ahead(len(table), offset_points(table, "runs", opts, fpt, figure=True), opts)
+    except ValueError:  # a table the fits refuse: they say why themselves
+        return None
 
 
 def _write_report(folder: str, lines: list[str], out: dict[str, Any]) -> dict[str, Any]:
