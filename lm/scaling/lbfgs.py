@@ -199,7 +199,9 @@ class Chunk:
         self._guard = threading.Lock()
 
     def ready(self, *args) -> None:
-        key = tuple((a.shape, str(a.dtype)) for a in jax.tree_util.tree_leaves(args))
+        key = tuple((a.shape, a.dtype) for a in jax.tree_util.tree_leaves(args))
+        if key in self._done:
+            return
         with self._guard:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:

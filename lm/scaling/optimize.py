@@ -137,7 +137,7 @@ def minimize_batch(
     m = opts.memory
     out = BatchResult(theta0.copy(), np.full(B, np.inf), np.zeros(B, np.int64), np.zeros(B, bool))
     st, W, lane_task = _empty_lanes(L, P, m), np.ones((L, n)), np.full(L, -1)
-    next_task = 0
+    next_task, ready_lanes = 0, 0
     with jax.enable_x64(True):
         chunk = compiled_chunk(objective, opts.memory, opts.chunk)
         tol, data_j = _tolerances(opts), tuple(jnp.asarray(a) for a in data)
@@ -160,7 +160,9 @@ def minimize_batch(
                 st = {key: v[keep] for key, v in st.items()}
                 W, lane_task = W[keep], lane_task[keep]
             args = (Lanes(**{key: jnp.asarray(v) for key, v in st.items()}), jnp.asarray(W), data_j, tol)
-            chunk.ready(*args)
+            if ready_lanes != len(lane_task):  # once per shape: wait for (or run) its compilation
+                chunk.ready(*args)
+                ready_lanes = len(lane_task)
             st = {key: np.array(a) for key, a in chunk.fn(*args)._asdict().items()}
     return out
 
