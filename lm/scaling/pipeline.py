@@ -53,22 +53,23 @@ def data_budgets(table: pd.DataFrame, shape: str, flops_per_token=None) -> list[
 
 def compile_fits_ahead(n_rows: int, points: tuple[int, int], opts: FitOptions,
                        shape: str = "runs") -> threading.Thread:
-    """Start compiling, in one background thread, the L-BFGS programs fit_approaches will run on a
-    table of n_rows rows: Approach 3's grid fit (runs table, method grid), then the offset law's
-    fits on points = (the frontier law's minima, the loss-vs-compute figure's points; offset_points)
-    and the frontier bootstrap's refits. The fits then find them compiled, or wait for them, while
-    the other core did other work; their results do not change (the same programs run)."""
-    jobs = []
+    """Start compiling, in background threads, the L-BFGS programs fit_approaches will run on a
+    table of n_rows rows: Approach 3's grid fit (runs table, method grid) in one, beside it the
+    offset law's fits on points = (the frontier law's minima, the loss-vs-compute figure's points;
+    offset_points) and the frontier bootstrap's refits in another. The fits then find them
+    compiled, or wait for them, while the other core did other work; their results do not change
+    (the same programs run). Returns a thread that ends when every compilation has."""
+    first, offsets = [], []
     if shape == "runs" and 3 in opts.approaches and opts.method == "grid":
         cons = opts.constraints
         objective, data_of, _ = chinchilla_objective_for(None if cons.default else cons, cons.delta)
         ones = np.ones(n_rows)
-        jobs.append((objective, len(chinchilla_grid()), 5, n_rows, data_of(ones, ones, ones)))
+        first.append((objective, len(chinchilla_grid()), 5, n_rows, data_of(ones, ones, ones)))
     for n in sorted({n for n in points if n >= 4}):
-        jobs.append((jax_offset_objective, len(offset_grid()), 3, n, (np.zeros(n),) * 2 + (np.float64(1.0),)))
+        offsets.append((jax_offset_objective, len(offset_grid()), 3, n, (np.zeros(n),) * 2 + (np.float64(1.0),)))
     if points[0] >= 4 and "frontier" in opts.approaches and opts.bootstrap != 0:   # <= 32 problems a call
-        jobs.append((jax_offset_objective, 32, 3, REFIT_POINTS, (np.zeros(REFIT_POINTS),) * 2 + (np.float64(1.0),)))
-    return compile_ahead_all(jobs)
+        offsets.append((jax_offset_objective, 32, 3, REFIT_POINTS, (np.zeros(REFIT_POINTS),) * 2 + (np.float64(1.0),)))
+    return compile_ahead_all(first, offsets)
 
 
 def offset_points(table: pd.DataFrame, shape: str, opts: FitOptions, flops_per_token=None,
@@ -90,11 +91,16 @@ def offset_points(table: pd.DataFrame, shape: str, opts: FitOptions, flops_per_t
     return n_minima, len(lowest_loss_runs(df["C"].to_numpy(), df["loss"].to_numpy())[0])
 
 
-def compile_ahead_all(jobs) -> threading.Thread:
-    """One thread compiling each (objective, n_problems, n_params, n_points, data) job in turn."""
-    thread = threading.Thread(target=lambda: [compile_ahead(*job).join() for job in jobs], name="fits-compile-ahead")
-    thread.start()
-    return thread
+def compile_ahead_all(*queues) -> threading.Thread:
+    """Compile each queue of (objective, n_problems, n_params, n_points, data) jobs in turn, the
+    queues side by side, one thread each; returns a thread that ends when all of them have."""
+    threads = [threading.Thread(target=lambda q=q: [compile_ahead(*job).join() for job in q], name="fits-compile-ahead")
+               for q in queues if q]
+    for t in threads:
+        t.start()
+    waiter = threading.Thread(target=lambda: [t.join() for t in threads], name="fits-compile-ahead-all")
+    waiter.start()
+    return waiter
 
 
 def fit_and_forecast(table: pd.DataFrame, opts: FitOptions, *, curves=None, flops_per_token=None,
@@ -117,6 +123,9 @@ def fit_and_forecast(table: pd.DataFrame, opts: FitOptions, *, curves=None, flop
     ahead = compile_fits_ahead(len(fit_table), offset_points(fit_table, shape, opts, flops_per_token, figure),
                                opts, shape)
     budgets = sorted(set(data_b) | set(opts.budgets) | set(opts.predict))
+    if figure:   # import matplotlib while the first program compiles
+        import lm.scaling.frontier_plot  # noqa: F401
+        import lm.scaling.plots  # noqa: F401
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="walk-forward") as pool:
         walk = (pool.submit(walk_forward, fit_table.copy(), shape, opts, held, flops_per_token)
                 if opts.forecasting else None)
