@@ -94,8 +94,8 @@ def offset_points(table: pd.DataFrame, shape: str, opts: FitOptions, flops_per_t
 def compile_ahead_all(*queues) -> threading.Thread:
     """Compile each queue of (objective, n_problems, n_params, n_points, data) jobs in turn, the
     queues side by side, one thread each; returns a thread that ends when all of them have."""
-    threads = [threading.Thread(target=lambda q=q: [compile_ahead(*job).join() for job in q], name="fits-compile-ahead")
-               for q in queues if q]
+    threads = [threading.Thread(target=lambda q=q: [compile_ahead(*job).join() for job in q],
+                                name="fits-compile-ahead") for q in queues if q]
     for t in threads:
         t.start()
     waiter = threading.Thread(target=lambda: [t.join() for t in threads], name="fits-compile-ahead-all")
@@ -120,8 +120,11 @@ def fit_and_forecast(table: pd.DataFrame, opts: FitOptions, *, curves=None, flop
                      + (f" ({len(held.runs)} runs)" if held.runs is not None else "")
                      + f"; every fit below sees the {len(data.observed) - len(held.observed)} budgets under it")
     data_b = data_budgets(fit_table, shape, flops_per_token)  # the table's checks, before any compile
-    ahead = compile_fits_ahead(len(fit_table), offset_points(fit_table, shape, opts, flops_per_token, figure),
-                               opts, shape)
+    try:
+        points = offset_points(fit_table, shape, opts, flops_per_token, figure)
+    except Exception:  # noqa: BLE001 - the fits meet (and report) the same problem themselves
+        points = (0, 0)
+    ahead = compile_fits_ahead(len(fit_table), points, opts, shape)
     budgets = sorted(set(data_b) | set(opts.budgets) | set(opts.predict))
     if figure:   # import matplotlib while the first program compiles
         import lm.scaling.frontier_plot  # noqa: F401

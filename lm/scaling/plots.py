@@ -179,8 +179,8 @@ def plot_contours(law: ChinchillaLaw, results: pd.DataFrame | None = None,
 
 FORMATS = ("png",)
 """What save_figure and write_plots write by default: PNG at 150 dpi. SVG (vector, for papers) on
-request (`lm-fit --svg`, `lm-sweep fit --svg`, formats=("png", "svg")): drawing it costs about as
-much as the PNG again (BENCHMARKS.md, "Small jobs, third pass")."""
+request (`lm-fit --svg`, `lm-sweep fit --svg`, formats=("png", "svg")): it adds about half the PNG's
+drawing time, laid out once for both (BENCHMARKS.md, "Small jobs, third pass")."""
 
 
 def save_figure(fig: Figure, stem: str | Path, formats=FORMATS) -> list[Path]:
