@@ -23,6 +23,8 @@ from typing import Any, Callable
 import orbax.checkpoint as ocp
 from etils import epath
 
+from lm import sigint
+
 MANIFEST = "lm_manifest.json"
 CORRUPT_DIR = "corrupt_checkpoints"
 RESTARTED_FILE = "restarted.json"
@@ -169,16 +171,18 @@ class Checkpoints:
 
     def save(self, step: int, state: Any, data_state: dict, meta: dict) -> None:
         """Save (asynchronously where enabled); `data_state` and `meta` must be JSON-able. The
-        manifest is written by a helper thread as soon as orbax has renamed the step's folder."""
+        manifest is written by a helper thread as soon as orbax has renamed the step's folder.
+        A Ctrl-C that arrives meanwhile is raised once the save is handed over (`lm.sigint`)."""
         import jax
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            data=ocp.args.JsonSave(data_state),
-            meta=ocp.args.JsonSave(meta)), force=True)
-        if jax.process_index() == 0:
-            sealer = threading.Thread(target=self._seal_when_final, args=(step,), daemon=True)
-            sealer.start()
-            self._sealers = [t for t in self._sealers if t.is_alive()] + [sealer]
+        with sigint.deferred():
+            self.manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                data=ocp.args.JsonSave(data_state),
+                meta=ocp.args.JsonSave(meta)), force=True)
+            if jax.process_index() == 0:
+                sealer = threading.Thread(target=self._seal_when_final, args=(step,), daemon=True)
+                sealer.start()
+                self._sealers = [t for t in self._sealers if t.is_alive()] + [sealer]
 
     def _seal_when_final(self, step: int) -> None:
         folder = self.step_dir(step)
@@ -277,16 +281,19 @@ class Checkpoints:
         return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
     def wait(self) -> None:
-        """Until every save is written and sealed; a save or seal that failed raises here."""
-        self.manager.wait_until_finished()
-        for sealer in self._sealers:
-            sealer.join()
+        """Until every save is written and sealed; a save or seal that failed raises here. A
+        Ctrl-C that arrives meanwhile is raised after the wait."""
+        with sigint.deferred():
+            self.manager.wait_until_finished()
+            for sealer in self._sealers:
+                sealer.join()
         if self._seal_errors:
             raise self._seal_errors.pop(0)
 
     def close(self) -> None:
-        self.wait()
-        self.manager.close()
+        with sigint.deferred():
+            self.wait()
+            self.manager.close()
 
 
 def _accepted(folder: epath.Path) -> list[str]:

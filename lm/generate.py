@@ -409,6 +409,46 @@ def _parse_ids(text: str, vocab: int, what: str = "--prompt") -> list[int]:
     return ids
 
 
+@dataclasses.dataclass(frozen=True)
+class _Prompts:
+    """Prompts as the model takes them: `texts` (rendered through a chat template where asked),
+    `ids` (one list per prompt), `sources` (id lists, encoder-decoder runs), what stops a sample."""
+    texts: list[str]
+    ids: list[list[int]]
+    sources: list[list[int]] | None
+    stop_tokens: list[int]
+    stop_strings: list[str]
+    template: Any
+
+
+def _encode_prompts(run: Run, prompts: Sequence[str], chat: bool, template: str, system: str | None,
+                    stop: Sequence[str], stop_tokens: Sequence[int], sources: Sequence[str] | None) -> _Prompts:
+    """Token ids of the prompts and the stop tokens: parsed ids for synthetic runs (no tokenizer),
+    else encoded text, each prompt a new document (training text had EOS before every document)."""
+    from lm import chat as chat_lib
+    tok, vocab = run.tokenizer, run.config.model.vocab_size
+    stop_tokens, stop_strings, texts = list(stop_tokens), list(stop), list(prompts)
+    if tok is None:
+        if chat:
+            raise ValueError("--chat needs a text model; this run trained on synthetic tokens (no tokenizer)")
+        stop_tokens += [_parse_ids(s, vocab, "--stop")[0] for s in stop]
+        parsed = None if sources is None else [_parse_ids(s, vocab, "--source") for s in sources]
+        return _Prompts(texts, [_parse_ids(p, vocab) for p in prompts], parsed, stop_tokens, [], None)
+    if sources is not None:
+        raise ValueError("--source is for encoder-decoder runs on paired token ids; this run has a tokenizer")
+    tmpl = None
+    if chat:
+        tmpl = chat_lib.get_template(template)
+        texts = [tmpl.render([{"role": "user", "content": p}], system=system) for p in prompts]
+        stop_strings += list(tmpl.stop)
+    for s in stop_strings:           # a stop string that is one token also stops the loop early
+        ids = tok.encode(s)
+        if len(ids) == 1:
+            stop_tokens.append(ids[0])
+    stop_tokens.append(tok.eos_id)   # the end of a document
+    return _Prompts(texts, [[tok.eos_id] + tok.encode(p) for p in texts], None, stop_tokens, stop_strings, tmpl)
+
+
 def sample_run(run: Run, prompts: Sequence[str], sampling: SamplingConfig, *, num_samples: int = 1,
                chat: bool = False, template: str = "transcript", system: str | None = None,
                stop: Sequence[str] = (), use_cache: bool = True,
@@ -425,54 +465,28 @@ def sample_run(run: Run, prompts: Sequence[str], sampling: SamplingConfig, *, nu
             raise ValueError("--chat and --stop are for decoder-only text runs; a paired-text run stops at the "
                              "target's end of sentence")
         return _sample_pairs(run, prompts, sources, sampling, num_samples, use_cache)
-    tok, vocab = run.tokenizer, run.config.model.vocab_size
-    stop_tokens, stop_strings = list(sampling.stop_tokens), list(stop)
-    tmpl = None
-    if tok is None:
-        if chat:
-            raise ValueError("--chat needs a text model; this run trained on synthetic tokens (no tokenizer)")
-        stop_tokens += [_parse_ids(s, vocab, "--stop")[0] for s in stop]
-        stop_strings = []
-        encoded = [_parse_ids(p, vocab) for p in prompts]
-        if sources is not None:
-            sources = [_parse_ids(s, vocab, "--source") for s in sources]
-    elif sources is not None:
-        raise ValueError("--source is for encoder-decoder runs on paired token ids; this run has a tokenizer")
-    else:
-        if chat:
-            tmpl = chat_lib.get_template(template)
-            prompts = [tmpl.render([{"role": "user", "content": p}], system=system) for p in prompts]
-            stop_strings += list(tmpl.stop)
-        for s in stop_strings:           # a stop string that is one token also stops the loop early
-            ids = tok.encode(s)
-            if len(ids) == 1:
-                stop_tokens.append(ids[0])
-        stop_tokens.append(tok.eos_id)   # the end of a document
-        # Each prompt starts a new document: training text had EOS before every document.
-        encoded = [[tok.eos_id] + tok.encode(p) for p in prompts]
-    sampling = dataclasses.replace(sampling, stop_tokens=tuple(dict.fromkeys(int(t) for t in stop_tokens)))
-    batch = [ids for ids in encoded for _ in range(num_samples)]
-    if sources is not None and len(sources) != len(encoded):
-        raise ValueError(f"give one --source per --prompt: {len(sources)} sources for {len(encoded)} prompts")
-    src_batch = None if sources is None else [s for s in sources for _ in range(num_samples)]
+    enc = _encode_prompts(run, prompts, chat, template, system, stop, sampling.stop_tokens, sources)
+    sampling = dataclasses.replace(sampling, stop_tokens=tuple(dict.fromkeys(int(t) for t in enc.stop_tokens)))
+    batch = [ids for ids in enc.ids for _ in range(num_samples)]
+    if enc.sources is not None and len(enc.sources) != len(enc.ids):
+        raise ValueError(f"give one --source per --prompt: {len(enc.sources)} sources for {len(enc.ids)} prompts")
+    src_batch = None if enc.sources is None else [s for s in enc.sources for _ in range(num_samples)]
     try:
         gen = generate(run.params, run.config.model, batch, sampling, use_cache=use_cache, sources=src_batch)
     except ValueError as e:
-        if tmpl is None or "context" not in str(e):
+        if enc.template is None or "context" not in str(e):
             raise
         raise ValueError(f"{e} (with --chat the template's text and the system prompt count too: try a "
                          "shorter --system, or --system '' for none)") from None
     rows = []
     for i, (ids, finish) in enumerate(zip(gen.tokens, gen.finish)):
-        prompt = prompts[i // num_samples]
-        if tok is None:
+        prompt = enc.texts[i // num_samples]
+        if run.tokenizer is None:
             rows.append({"prompt": prompt, "continuation": ids, "tokens": ids, "finish": finish})
             continue
-        text, hit = chat_lib.cut_at_stop(tok.decode(ids), stop_strings)
-        if tmpl is not None:
-            text = text.strip()
-        rows.append({"prompt": prompt, "continuation": text, "tokens": ids,
-                     "finish": "stop" if hit else finish})
+        text, hit = chat_lib.cut_at_stop(run.tokenizer.decode(ids), enc.stop_strings)
+        rows.append({"prompt": prompt, "continuation": text.strip() if enc.template is not None else text,
+                     "tokens": ids, "finish": "stop" if hit else finish})
     return rows
 
 

@@ -242,23 +242,9 @@ def fit_approaches(results: pd.DataFrame, curves: pd.DataFrame | None = None, *,
     raise ValueError. Duplicated (N, D) points and losses in implausible units warn.
     """
     shape = table_shape(results, table, budget_tol_dex)
-    if method not in METHODS:
-        raise ValueError(f"method={method!r}: use one of {METHODS}")
-    bad = [k for k in approaches if k not in (1, 2, 3, "frontier")]
-    if bad:
-        raise ValueError(f"unknown approaches {bad}: choose from 1, 2, 3, frontier")
-    if n_bootstrap == 1 or n_bootstrap < 0:
-        raise ValueError(f"n_bootstrap={n_bootstrap}: use 0 (no intervals) or >= 2 (1000 for published intervals)")
-    check_window(window)
+    _check_arguments(method, approaches, n_bootstrap, window)
     budgets = tuple(float(c) for c in np.atleast_1d(budgets))
-    if shape == "runs":
-        df = prepare_results(results, flops_per_token)
-        check_table(df)  # fail early, naming columns/rows
-        budget = budgets_of(df, budget_tol_dex)
-    else:
-        from lm.scaling.frontier import prepare_minima
-        df = prepare_minima(results)
-        budget = df["budget"].to_numpy()
+    df, budget = _prepared(results, shape, flops_per_token, budget_tol_dex)
     kw = dict(flops_per_token=flops_per_token, n_bootstrap=n_bootstrap, seed=seed, budgets=budgets, level=level)
     out: dict[object, object] = {1: None, 2: None, 3: None, "vpnls": None, "frontier": None}
     a3 = dict(opts=opts, constraints=constraints, **kw)
@@ -290,6 +276,29 @@ def fit_approaches(results: pd.DataFrame, curves: pd.DataFrame | None = None, *,
     return Approaches(out[1], out[2], out[3], budgets, tuple(notes + _notes(out[1], out[2])),
                       approach3_vpnls=out["vpnls"], failed=tuple(failed), frontier=out["frontier"], shape=shape,
                       data_budgets=tuple(float(c) for c in np.unique(budget)))
+
+
+def _check_arguments(method: str, approaches, n_bootstrap: int, window) -> None:
+    """fit_approaches' settings, checked before any fit runs."""
+    if method not in METHODS:
+        raise ValueError(f"method={method!r}: use one of {METHODS}")
+    bad = [k for k in approaches if k not in (1, 2, 3, "frontier")]
+    if bad:
+        raise ValueError(f"unknown approaches {bad}: choose from 1, 2, 3, frontier")
+    if n_bootstrap == 1 or n_bootstrap < 0:
+        raise ValueError(f"n_bootstrap={n_bootstrap}: use 0 (no intervals) or >= 2 (1000 for published intervals)")
+    check_window(window)
+
+
+def _prepared(results: pd.DataFrame, shape: str, flops_per_token, budget_tol_dex: float) -> tuple[pd.DataFrame, np.ndarray]:
+    """(the checked table [n rows], each row's budget label [n]) for a runs or minima table."""
+    if shape == "runs":
+        df = prepare_results(results, flops_per_token)
+        check_table(df)  # fail early, naming columns/rows
+        return df, budgets_of(df, budget_tol_dex)
+    from lm.scaling.frontier import prepare_minima
+    df = prepare_minima(results)
+    return df, df["budget"].to_numpy()
 
 
 class _Unidentified(Exception):

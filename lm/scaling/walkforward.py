@@ -21,13 +21,13 @@ give the same choice. Steps:
    identified (identify.py) gives no predictions for that split (counted as failed).
 4. score: mean |relative error| of the optimal-loss forecasts, the one quantity every candidate
    forecasts, and, for laws of (N, D) on per-run tables, of every later run's loss.
-5. choice, among candidates identified on the whole table too (pick_candidate): each family's champion
-   (Approach 3's variants; the frontier law's, where the naive baseline stays unless another
-   beats it by more than one standard error of the paired differences, ONE_SE), then the
-   champion with the lowest mean optimum error on the splits every champion fitted. The naive
-   baseline (the frontier law by least squares) is always a row of the table. On a per-run table
-   of 5-7 budgets the frontier law (4 budgets to fit) forecasts 1-3 later optima, so the choice
-   between the families rests on those few parabola minima (tests/scaling: a known shortfall).
+5. choice, among candidates identified on the whole table too (pick.py, pick_candidate): each
+   family's champion (the frontier law's: the naive baseline unless another beats it by more
+   than one standard error; Approach 3's: the lowest mean error over its later optima and runs),
+   then Approach 3 when its own forecasts of later runs show its law holding beyond the data
+   (no excess spread, no one-sided misses) unless the frontier beats it by more than one standard
+   error, else the champion with the lower mean optimum error. The naive baseline (the frontier
+   law by least squares) is always a row of the table.
 6. intervals: each candidate's linearised intervals are widened by its walk-forward's own
    standardized errors (calibrate.py), so a law that misses its later budgets by more than its
    spread says gets intervals that wide.
@@ -45,6 +45,7 @@ from lm.scaling.calibrate import calibrated, standardized
 from lm.scaling.candidates import CANDIDATES, NAIVE, Model, fit_candidates
 from lm.scaling.forecast import observed_optimum
 from lm.scaling.frontier import frontier_minima, prepare_minima
+from lm.scaling.pick import pick_candidate
 from lm.scaling.results import budgets_of, prepare_results, table_shape
 
 
@@ -226,69 +227,6 @@ class Choice:
             if not m.identified:
                 lines.append(f"  {name} on the whole table: unidentified: {'; '.join(m.reasons)}")
         return "\n".join(lines)
-
-
-ONE_SE = 1.0
-"""Within a family, a candidate replaces the naive baseline only when its mean |error| is lower by
-more than ONE_SE standard errors of the paired differences (the one-standard-error rule)."""
-
-
-def _common(rows: pd.DataFrame, names: list[str]):
-    """(rows of `names` on the origins every one of them forecast, how many such origins);
-    each on its own origins (0) when none is shared."""
-    sub = rows[rows["candidate"].isin(names)]
-    common = set.intersection(*(set(sub.loc[sub["candidate"] == c, "origin"]) for c in names))
-    return (sub[sub["origin"].isin(common)], len(common)) if common else (sub, 0)
-
-
-def _mean_error(rows: pd.DataFrame, names: list[str]) -> pd.Series:
-    return rows.assign(e=rows["rel_error"].abs()).groupby("candidate")["e"].mean().reindex(names).dropna()
-
-
-def _beats_naive(rows: pd.DataFrame, name: str) -> tuple[bool, str]:
-    """Does `name` beat the naive baseline on their shared forecasts by more than ONE_SE standard
-    errors of the paired |error| differences? (one forecast: no standard error, never)."""
-    key = ["origin", "budget"]
-    e = lambda c: rows[rows["candidate"] == c].set_index(key)["rel_error"].abs()
-    d = (e(NAIVE.name) - e(name)).dropna()
-    se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else np.inf
-    return bool(d.mean() > ONE_SE * se), (f"{name} beat the naive baseline by {100 * d.mean():.2f} points on "
-                                           f"{len(d)} forecasts, within {ONE_SE:g} standard error "
-                                           f"({'n/a' if not np.isfinite(se) else f'{100 * se:.2f}'}); ")
-
-
-def pick_candidate(table: pd.DataFrame, pred: pd.DataFrame, eligible: list):
-    """(chosen name or None, reason) among the eligible Candidates: each family's champion (the
-    lowest mean optimum error on the splits the family shares; the frontier family keeps the naive
-    baseline unless beaten by more than ONE_SE), then the champion with the lowest mean error on
-    the splits every champion fitted."""
-    if not eligible:
-        return None, "no candidate is identified on the whole table and forecasts a split"
-    opt = pred[pred["kind"] == "optimum"]
-    champs, notes = [], ""
-    for kind in dict.fromkeys(c.kind for c in eligible):
-        names = [c.name for c in eligible if c.kind == kind]
-        sub, _ = _common(opt, names)
-        means = _mean_error(sub, names)
-        if means.empty:
-            continue
-        best = str(means.idxmin())
-        if NAIVE.name in means.index and best != NAIVE.name:
-            beats, why = _beats_naive(sub, best)
-            if not beats:
-                best, notes = NAIVE.name, notes + why
-        champs.append(best)
-    if not champs:
-        return None, "no identified candidate forecast an observed optimum"
-    sub, n_common = _common(opt, champs)
-    means = _mean_error(sub, champs)
-    best = str(means.idxmin())
-    naive = table.loc[table["baseline"], "mean_error"]
-    vs = (f"; naive baseline {100 * naive.iloc[0]:.2f}%" if len(naive) and np.isfinite(naive.iloc[0]) else "")
-    where = (f"on the {n_common} splits every family's champion fitted" if n_common else
-             "each on its own splits (no split was fitted by every family's champion)")
-    return best, (notes + f"lowest mean |relative error| of the optimal-loss forecasts, {100 * means[best]:.2f}% "
-                  f"{where}{vs}")
 
 
 def choose(table: pd.DataFrame, *, shape: str = "auto", candidates=CANDIDATES, min_fit: int = 3,

@@ -184,3 +184,21 @@ def test_bad_adaptive_configs_fail_before_anything_runs(tmp_path):
         dataclasses.replace(c, adaptive=AdaptiveConfig(prior_stages=1)).validate()
     with pytest.raises(ValueError, match="spread"):
         dataclasses.replace(c, adaptive=AdaptiveConfig(spread=1.0)).validate()
+
+
+def test_the_frontier_law_forecasts_once_three_earlier_budgets_have_a_minimum_inside(tmp_path):
+    """Stages before that take Approach 3 (or its power-law fallback); from then on the frontier law
+    through the budgets whose parabola vertex lies inside their sizes, here within 1 % of the law's own
+    minimum and inside its interval. Stages of 3 sizes leave no parabola residual to measure the runs'
+    noise by, so the frontier would have no interval: Approach 3 forecasts those."""
+    law = ChinchillaLaw(E=1.5, A=300.0, B=400.0, alpha=0.4, beta=0.4)      # optimum inside the ladder
+    c = tiny_adaptive_config(tmp_path, budgets=(3e8, 6e8, 1.2e9, 2.4e9, 4.8e9), bootstrap=20)
+    c = dataclasses.replace(c, sizes=dataclasses.replace(c.sizes, per_budget=4))   # a parabola residual: the noise
+    os.makedirs(c.directory)
+    rows, walk = simulate(c, law=law, noise_seed=1, sigma=0.002)
+    record = {r["stage"]: r for r in forecasts.track_record(c.directory)}
+    assert record[3]["approach"] != "frontier law" and record[4]["approach"] != "frontier law"
+    last = record[5]
+    assert last["approach"] == "frontier law" and last["fitted_budgets"] == [6e8, 1.2e9, 2.4e9]
+    assert abs(last["error"]) < 0.01 and last["covered"] and last["lo"] <= last["loss"] <= last["hi"]
+    assert walk.stages[4].centre == last["n_opt"]
