@@ -55,7 +55,7 @@ def encdec_table(frame: "pd.DataFrame") -> "pd.DataFrame":
 
 
 def report_encdec(folder: str, frame: "pd.DataFrame", n_bootstrap: int = 200) -> tuple[list[str], dict[str, Any]]:
-    """(report lines, report.json values) of an encoder-decoder sweep; writes plots/encdec.{png,svg}."""
+    """(report lines, report.json values) of an encoder-decoder sweep; writes plots/encdec.png."""
     import numpy as np
 
     from lm.scaling.ghorbani import fit_ghorbani

@@ -259,14 +259,12 @@ def _law_lines(res, ext, frame, out: dict[str, Any]) -> list[str]:
     return lines
 
 
-def report(folder: str, n_bootstrap: int | None = None) -> dict[str, Any]:
+def report(folder: str, n_bootstrap: int | None = None, formats=("png",)) -> dict[str, Any]:
     """Fit Approaches 1-3 (bootstrap intervals), print the report, write report.json, report.txt
-    and the plots (IsoFLOP parabolas, N_opt(C) and D_opt(C), ...) into the sweep folder.
-    n_bootstrap: resamples (None: sized to the table, lm.scaling.bootstrap.sized_resamples)."""
-    import warnings
-
-    from lm.scaling import extrapolation, fit_approaches
-    from lm.scaling.forecast import forecast
+    and the plots (IsoFLOP parabolas, N_opt(C) and D_opt(C), ...) into the sweep folder. The
+    forecast of held-back budgets runs in a thread beside the approaches' fits (the same numbers as
+    one after the other; two cores finish sooner). n_bootstrap: resamples (None: sized to the
+    table, lm.scaling.bootstrap.sized_resamples); formats: the figures' files (png and/or svg)."""
     from lm.scaling.plots import write_plots
 
     cfg = results_lib.load_sweep_config(folder)
@@ -291,27 +289,20 @@ def report(folder: str, n_bootstrap: int | None = None) -> dict[str, Any]:
              f"{'non-embedding' if cfg.convention == '6n' else 'total'} parameters"]
     out: dict[str, Any] = {"runs": len(frame), "fitted": len(table), "convention": cfg.convention}
     lines += seeds_lines(table, cfg, out)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        res = fit_approaches(table, horizon_curves(table), flops_per_token=fpt, budgets=cfg.budgets,
-                             n_bootstrap=n_bootstrap, vpnls=True)
-        memo: dict = {}  # the extrapolation's grid fit is the forecast's k = 1 fit: run once
-        fc = _guarded(out, "forecast", lambda: forecast(table, flops_per_token=fpt, n_bootstrap=min(n_bootstrap, 200),
-                                                        memo=memo))
-        ext = _guarded(out, "extrapolation", lambda: extrapolation(table, flops_per_token=fpt, memo=memo))
+    res, fc, ext, warned = _fit_all(table, fpt, cfg, n_bootstrap, out)
     lines += _fit_lines(res, fc, out)
     lines += _guarded(out, "agreement", lambda: stages_report.agreement_lines(res, table, fpt, out)) or []
     lines += _guarded(out, "track_record", lambda: stages_report.track_record_lines(folder, out)) or []
     lines += _guarded(out, "corpus", lambda: stages_report.corpus_lines(folder, frame, out)) or []
     lines += _law_lines(res, ext, frame, out)
     lines += _wsd_lines(frame, out, (cfg, fpt, res, n_bootstrap))
-    plots = _guarded(out, "plots", lambda: [str(p) for p in write_plots(res, table, os.path.join(folder, "plots"), fpt)])
+    plots = _guarded(out, "plots", lambda: [str(p) for p in write_plots(res, table, os.path.join(folder, "plots"),
+                                                                        fpt, formats)])
     if plots is not None:
         lines.append(f"Plots: {', '.join(sorted({os.path.basename(p) for p in plots}))} in {os.path.join(folder, 'plots')}")
     else:
         lines.append(f"FIT FAILED: plots: {out['plots_error']}")
-    lines += [f"Warning: {w.message}" for w in caught
-              if any(s in str(w.message) for s in ("minimum", "repeat an (N, D)", "wrong units"))]
+    lines += [f"Warning: {m}" for m in warned if any(s in m for s in ("minimum", "repeat an (N, D)", "wrong units"))]
     timing = sweep_timing(folder)
     if timing:
         lines.append(f"Training: {timing['runs']} runs in {timing['wall_s']:.0f} s wall over {timing['invocations']} "
@@ -320,6 +311,48 @@ def report(folder: str, n_bootstrap: int | None = None) -> dict[str, Any]:
                      f"{timing['eval_s']:.0f} s, checkpoints {timing['checkpoint_s']:.0f} s)")
         out["timing"] = timing
     return _write_report(folder, lines, out)
+
+
+def _fit_all(table, fpt, cfg, n_bootstrap: int, out: dict[str, Any]):
+    """(fit_approaches' result, the forecast of held-back budgets, the extrapolation, the distinct
+    warning messages sorted). The forecast and the extrapolation run in a thread beside the
+    approaches' fits, while their programs compile ahead: the same numbers as one after the other."""
+    import warnings
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lm.scaling import extrapolation, fit_approaches
+    from lm.scaling.forecast import forecast
+
+    ahead = _compile_ahead(table, fpt, n_bootstrap)
+
+    def held_back():
+        memo: dict = {}  # the extrapolation's grid fit is the forecast's k = 1 fit: run once
+        fc = _guarded(out, "forecast", lambda: forecast(table.copy(), flops_per_token=fpt,
+                                                        n_bootstrap=min(n_bootstrap, 200), memo=memo))
+        return fc, _guarded(out, "extrapolation", lambda: extrapolation(table.copy(), flops_per_token=fpt, memo=memo))
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="held-back") as pool:
+            held = pool.submit(held_back)
+            res = fit_approaches(table, horizon_curves(table), flops_per_token=fpt, budgets=cfg.budgets,
+                                 n_bootstrap=n_bootstrap, vpnls=True)
+            fc, ext = held.result()
+        if ahead is not None:
+            ahead.join()
+    return res, fc, ext, sorted({str(w.message) for w in caught})   # once each, whichever thread warned
+
+
+def _compile_ahead(table, fpt, n_bootstrap: int):
+    """Start compiling the fits' L-BFGS programs (Approach 3's grid fit, the offset laws': the
+    frontier's and the loss-vs-compute figure's) in a background thread (lm.scaling.pipeline)."""
+    from lm.scaling.fitoptions import FitOptions
+    from lm.scaling.pipeline import compile_fits_ahead, offset_points
+    opts = FitOptions(bootstrap=n_bootstrap)
+    try:
+        return compile_fits_ahead(len(table), offset_points(table, "runs", opts, fpt, figure=True), opts)
+    except ValueError:  # a table the fits refuse: they say why themselves
+        return None
 
 
 def _write_report(folder: str, lines: list[str], out: dict[str, Any]) -> dict[str, Any]:

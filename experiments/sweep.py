@@ -195,15 +195,16 @@ def cmd_fit(args: argparse.Namespace) -> int:
     cfg = results_lib.load_sweep_config(args.dir)               # refuse a folder that is not a sweep
     _cache(cfg)                                                 # the fits' programs compile once, as the runs'
     with FolderLock(args.dir, "sweep folder"):                  # never beside a running `lm-sweep run`
+        formats = ("png", "svg") if args.svg else ("png",)
         if opts == FitOptions(bootstrap=opts.bootstrap):
-            report(args.dir, n_bootstrap=args.bootstrap)
+            report(args.dir, n_bootstrap=args.bootstrap, formats=formats)
             return 0
         table, fpt = fit_table(results_lib.load_results(args.dir), cfg.convention)
         if table.empty:
             raise ValueError(f"{args.dir} has no completed cosine run to fit yet; run the sweep further first")
         opts = dataclasses.replace(opts, bootstrap=sized_resamples(len(table), opts.bootstrap))
         return run_fit(table, opts, Path(args.dir) / "fit", title=f"lm-sweep fit {args.dir} ({len(table)} runs)",
-                       flops_per_token=fpt, prog="lm-sweep")
+                       flops_per_token=fpt, prog="lm-sweep", formats=formats)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     p_fit = sub.add_parser("fit", help="fit and report from a sweep folder's results; any lm-fit fitting or "
                            "forecast option (lm-fit --help) refits with it into <dir>/fit/")
     p_fit.add_argument("dir")
+    p_fit.add_argument("--svg", action="store_true", help="write each figure as SVG too (default: PNG only)")
     from lm.scaling.fitoptions import add_fit_arguments
     add_fit_arguments(p_fit)
     args, extra = parser.parse_known_args(argv)

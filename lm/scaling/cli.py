@@ -19,7 +19,7 @@ L_opt(C) = E + K C^-gamma, each approach's exponents and the compute-optimal N a
 budgets (plus --budgets/--predict, extrapolated rows marked); a fit its data cannot identify is
 printed as "unidentified: <reason>". With --forecast, --holdout-above C, --holdout K or --predict:
 the walk-forward model choice (lm/scaling/walkforward.py) and forecast.csv. Writes summary.txt,
-allocations.csv, fit.json, forecast.csv and the figures (PNG and SVG) to --out. Bad flags: one
+allocations.csv, fit.json, forecast.csv and the figures (PNG; --svg: SVG too) to --out. Bad flags: one
 line, exit 2; exit 2 too when no approach can be fitted.
 """
 
@@ -79,6 +79,7 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
                         "auto (datablations on their own table, else single-epoch; default)")
     p.add_argument("--out", type=Path, help="output folder (default ./<FILE's stem>_fit)")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--svg", action="store_true", help="write each figure as SVG too (default: PNG only)")
     p.add_argument("--compile-cache", default="user",
                    help="persistent XLA compilation cache folder: user (default: $LM_COMPILE_CACHE, else "
                         "~/.cache/lm/xla, shared with sweeps), a folder, or none: a second lm-fit skips "
@@ -138,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path((args.file.name if args.file.is_dir() else args.file.stem) + "_fit")
     title = f"lm-fit {args.file} ({len(df)} rows)"
     return run_fit(df, opts, out, title=title, curves=curves, final_points=args.final_points,
-                   plots=not args.no_plots, extra=lambda res: extra_fits(args, df, opts))
+                   plots=not args.no_plots, formats=("png", "svg") if args.svg else ("png",),
+                   extra=lambda res: extra_fits(args, df, opts))
 
 
 def extra_fits(args: argparse.Namespace, df: pd.DataFrame, opts: FitOptions) -> tuple[list[str], dict]:

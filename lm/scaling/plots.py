@@ -4,7 +4,7 @@
 - `plot_allocations`: N_opt(C) and D_opt(C) for each approach, Chinchilla's and Kaplan's lines.
 - `plot_loss_vs_compute`: every run's loss against FLOPs with the fitted frontier.
 - `plot_contours`: contours of a fitted L(N, D) with the compute-optimal path and IsoFLOP lines.
-`save_figure` writes PNG and SVG; `write_plots` writes all that apply to an `Approaches`.
+`save_figure` writes PNG (SVG on request); `write_plots` writes all that apply to an `Approaches`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from lm.scaling.approaches import Approaches
-from lm.scaling.fit import fit_offset_power_law
 from lm.scaling.isoflop import Approach2
 from lm.scaling.laws import CHINCHILLA, ChinchillaLaw, FlopsPerToken, kaplan_optimal
+from lm.scaling.plotfits import frontier_law
 from lm.scaling.results import prepare_results
 
 _COLORS = {"Approach 1": "tab:blue", "Approach 2": "tab:orange", "Approach 3": "tab:green"}
@@ -115,20 +115,6 @@ def plot_allocations(res: Approaches, C_range=None, references: bool = True) -> 
     return fig
 
 
-def frontier_law(res: Approaches | None, df: pd.DataFrame):
-    """Offset power law E + K C^-gamma fitted to the frontier (Approach 2 minima, else the
-    Pareto frontier of final losses); None when fewer than 4 frontier points."""
-    if res is not None and res.approach2 is not None and len(res.approach2.isoflops) >= 4:
-        iso = res.approach2.isoflops
-        return fit_offset_power_law(iso["budget"], iso["loss_opt"]).law, "Approach 2 minima"
-    order = np.argsort(df["C"].to_numpy())
-    loss = df["loss"].to_numpy()[order]
-    keep = np.concatenate([[True], loss[1:] < np.minimum.accumulate(loss)[:-1]])
-    if keep.sum() < 4:
-        return None, ""
-    return fit_offset_power_law(df["C"].to_numpy()[order][keep], loss[keep]).law, "lowest-loss runs"
-
-
 def plot_loss_vs_compute(results: pd.DataFrame, res: Approaches | None = None,
                          flops_per_token: FlopsPerToken | None = None) -> Figure:
     """Runs' loss against FLOPs (colour = N), the fitted frontier and Approach 3's optimum."""
@@ -191,26 +177,40 @@ def plot_contours(law: ChinchillaLaw, results: pd.DataFrame | None = None,
     return fig
 
 
-def save_figure(fig: Figure, stem: str | Path) -> list[Path]:
-    """Write `stem`.png (150 dpi) and `stem`.svg; returns the paths."""
+FORMATS = ("png",)
+"""What save_figure and write_plots write by default: PNG at 150 dpi. SVG (vector, for papers) on
+request (`lm-fit --svg`, `lm-sweep fit --svg`, formats=("png", "svg")): it adds about half the PNG's
+drawing time, laid out once for both (BENCHMARKS.md, "Small jobs, third pass")."""
+
+
+def save_figure(fig: Figure, stem: str | Path, formats=FORMATS) -> list[Path]:
+    """Write `stem`.png (150 dpi) and/or `stem`.svg, as `formats` lists; returns the paths. The
+    layout (constrained) is computed once, for the first file, and kept for the others."""
+    bad = [f for f in formats if f not in ("png", "svg")]
+    if bad or not formats:
+        raise ValueError(f"figure formats {list(formats)}: choose png and/or svg")
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
-    fig.savefig(paths[0], dpi=150)
-    fig.savefig(paths[1])
+    paths = [stem.with_suffix(f".{f}") for f in formats]
+    engine = fig.get_layout_engine()
+    for i, path in enumerate(paths):
+        fig.savefig(path, **({"dpi": 150} if path.suffix == ".png" else {}))
+        if i == 0:
+            fig.set_layout_engine("none")   # keep the positions just computed
+    fig.set_layout_engine(engine)
     return paths
 
 
 def write_plots(res: Approaches, results: pd.DataFrame, out_dir: str | Path,
-                flops_per_token: FlopsPerToken | None = None) -> list[Path]:
-    """Every figure that applies to `res`, as PNG and SVG under out_dir."""
+                flops_per_token: FlopsPerToken | None = None, formats=FORMATS) -> list[Path]:
+    """Every figure that applies to `res`, in `formats` (default PNG) under out_dir."""
     out = Path(out_dir)
-    paths = save_figure(plot_allocations(res), out / "allocations")
-    paths += save_figure(plot_loss_vs_compute(results, res, flops_per_token), out / "loss_vs_compute")
+    paths = save_figure(plot_allocations(res), out / "allocations", formats)
+    paths += save_figure(plot_loss_vs_compute(results, res, flops_per_token), out / "loss_vs_compute", formats)
     if res.approach2 is not None:
-        paths += save_figure(plot_isoflops(res.approach2), out / "isoflops")
+        paths += save_figure(plot_isoflops(res.approach2), out / "isoflops", formats)
     if res.approach3 is not None:
-        paths += save_figure(plot_contours(res.approach3.law, results, flops_per_token), out / "contours")
+        paths += save_figure(plot_contours(res.approach3.law, results, flops_per_token), out / "contours", formats)
     return paths
 
 

@@ -29,7 +29,7 @@ def test_cli_on_epochs_data(epoch_csv, tmp_path, capsys):
 @pytest.mark.slow
 def test_cli_writes_figures(epoch_csv, tmp_path):
     assert main([str(epoch_csv), "--n-col", "Model Size", "--c-col", "Training FLOP", "--drop-highest-loss", "5",
-                 "--bootstrap", "20", "--out", str(tmp_path)]) == 0
+                 "--bootstrap", "20", "--out", str(tmp_path), "--svg"]) == 0
     for name in ("allocations", "loss_vs_compute", "contours", "isoflops"):
         for ext in (".png", ".svg"):
             assert (tmp_path / (name + ext)).stat().st_size > 1000
@@ -55,10 +55,11 @@ def test_module_entry_point_runs():
 
 def test_figures(synthetic_approaches, tmp_path):
     df, res = synthetic_approaches
-    written = plots.write_plots(res, df, tmp_path)
-    names = sorted(p.name for p in written)
-    assert names == sorted(f"{n}.{e}" for n in ("allocations", "loss_vs_compute", "isoflops", "contours")
-                           for e in ("png", "svg"))
+    figures = ("allocations", "loss_vs_compute", "isoflops", "contours")
+    written = plots.write_plots(res, df, tmp_path / "png")          # the default: PNG only
+    assert sorted(p.name for p in written) == sorted(f"{n}.png" for n in figures)
+    written = plots.write_plots(res, df, tmp_path, formats=("png", "svg"))
+    assert sorted(p.name for p in written) == sorted(f"{n}.{e}" for n in figures for e in ("png", "svg"))
     assert all(p.stat().st_size > 1000 for p in written)
     assert (tmp_path / "contours.svg").read_text().lstrip().startswith("<?xml")
     figs = {"isoflops": plots.plot_isoflops(res.approach2),
@@ -99,6 +100,26 @@ def _legend_matches_marks(ax) -> list[str]:
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert sorted(legend) == sorted(labels)  # ... and in the legend
     return labels
+
+
+def test_save_figure_lays_out_once_for_both_formats(synthetic_approaches, tmp_path):
+    """PNG and SVG of one figure share the layout computed for the first file (the axes sit where
+    a fresh constrained layout puts them); the figure keeps its layout engine; a bad format is
+    refused before anything is written."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    df, res = synthetic_approaches
+    fig = plots.plot_isoflops(res.approach2)
+    engine = fig.get_layout_engine()
+    assert [p.name for p in plots.save_figure(fig, tmp_path / "iso", ("png", "svg"))] == ["iso.png", "iso.svg"]
+    assert fig.get_layout_engine() is engine
+    fresh = plots.plot_isoflops(res.approach2)
+    FigureCanvasAgg(fresh).draw()
+    for a, b in zip(fig.axes, fresh.axes):
+        np.testing.assert_allclose(a.get_position().bounds, b.get_position().bounds, atol=2e-3)
+    with pytest.raises(ValueError, match="figure formats \\['pdf'\\]: choose png and/or svg"):
+        plots.save_figure(fig, tmp_path / "bad", ("pdf",))
+    assert not list(tmp_path.glob("bad*"))
 
 
 def test_allocations_legend_has_every_mark_and_every_interval(synthetic_approaches):

@@ -69,3 +69,31 @@ def test_float64_is_scoped():
 def test_bad_start_shape():
     with pytest.raises(ValueError, match=r"\[B, P\]"):
         minimize_batch(rosenbrock, np.zeros(2), np.ones(1), (np.float64(1.0),))
+
+
+def shifted_quadratic(theta, w, x, scale):
+    """scale * sum_i w_i (theta0 - x_i)^2 + (theta1 - 1)^2: its own objective, so its programs are
+    compiled by this test only (minimum theta0 = weighted mean of x, theta1 = 1)."""
+    return scale * jnp.sum(w * (theta[0] - x) ** 2) + (theta[1] - 1.0) ** 2
+
+
+def test_compile_ahead_compiles_every_program_once_and_changes_nothing():
+    import jax
+
+    compiles = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, secs, **kw: compiles.append(secs) if event == "/jax/core/compile/backend_compile_duration" else None)
+    x = np.linspace(0.0, 3.0, 200)          # 200 points: padded to 256, a big batch's tail moves to 128 lanes
+    starts = np.random.default_rng(2).uniform(-2, 2, size=(300, 2))
+    data = (x, np.float64(2.0))
+    opts = LBFGSOptions(lanes=256)
+    from lm.scaling.optimize import compile_ahead
+    thread = compile_ahead(shifted_quadratic, len(starts), 2, len(x), data, opts)
+    res = minimize_batch(shifted_quadratic, starts, np.ones(len(x)), data, opts)  # waits for the programs
+    thread.join()
+    ahead = len(compiles)
+    assert ahead >= 2                       # the 256-lane program and the 128-lane tail's
+    again = minimize_batch(shifted_quadratic, starts, np.ones(len(x)), data, opts)
+    assert len(compiles) == ahead           # nothing compiled twice or later
+    np.testing.assert_array_equal(res.theta, again.theta)
+    np.testing.assert_allclose(res.theta, np.tile([x.mean(), 1.0], (len(starts), 1)), atol=1e-3)
