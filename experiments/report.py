@@ -32,14 +32,16 @@ def fit_table(frame, convention: str, kind: str = "cosine", shapes=None):
     horizon, never a mid-run evaluation. `shapes`: only these shape names (None = all).
     Under '6n' the fits use N = non-embedding parameters, so C = 6 N D holds exactly and
     f = None (lm.scaling's default). Under another convention N is the total count and f(N)
-    interpolates the runs' own FLOPs per token (log-log)."""
+    interpolates the runs' own FLOPs per token (log-log). Rows come sorted by run id, not in
+    the order the workers finished: a bootstrap resamples rows by position, and a seed mean
+    sums in row order."""
     import numpy as np
     import pandas as pd
 
     ok = (frame["kind"] == kind) & (frame["status"] == "completed") & frame["loss"].notna()
     if shapes is not None:
         ok &= frame["shape"].isin(list(shapes))
-    rows = frame[ok]
+    rows = frame[ok].sort_values("run_id", kind="mergesort")
     n_col = "N_nonembed" if convention == "6n" else "N"
     table = pd.DataFrame({
         "run": rows["run_id"].to_numpy(), "N": rows[n_col].astype(float).to_numpy(),
@@ -54,7 +56,8 @@ def fit_table(frame, convention: str, kind: str = "cosine", shapes=None):
 
 def average_seeds(table):
     """One row per (shape, budget): seed replicas (experiments.plan.seed_replicas) share N and D, and
-    their row carries the mean loss, the first replica's run id and `seeds`, how many were averaged."""
+    their row carries the mean loss, the first replica's run id (rows sorted by run id: the seed-0
+    run's) and `seeds`, how many were averaged."""
     table = table.assign(seeds=1)
     if not table.duplicated(["shape", "budget"]).any():
         return table

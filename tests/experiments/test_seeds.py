@@ -2,6 +2,7 @@
 seeds, the fits average them. Law losses stand in for training (test_adaptive.simulate): seconds."""
 
 import dataclasses
+import itertools
 import os
 
 import numpy as np
@@ -81,6 +82,19 @@ def test_fit_table_averages_the_seeds_of_one_size_and_budget():
     assert got[("d16", 1e9)] == ("b", 1.9, 1) and got[("d8", 2e9)] == ("c", 1.7, 1)
     single, _ = fit_table(frame[frame["run_id"] != "a-s1"], "6n")
     assert list(single["seeds"]) == [1, 1, 1] and list(single["loss"]) == [2.0, 1.9, 1.7]
+
+
+def test_fit_table_does_not_depend_on_the_order_runs_finished():
+    """results.jsonl is in the order the workers finished; the bootstrap resamples rows by position
+    and a seed mean sums in row order, so the table must not follow that order (two default sweeps
+    with the same losses printed different bootstrap intervals before)."""
+    rows = [row("a", "d8", 1e9, 0.1), row("a-s1", "d8", 1e9, 0.2), row("a-s2", "d8", 1e9, 0.3),
+            row("b", "d16", 1e9, 1.9, n=3000), row("c", "d8", 2e9, 1.7, d=4e4), row("d", "d16", 2e9, 1.6, n=3000)]
+    tables = [fit_table(pd.DataFrame([rows[i] for i in order]), "6n")[0]
+              for order in itertools.permutations(range(len(rows)))]
+    for t in tables[1:]:
+        pd.testing.assert_frame_equal(t, tables[0], check_exact=True)
+    assert tables[0]["run"].tolist() == ["a", "b", "c", "d"]     # a seed group is named by its seed-0 run
 
 
 def test_averaged_budgets_draw_a_smaller_noise_than_one_seed():
