@@ -43,6 +43,8 @@ def read_sweep(path: Path) -> pd.DataFrame:
                          "results table?")
     ok = (frame["kind"] == "cosine") & (frame["status"] == "completed") & frame["loss"].notna()
     rows = frame[ok]
+    if "run_id" in rows:     # not the order the workers finished: a bootstrap resamples rows by position
+        rows = rows.sort_values("run_id", kind="mergesort")
     if rows.empty:
         raise ValueError(f"{file} has no completed cosine run to fit ({len(frame)} rows: "
                          f"{frame['status'].value_counts().to_dict()})")

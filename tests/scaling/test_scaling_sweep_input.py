@@ -48,6 +48,13 @@ def test_read_sweep_keeps_completed_cosine_runs_with_nonembedding_n(sweep_dir):
         read_sweep(sweep_dir.parent)
 
 
+def test_read_sweep_does_not_follow_the_order_runs_finished(sweep_dir, tmp_path):
+    lines = (sweep_dir / "results.jsonl").read_text().splitlines(keepends=True)
+    other = tmp_path / "reversed.jsonl"
+    other.write_text("".join(reversed(lines)))
+    pd.testing.assert_frame_equal(read_sweep(other), read_sweep(sweep_dir), check_exact=True)
+
+
 @pytest.mark.parametrize("which", ["folder", "jsonl"])
 def test_lm_fit_on_a_sweep(sweep_dir, tmp_path, capsys, which):
     path = sweep_dir if which == "folder" else sweep_dir / "results.jsonl"
