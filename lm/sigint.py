@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 
 @contextlib.contextmanager
@@ -34,3 +34,29 @@ def deferred() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
     if arrived:
         raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def between_steps() -> Iterator[Callable[[], bool]]:
+    """Run the block with Ctrl-C turned into a request: the first SIGINT only sets a flag, which
+    the returned callable reports, so a loop stops at a point of its own choosing (never inside a
+    library call that may catch or half-finish it); a second SIGINT raises KeyboardInterrupt at
+    once. Inside, `deferred()` blocks are no-ops (the request already waits). Outside the main
+    thread, or where SIGINT has a handler other than Python's default, the flag is never set and
+    SIGINT behaves as before."""
+    arrived: list[int] = []
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield lambda: False
+        return
+
+    def request(signum, frame):
+        if arrived:
+            raise KeyboardInterrupt
+        arrived.append(signum)
+
+    previous = signal.signal(signal.SIGINT, request)
+    try:
+        yield lambda: bool(arrived)
+    finally:
+        signal.signal(signal.SIGINT, previous)

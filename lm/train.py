@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import jax
 import numpy as np
 
+from lm import sigint
 from lm import flops as flops_lib
 from lm.checkpoint import Checkpoints
 from lm.distributed import broadcast_json
@@ -478,21 +479,24 @@ class _Loop:
         stream, blocks = run.stream, run.blocks
         t0, done = time.time(), self.start
         try:
-            for step in range(self.start, cfg.steps):
-                state, metrics = step_fn(state, *inputs)   # dispatched, runs async; picks its batch and rate
-                done = step + 1
-                stream.step = done          # the data position a checkpoint now records
-                if done < cfg.steps and blocks.layout.starts_block(done):   # the next block, built while the step runs
-                    td = time.time()
-                    inputs = blocks.inputs(done, cfg.steps)
-                    timers["data_s"] += time.time() - td
-                self.writer.advance()
-                if self.window is None:     # the first window starts when the first step has finished
-                    jax.block_until_ready(metrics)
-                    self.window = (done, time.time(), self._paused_s())
-                    self.first_step_s = self.window[1] - t0
-                if not self._after_step(state, metrics, done):
-                    break
+            with sigint.between_steps() as interrupted:  # Ctrl-C stops the loop between steps
+                for step in range(self.start, cfg.steps):
+                    state, metrics = step_fn(state, *inputs)   # dispatched, runs async; picks its batch and rate
+                    done = step + 1
+                    stream.step = done          # the data position a checkpoint now records
+                    if done < cfg.steps and blocks.layout.starts_block(done):   # the next block, built while the step runs
+                        td = time.time()
+                        inputs = blocks.inputs(done, cfg.steps)
+                        timers["data_s"] += time.time() - td
+                    self.writer.advance()
+                    if self.window is None:     # the first window starts when the first step has finished
+                        jax.block_until_ready(metrics)
+                        self.window = (done, time.time(), self._paused_s())
+                        self.first_step_s = self.window[1] - t0
+                    if not self._after_step(state, metrics, done):
+                        break
+                    if interrupted():
+                        raise KeyboardInterrupt
         except KeyboardInterrupt as e:
             self._interrupted(e, done)
         if self.pending is not None:    # the last logged step's row (the NaN one if it diverged)

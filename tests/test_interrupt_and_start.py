@@ -71,6 +71,19 @@ def test_deferred_sigint_raises_after_the_block_and_keeps_its_own_errors():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_between_steps_turns_the_first_ctrl_c_into_a_request_and_the_second_into_an_interrupt():
+    from lm import sigint
+    with sigint.between_steps() as interrupted:
+        assert not interrupted()
+        signal.raise_signal(signal.SIGINT)
+        assert interrupted()                        # a request: the loop stops where it chooses
+        with sigint.deferred():                     # a save inside the loop: no-op, the request waits
+            pass
+        with pytest.raises(KeyboardInterrupt):      # a second Ctrl-C: at once
+            signal.raise_signal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_a_ctrl_c_during_a_save_leaves_it_whole_and_sealed(tmp_path):
     """The CI failure of 2026-12-07: SIGINT inside orbax's save left its event loop closed under
     its threads. The save is now handed over first; the interrupt comes after, and the checkpoint
