@@ -55,15 +55,16 @@ def fit_table(frame, convention: str, kind: str = "cosine", shapes=None):
 
 
 def average_seeds(table):
-    """One row per (shape, budget): seed replicas (experiments.plan.seed_replicas) share N and D, and
+    """One row per (shape, budget, N, D): seed replicas (experiments.plan.seed_replicas) share them, and
     their row carries the mean loss, the first replica's run id (rows sorted by run id: the seed-0
     run's) and `seeds`, how many were averaged."""
     table = table.assign(seeds=1)
-    if not table.duplicated(["shape", "budget"]).any():
+    key = ["shape", "budget", "N", "D"]     # a replica has its size's shape, N and D: only those merge
+    if not table.duplicated(key).any():
         return table
-    groups = table.groupby(["shape", "budget"], sort=False, dropna=False)
-    out = groups.agg(run=("run", "first"), N=("N", "first"), D=("D", "first"), C=("C", "mean"),
-                     loss=("loss", "mean"), seeds=("loss", "size")).reset_index()
+    groups = table.groupby(key, sort=False, dropna=False)
+    out = groups.agg(run=("run", "first"), C=("C", "mean"), loss=("loss", "mean"),
+                     seeds=("loss", "size")).reset_index()
     return out[["run", "N", "D", "C", "loss", "budget", "shape", "seeds"]]
 
 
