@@ -17,13 +17,15 @@ RUN = [*mp.TINY, "steps=300", "checkpoint_every=10", "log_every=10", "eval_every
 
 
 def test_ctrl_c_says_the_step_and_the_rerun_resumes(tmp_path):
-    """1,000 steps, so that the Ctrl-C, sent once the first checkpoint is sealed, lands inside the
-    loop even on a loaded machine (at 300 steps a starved sealer thread let the run finish first:
-    exit 0). A Ctrl-C inside a save itself: test_a_ctrl_c_during_a_save_leaves_it_whole_and_sealed."""
+    """Saving every 2 steps, so that the Ctrl-C mostly lands inside a save (before lm.sigint, 5 of
+    8 such runs printed orbax's tracebacks). The child starts with SIGINT at its default: a test
+    run launched in the background by a non-interactive shell inherits SIGINT ignored, and Python
+    then keeps ignoring it (the run trains to the end: exit 0)."""
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "lm.train", "--local-cpu-devices", "1", *RUN, "steps=1000",
+    cmd = [sys.executable, "-m", "lm.train", "--local-cpu-devices", "1", *RUN, "checkpoint_every=2",
            f'out_dir="{out}"']
-    proc = subprocess.Popen(cmd, env=mp.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, env=mp.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while not glob.glob(str(out / "checkpoints" / "*" / "lm_manifest.json")) and time.time() < deadline:
         assert proc.poll() is None, proc.communicate()[1][-2000:]
@@ -34,11 +36,11 @@ def test_ctrl_c_says_the_step_and_the_rerun_resumes(tmp_path):
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
     line = err.strip().splitlines()[-1]       # (orbax may warn of a slow save on a loaded machine)
     step = int(re.fullmatch(r"lm-train: interrupted at step (\d+); rerun the same command to resume", line).group(1))
-    assert 10 <= step < 1000
+    assert 2 <= step < 300
     rerun = subprocess.run(cmd, env=mp.env(), capture_output=True, text=True, timeout=240)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     result = mp.result(out)
-    assert result["status"] == "completed" and 10 <= result["resumed_from"] <= step
+    assert result["status"] == "completed" and 2 <= result["resumed_from"] <= step
 
 
 def test_a_coordinator_with_no_peer_times_out_in_one_line(tmp_path):
