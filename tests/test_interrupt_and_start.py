@@ -55,7 +55,16 @@ def test_a_coordinator_with_no_peer_times_out_in_one_line(tmp_path):
     assert not os.path.exists(tmp_path / "run")
 
 
-def test_deferred_sigint_raises_after_the_block_and_keeps_its_own_errors():
+@pytest.fixture
+def python_sigint():
+    """SIGINT at Python's own handler for an in-process test, whatever the launcher left (a
+    background job inherits it ignored); restored after."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_deferred_sigint_raises_after_the_block_and_keeps_its_own_errors(python_sigint):
     from lm import sigint
     reached = []
     with pytest.raises(KeyboardInterrupt):
@@ -74,7 +83,7 @@ def test_deferred_sigint_raises_after_the_block_and_keeps_its_own_errors():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_between_steps_turns_the_first_ctrl_c_into_a_request_and_the_second_into_an_interrupt():
+def test_between_steps_turns_the_first_ctrl_c_into_a_request_and_the_second_into_an_interrupt(python_sigint):
     from lm import sigint
     with sigint.between_steps() as interrupted:
         assert not interrupted()
@@ -87,7 +96,7 @@ def test_between_steps_turns_the_first_ctrl_c_into_a_request_and_the_second_into
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_a_ctrl_c_during_a_save_leaves_it_whole_and_sealed(tmp_path):
+def test_a_ctrl_c_during_a_save_leaves_it_whole_and_sealed(tmp_path, python_sigint):
     """The CI failure of 2026-12-07: SIGINT inside orbax's save left its event loop closed under
     its threads. The save is now handed over first; the interrupt comes after, and the checkpoint
     verifies."""
