@@ -133,8 +133,10 @@ def edge_runs(cfg: SweepConfig, budget: float, runs: tuple[RunSpec, ...], losses
 
 
 def stage_seeds(cfg: SweepConfig, k: int) -> int:
-    """Seeds each size of stage k (1-based) trains: adaptive.seeds_first_stages in the prior stages, else 1."""
-    return cfg.adaptive.seeds_first_stages if k <= cfg.adaptive.prior_stages else 1
+    """Seeds each size of stage k (1-based) trains: adaptive.seeds_first_stages in the prior stages,
+    adaptive.seeds_later_stages after them."""
+    ad = cfg.adaptive
+    return ad.seeds_first_stages if k <= ad.prior_stages else ad.seeds_later_stages
 
 
 def replicate(runs: tuple[RunSpec, ...], seeds: int) -> tuple[RunSpec, ...]:
@@ -214,6 +216,9 @@ def describe_later_stages(cfg: SweepConfig) -> list[str]:
     if ad.seeds_first_stages > 1:
         lines.append(f"  stages 1-{ad.prior_stages} train every size with {ad.seeds_first_stages} seeds (run ids "
                      f"'<id>-s<k>': train.seed and data.seed + k); the fits average their losses")
+    if ad.seeds_later_stages > 1:
+        lines.append(f"  stages {ad.prior_stages + 1}-{len(cfg.budgets)} train every size with "
+                     f"{ad.seeds_later_stages} seeds, averaged the same way")
     lines.append(f"  every stage adds {ad.edge_sizes} size(s) beyond an edge when its parabola minimum lies outside "
                  f"or at the edge of its sizes (up to {ad.max_edge_rounds} times)")
     return lines

@@ -47,6 +47,23 @@ def test_the_first_two_stages_train_every_size_with_three_seeds_and_later_stages
     assert [r.run_id for r in simulate(again)[1].runs] == ids           # deterministic
 
 
+def test_later_stages_train_their_own_number_of_seeds_and_resume_to_the_same_plan(cfg, tmp_path):
+    later = dataclasses.replace(cfg, adaptive=dataclasses.replace(cfg.adaptive, seeds_later_stages=2))
+    rows, walk = simulate(later)
+    assert walk.done
+    for stage in walk.stages:
+        base = [r for r in stage.runs if r.seed == 0]
+        assert len(stage.runs) == (3 if stage.index <= 2 else 2) * len(base)
+        if stage.index > 2:
+            assert [r.run_id for r in stage.runs] == [i for r in base for i in (r.run_id, r.run_id + "-s1")]
+    killed = dataclasses.replace(later, out_dir=str(tmp_path / "killed"))
+    os.makedirs(killed.directory)
+    stop = sum(len(s.runs) for s in walk.stages[:2]) + 3                 # inside stage 3
+    part, _ = simulate(killed, stop=stop)
+    again, walk_again = simulate(killed, part)
+    assert again == rows and [s.runs for s in walk_again.stages] == [s.runs for s in walk.stages]
+
+
 def test_a_killed_seeded_sweep_resumes_to_the_same_plan(cfg, tmp_path):
     full_rows, full_walk = simulate(cfg)
     for stop in (4, len(full_walk.stages[0].runs) + 2):               # inside stage 1, inside stage 2
@@ -115,5 +132,7 @@ def test_bad_seed_counts_fail_with_the_field_and_the_fix():
     for bad in (0, -1, 1.5):
         with pytest.raises(ValueError, match=r"adaptive\.seeds_first_stages=.* must be a whole number >= 1"):
             AdaptiveConfig(seeds_first_stages=bad).validate()
+        with pytest.raises(ValueError, match=r"adaptive\.seeds_later_stages=.* must be a whole number >= 1"):
+            AdaptiveConfig(seeds_later_stages=bad).validate()
     assert load_config("default").adaptive.seeds_first_stages == 3
     assert AdaptiveConfig().seeds_first_stages == 1
