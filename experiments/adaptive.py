@@ -134,9 +134,17 @@ def edge_runs(cfg: SweepConfig, budget: float, runs: tuple[RunSpec, ...], losses
 
 def stage_seeds(cfg: SweepConfig, k: int) -> int:
     """Seeds each size of stage k (1-based) trains: adaptive.seeds_first_stages in the prior stages,
-    adaptive.seeds_later_stages after them."""
+    then adaptive.seeds_later_stages stage by stage (its last entry for any further stage; 1 when empty)."""
     ad = cfg.adaptive
-    return ad.seeds_first_stages if k <= ad.prior_stages else ad.seeds_later_stages
+    if k <= ad.prior_stages:
+        return ad.seeds_first_stages
+    later = ad.seeds_later_stages
+    return later[min(k - ad.prior_stages, len(later)) - 1] if later else 1
+
+
+def budget_seeds(cfg: SweepConfig, budget: float) -> int:
+    """Seeds each size of the stage that trains `budget` trains (stage_seeds)."""
+    return stage_seeds(cfg, sorted(cfg.budgets).index(budget) + 1)
 
 
 def replicate(runs: tuple[RunSpec, ...], seeds: int) -> tuple[RunSpec, ...]:
@@ -216,9 +224,10 @@ def describe_later_stages(cfg: SweepConfig) -> list[str]:
     if ad.seeds_first_stages > 1:
         lines.append(f"  stages 1-{ad.prior_stages} train every size with {ad.seeds_first_stages} seeds (run ids "
                      f"'<id>-s<k>': train.seed and data.seed + k); the fits average their losses")
-    if ad.seeds_later_stages > 1:
-        lines.append(f"  stages {ad.prior_stages + 1}-{len(cfg.budgets)} train every size with "
-                     f"{ad.seeds_later_stages} seeds, averaged the same way")
+    later = [(k, stage_seeds(cfg, k)) for k in range(ad.prior_stages + 1, len(cfg.budgets) + 1)]
+    if any(seeds > 1 for _, seeds in later):
+        lines.append("  later stages train every size with " + ", ".join(f"{seeds} (stage {k})" for k, seeds in later)
+                     + " seeds, averaged the same way")
     lines.append(f"  every stage adds {ad.edge_sizes} size(s) beyond an edge when its parabola minimum lies outside "
                  f"or at the edge of its sizes (up to {ad.max_edge_rounds} times)")
     return lines

@@ -57,6 +57,8 @@ scatter. Measured over 3 seeds of the default sweep's first two budgets (5 runs 
 rms 0.023 nats, own scatter sd 0.022-0.023 (BENCHMARKS.md, "the frontier law preregisters")."""
 MIN_FRONTIER_BUDGETS = 3
 """Earlier budgets with a minimum inside their sizes the frontier law needs (3 parameters)."""
+EXCESS_LAW = "excess law (E = floor)"
+"""The approach name of the frontier law whose E is the data's exact entropy floor."""
 WINDOW = 5
 """Sizes nearest the best run that a budget's observed parabola is fitted on (lm.scaling.isoflop)."""
 
@@ -179,44 +181,53 @@ def observed_optimum(table, budget: float, flops_per_token=None) -> tuple[float,
 
 
 def predict_optimum(table, budget: float, flops_per_token=None, *, n_bootstrap: int = 200,
-                    seed: int = 0) -> Prediction:
+                    seed: int = 0, target_seeds: int | None = None, floor: float | None = None) -> Prediction:
     """Budget C's forecast from the earlier stages' runs (`table`): the frontier law through the
-    earlier budgets' minima once there are >= 3 of them (`frontier_prediction`), Approach 3 before
-    that, or when the frontier cannot be fitted or has no interval (no parabola residual to measure
-    the runs' noise by: every stage of exactly 3 sizes) (`approach3_prediction`)."""
-    if len(set(table["budget"])) >= MIN_FRONTIER_BUDGETS:
+    earlier budgets' minima once there are >= 3 of them (`frontier_prediction`; with the data's
+    exact entropy `floor` as its E, the excess-loss law, from 2 on), Approach 3 before that, or when
+    the law cannot be fitted or has no interval (no parabola residual to measure the runs' noise by:
+    every stage of exactly 3 sizes) (`approach3_prediction`). target_seeds: the seeds each size of
+    budget C will average (its minimum's own noise in the interval scales by 1/sqrt of it); None: as
+    many as the table's last budget."""
+    if len(set(table["budget"])) >= (MIN_FRONTIER_BUDGETS if floor is None else 2):
         try:
-            p = frontier_prediction(table, budget, flops_per_token, n_bootstrap=n_bootstrap, seed=seed)
+            p = frontier_prediction(table, budget, flops_per_token, n_bootstrap=n_bootstrap, seed=seed,
+                                    target_seeds=target_seeds, floor=floor)
         except (ValueError, np.linalg.LinAlgError):
             p = None
         if p is not None and all(np.isfinite(v) and v > 0 for v in (p.loss, p.lo, p.hi, p.n_opt)):
             return p
-    return approach3_prediction(table, budget, flops_per_token, n_bootstrap=n_bootstrap, seed=seed)
+    return approach3_prediction(table, budget, flops_per_token, n_bootstrap=n_bootstrap, seed=seed,
+                                target_seeds=target_seeds)
 
 
 def frontier_prediction(table, budget: float, flops_per_token=None, *, n_bootstrap: int = 200,
-                        seed: int = 0) -> Prediction:
+                        seed: int = 0, target_seeds: int | None = None, floor: float | None = None) -> Prediction:
     """Budget C's optimal loss from L_opt = E + K C^-gamma through the earlier budgets' observed
-    minima (those whose parabola vertex lies inside their sizes; ValueError with fewer than 3) and
-    N_opt from a log-log line through their N (experiments.frontier_forecast: the fit and
-    its interval, the runs' noise bootstrap widened by the law's walk-forward errors)."""
+    minima (those whose parabola vertex lies inside their sizes; ValueError with fewer than 3, or 2
+    when E is the known entropy `floor`) and N_opt from a log-log line through their N
+    (experiments.frontier_forecast: the fit and its interval, the runs' noise bootstrap widened by
+    the law's walk-forward errors)."""
     from experiments.frontier_forecast import frontier_forecast
 
     optima = {c: observed_optimum(table, c, flops_per_token) for c in sorted(set(table["budget"]))}
     budgets = [c for c, (_, _, inside) in optima.items() if inside]      # a best run at an edge is no minimum
     points = np.array([optima[c][:2] for c in budgets]).reshape(-1, 2)                      # [B, 2]: loss, N
     draws = minima_noise_draws(table[table["budget"].isin(budgets)], budgets, flops_per_token, n_bootstrap, seed)
-    f = frontier_forecast(budgets, points, draws, budget, level=LEVEL, seed=seed)
-    return Prediction(budget, f["loss"], f["lo"], f["hi"], f["n_opt"], f["n_lo"], f["n_hi"], "frontier law",
-                      tuple(float(c) for c in budgets))
+    scale = np.sqrt(_budget_seeds(table, budgets[-1]) / target_seeds) if target_seeds and budgets else 1.0
+    f = frontier_forecast(budgets, points, draws, budget, level=LEVEL, seed=seed, noise_scale=float(scale),
+                          floor=floor)
+    return Prediction(budget, f["loss"], f["lo"], f["hi"], f["n_opt"], f["n_lo"], f["n_hi"],
+                      "frontier law" if floor is None else EXCESS_LAW, tuple(float(c) for c in budgets))
 
 
 def approach3_prediction(table, budget: float, flops_per_token=None, *, n_bootstrap: int = 200,
-                         seed: int = 0) -> Prediction:
+                         seed: int = 0, target_seeds: int | None = None) -> Prediction:
     """Budget C's optimal loss and N_opt from Approach 3 fitted on `table` (the earlier stages' runs),
     with `LEVEL` intervals: the bootstrap laws' predictions times a draw of the training residuals
     (log space, shrunk by the 5 runs a parabola minimum averages) and a shift the budget's runs share
-    (normal, COMMON_NOISE x the residuals' sd)."""
+    (normal, COMMON_NOISE x the residuals' sd). A residual of a row averaging k seeds is rescaled to
+    a mean of target_seeds (x sqrt(k / target_seeds); None: as it is)."""
     import warnings
 
     from lm.scaling import approach3
@@ -240,6 +251,8 @@ def approach3_prediction(table, budget: float, flops_per_token=None, *, n_bootst
                        if o is not None]).reshape(-1, 2)                 # [R', 2]: (N_opt, loss)
     if len(optima) >= 2:
         resid = np.log(law.loss(table["N"].to_numpy(float), table["D"].to_numpy(float))) - np.log(table["loss"].to_numpy(float))
+        if target_seeds:
+            resid = resid * np.sqrt(_seeds(table) / target_seeds)
         rng = np.random.default_rng(seed)
         shift = COMMON_NOISE * np.std(resid) * rng.standard_normal(len(optima))     # the budget's shared shift
         preds = optima[:, 1] * np.exp(-rng.choice(resid, size=len(optima)) / np.sqrt(WINDOW) + shift)

@@ -67,22 +67,47 @@ def fit_minima(log_c, losses):
     return float(e[0, 0]), float(k[0, 0]), g
 
 
-def forecast_minima(log_c, losses, log_target):
-    """L_opt at log_target from the law fitted through losses [R, B] (or [B]) at log_c [B]."""
+def forecast_minima(log_c, losses, log_target, floor: float | None = None):
+    """L_opt at log_target from the law fitted through losses [R, B] (or [B]) at log_c [B]: E free,
+    or E = `floor` (forecast_excess)."""
+    if floor is not None:
+        return forecast_excess(log_c, losses, log_target, floor)
     E, K, gamma = fit_minima(log_c, losses)
     return E + K * np.exp(-gamma * (log_target - np.asarray(log_c, float)[0]))
 
 
-def walk_forward_z(log_c, points, draws, noise) -> np.ndarray:
-    """Standardized errors of the frontier walked forward over the budgets: fit on the first j >= 3
-    minima points [B], forecast each later one; z = log(observed / forecast) / sd, with sd the log
-    spread of the same forecast from the bootstrap draws [R, B] times one minimum's noise [R] (log)."""
+def forecast_excess(log_c, losses, log_target, floor: float):
+    """L_opt at log_target from L_opt = floor + K C^-gamma: a least-squares line through
+    log(losses - floor) [R, B] (or [B]) against log_c [B] (2 parameters: exact through 2 minima).
+    A row with a minimum at or below the floor has no such law: nan."""
+    log_c = np.asarray(log_c, float)
+    L = np.atleast_2d(np.asarray(losses, float))                      # [R, B]
+    with np.errstate(all="ignore"):
+        y = np.log(L - floor)                                          # [R, B]
+    x = log_c - log_c.mean()
+    slope = (y - y.mean(axis=1, keepdims=True)) @ x / (x @ x)          # [R]
+    out = y.mean(axis=1) + slope * (log_target - log_c.mean())
+    out = floor + np.exp(out)
+    out[~np.all(np.isfinite(y), axis=1)] = np.nan
+    return float(out[0]) if np.ndim(losses) == 1 else out
+
+
+def min_budgets(floor: float | None) -> int:
+    """Minima the law needs: 3 with E free, 2 with E = the floor."""
+    return MIN_BUDGETS if floor is None else 2
+
+
+def walk_forward_z(log_c, points, draws, noise, floor: float | None = None) -> np.ndarray:
+    """Standardized errors of the law walked forward over the budgets: fit on the first j >= 3
+    (2 with a floor) minima points [B], forecast each later one; z = log(observed / forecast) / sd,
+    with sd the log spread of the same forecast from the bootstrap draws [R, B] times one minimum's
+    noise [R] (log)."""
     z = []
-    for j in range(MIN_BUDGETS, len(points)):
+    for j in range(min_budgets(floor), len(points)):
         for m in range(j, len(points)):
-            pred = float(forecast_minima(log_c[:j], points[:j], log_c[m]))
+            pred = float(forecast_minima(log_c[:j], points[:j], log_c[m], floor))
             with np.errstate(all="ignore"):
-                sd = np.nanstd(np.log(forecast_minima(log_c[:j], draws[:, :j], log_c[m])) + noise)
+                sd = np.nanstd(np.log(forecast_minima(log_c[:j], draws[:, :j], log_c[m], floor)) + noise)
             if pred > 0 and sd > 0:
                 z.append(np.log(points[m] / pred) / sd)
     return np.array(z, float)
@@ -100,17 +125,28 @@ def log_interval(point: float, samples, level: float, scale: float = 1.0) -> tup
     return float(point * np.exp(lo)), float(point * np.exp(hi))
 
 
-def frontier_forecast(budgets, points, draws, budget: float, *, level: float, seed: int = 0) -> dict:
-    """The forecast of `budget` from the earlier budgets [B] (B >= 3), their observed minima points
-    [B, 2] (loss, N) and the runs'-noise bootstrap of those minima draws [R, B, 2] (R may be 0: no
-    interval). Returns loss, lo, hi, n_opt, n_lo, n_hi, scale (the walk-forward widening), E, gamma."""
+def frontier_forecast(budgets, points, draws, budget: float, *, level: float, seed: int = 0,
+                      noise_scale: float = 1.0, floor: float | None = None) -> dict:
+    """The forecast of `budget` from the earlier budgets [B] (B >= 3; >= 2 with a floor), their
+    observed minima points [B, 2] (loss, N) and the runs'-noise bootstrap of those minima draws
+    [R, B, 2] (R may be 0: no interval). noise_scale: the target minimum's own noise relative to the
+    last earlier one's (sqrt of their seeds' ratio). floor: the data's known entropy floor, taken as
+    E (the excess-loss law, 2 parameters); None: E is fitted. Returns loss, lo, hi, n_opt, n_lo,
+    n_hi, scale (the walk-forward widening), E, gamma."""
     from lm.scaling.calibrate import interval_scale
 
     budgets, points, draws = np.asarray(budgets, float), np.asarray(points, float), np.asarray(draws, float)
-    if len(budgets) < MIN_BUDGETS:
-        raise ValueError(f"the frontier law needs the minima of >= {MIN_BUDGETS} earlier budgets; got {len(budgets)}")
+    if len(budgets) < min_budgets(floor):
+        raise ValueError(f"the frontier law needs the minima of >= {min_budgets(floor)} earlier budgets; "
+                         f"got {len(budgets)}")
     log_c, target = np.log(budgets), float(np.log(budget))
-    E, K, gamma = fit_minima(log_c, points[:, 0])
+    if floor is None:
+        E, K, gamma = fit_minima(log_c, points[:, 0])
+    else:
+        if np.any(points[:, 0] <= floor):
+            raise ValueError(f"a minimum at or below the entropy floor {floor:.4g} has no excess-loss law")
+        slope, intercept = np.polyfit(log_c - log_c[0], np.log(points[:, 0] - floor), 1)
+        E, K, gamma = floor, float(np.exp(intercept)), float(-slope)
     loss = float(E + K * np.exp(-gamma * (target - log_c[0])))
     n_fit = np.polyfit(log_c, np.log(points[:, 1]), 1)
     n_opt = float(np.exp(np.polyval(n_fit, target)))
@@ -121,9 +157,9 @@ def frontier_forecast(budgets, points, draws, budget: float, *, level: float, se
     rng = np.random.default_rng(seed)
     noise = rng.permutation(np.log(draws[:, -1, 0] / np.median(draws[:, -1, 0])))   # [R] one minimum's own noise
     with np.errstate(all="ignore"):
-        samples = forecast_minima(log_c, draws[:, :, 0], target) * np.exp(noise)     # [R]
+        samples = forecast_minima(log_c, draws[:, :, 0], target, floor) * np.exp(noise_scale * noise)     # [R]
         n_samples = np.array([np.exp(np.polyval(np.polyfit(log_c, np.log(d[:, 1]), 1), target)) for d in draws])
-    z = walk_forward_z(log_c, points[:, 0], draws[:, :, 0], noise)
+    z = walk_forward_z(log_c, points[:, 0], draws[:, :, 0], noise, floor)
     scale = max(1.0, interval_scale(z)) if len(z) else 1.0
     out.update(scale=scale)
     out["lo"], out["hi"] = log_interval(loss, samples, level, scale)

@@ -251,6 +251,12 @@ def _law_lines(res, ext, frame, out: dict[str, Any]) -> list[str]:
             f"; the language's entropy floor = {floor:.4f} nats/token (E - floor = {e.value - floor:+.4f})"
             if floor is not None else "; no entropy floor known for this data"))
         out["E"] = dict(value=e.value, lo=e.lo, hi=e.hi)
+    if res.frontier is not None and "E" in res.frontier.estimates:
+        # A second estimate of the same floor: the law of the budgets' minima alone (Approach 3's E is
+        # a parameter of its L(N, D) form, the frontier's of L_opt(C)); where they differ, say both.
+        e = res.frontier.estimates["E"]
+        lines.append(f"  the frontier law's E = {e}" + (f" (E - floor = {e.value - floor:+.4f})" if floor is not None else ""))
+        out["E_frontier"] = dict(value=e.value, lo=e.lo, hi=e.hi)
     out["entropy_floor"] = floor
     out["exponents"] = res.exponents_table().to_dict("records")
     out["allocations"] = res.allocation_table().to_dict("records")

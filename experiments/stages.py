@@ -37,8 +37,17 @@ class StageFits:
         key = (budget, tuple(sorted(table["run"])))
         if key not in self.predictions:
             self.predictions[key] = forecasts.predict_optimum(
-                table, budget, fpt, n_bootstrap=self.cfg.adaptive.forecast_bootstrap, seed=self.cfg.train.seed)
+                table, budget, fpt, n_bootstrap=self.cfg.adaptive.forecast_bootstrap, seed=self.cfg.train.seed,
+                target_seeds=adaptive.budget_seeds(self.cfg, budget), floor=self.floor(table["run"]))
         return self.predictions[key]
+
+    def floor(self, run_ids) -> float | None:
+        """The data's exact entropy floor on the held-out tokens every run is scored on (synthetic
+        data), None when a run has none (text): the forecasts then fit E."""
+        floors = [self.rows[r].get("entropy_floor") for r in run_ids]
+        if not floors or any(f is None or not f == f for f in floors):
+            return None
+        return float(sum(floors) / len(floors))
 
     def walk(self, rows: dict[str, dict[str, Any]]) -> adaptive.Walk:
         self.rows = rows

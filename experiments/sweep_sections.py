@@ -293,11 +293,12 @@ class AdaptiveConfig:
     train.seed and train.data.seed by k, and the fits average their losses (one run's loss moves by
     up to ~0.1 nats with its seed, and a budget's runs share the shift; the forecasts rest on these
     stages)."""
-    seeds_later_stages: int = 1
-    """Seeds each size of every later stage trains (replicas as above). A later stage's minimum is a
-    point of every forecast after it and the target of its own preregistered forecast; a budget's
-    runs share a seed's shift (experiments.forecasts.COMMON_NOISE), which more sizes cannot average
-    away and more seeds can."""
+    seeds_later_stages: tuple[int, ...] = ()
+    """Seeds each size of the stages after the prior ones trains, stage by stage (replicas as above;
+    the last entry holds for any further stage, () = one seed each). A later stage's minimum is a
+    point of every forecast after it and the target of its own; a budget's runs share a seed's
+    shift (experiments.forecasts.COMMON_NOISE) that more sizes cannot average away and more seeds
+    can. The largest budget's minimum serves no later forecast, so a sweep may give it fewer."""
 
     def validate(self) -> "AdaptiveConfig":
         if self.prior_stages < 2:
@@ -308,11 +309,18 @@ class AdaptiveConfig:
         if self.edge_sizes < 1 or self.max_edge_rounds < 0 or self.preregister_from < self.prior_stages + 1:
             raise ValueError(f"adaptive.edge_sizes={self.edge_sizes} must be >= 1, max_edge_rounds="
                              f"{self.max_edge_rounds} >= 0 and preregister_from={self.preregister_from} > prior_stages")
-        for name in ("seeds_first_stages", "seeds_later_stages"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"adaptive.{name}={value!r} must be a whole number >= 1 "
-                                 f"(1 = one seed per run); set e.g. adaptive.{name}=3")
+        if not _whole(self.seeds_first_stages):
+            raise ValueError(f"adaptive.seeds_first_stages={self.seeds_first_stages!r} must be a whole number >= 1 "
+                             "(1 = one seed per run); set e.g. adaptive.seeds_first_stages=3")
+        if not isinstance(self.seeds_later_stages, tuple) or not all(_whole(k) for k in self.seeds_later_stages):
+            raise ValueError(f"adaptive.seeds_later_stages={self.seeds_later_stages!r} must list whole numbers >= 1, "
+                             "one per stage after the prior ones (the last holds for the rest); set e.g. "
+                             "adaptive.seeds_later_stages=[2,2,2,1]")
         if self.forecast_bootstrap < 2:
             raise ValueError(f"adaptive.forecast_bootstrap={self.forecast_bootstrap} must be >= 2 (intervals need resamples)")
         return self
+
+
+def _whole(value) -> bool:
+    """A seed count: an int >= 1 (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1

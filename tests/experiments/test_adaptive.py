@@ -18,9 +18,10 @@ from tiny_sweeps import tiny_adaptive_config
 LAW = ChinchillaLaw(E=1.5, A=30.0, B=400.0, alpha=0.4, beta=0.4)
 
 
-def law_row(spec, law=LAW, seed=None, sigma=0.002):
+def law_row(spec, law=LAW, seed=None, sigma=0.002, floor=None):
     """A run's row with the law's loss times 1 + noise: a fixed sine of the run id (seed None), or
-    a normal draw of scale `sigma` seeded by (seed, run id); both the same in every process."""
+    a normal draw of scale `sigma` seeded by (seed, run id); both the same in every process. `floor`:
+    the data's entropy floor the row reports (synthetic data; None: none, as text)."""
     if seed is None:
         noise = 1 + sigma * math.sin(sum(map(ord, spec.run_id)))
     else:
@@ -28,10 +29,10 @@ def law_row(spec, law=LAW, seed=None, sigma=0.002):
         noise = 1 + sigma * np.random.default_rng(key).standard_normal()
     return dict(run_id=spec.run_id, kind="cosine", status="completed", loss=float(law.loss(spec.params_nonembed,
                 spec.tokens)) * noise, N=spec.params, N_nonembed=spec.params_nonembed, D=spec.tokens,
-                C=spec.compute, budget=spec.budget, shape=spec.shape.name)
+                C=spec.compute, budget=spec.budget, shape=spec.shape.name, entropy_floor=floor)
 
 
-def simulate(cfg, rows=None, stop=None, law=LAW, noise_seed=None, sigma=0.002):
+def simulate(cfg, rows=None, stop=None, law=LAW, noise_seed=None, sigma=0.002, floor=None):
     """What run_stages does, with law losses for training: preregister, 'train' the planned runs one by
     one (stop after `stop` of them: a kill anywhere), observe. Returns (rows, walk)."""
     rows = dict(rows or {})
@@ -49,7 +50,7 @@ def simulate(cfg, rows=None, stop=None, law=LAW, noise_seed=None, sigma=0.002):
             if spec.run_id not in rows:
                 if stop is not None and trained == stop:
                     return rows, walk
-                rows[spec.run_id] = law_row(spec, law, noise_seed, sigma)
+                rows[spec.run_id] = law_row(spec, law, noise_seed, sigma, floor)
                 trained += 1
 
 
@@ -202,3 +203,27 @@ def test_the_frontier_law_forecasts_once_three_earlier_budgets_have_a_minimum_in
     assert last["approach"] == "frontier law" and last["fitted_budgets"] == [6e8, 1.2e9, 2.4e9]
     assert abs(last["error"]) < 0.01 and last["covered"] and last["lo"] <= last["loss"] <= last["hi"]
     assert walk.stages[4].centre == last["n_opt"]
+
+
+def test_with_the_datas_floor_the_excess_law_forecasts_from_two_budgets_and_resumes_alike(tmp_path):
+    """Rows that report the data's exact entropy floor (synthetic data): the forecast is
+    L_opt = floor + K C^-gamma through the earlier minima inside their sizes, from 2 of them on (a
+    Chinchilla law follows it exactly along its optimum: within the runs' noise); a killed sweep
+    replans and repredicts alike."""
+    law = ChinchillaLaw(E=1.5, A=300.0, B=400.0, alpha=0.4, beta=0.4)      # optimum inside the ladder
+    c = tiny_adaptive_config(tmp_path / "full", budgets=(3e8, 6e8, 1.2e9, 2.4e9, 4.8e9), bootstrap=20)
+    c = dataclasses.replace(c, sizes=dataclasses.replace(c.sizes, per_budget=4))
+    os.makedirs(c.directory)
+    rows, walk = simulate(c, law=law, noise_seed=1, sigma=0.002, floor=law.E)
+    record = {r["stage"]: r for r in forecasts.track_record(c.directory)}
+    excess = [k for k, r in record.items() if r["approach"] == forecasts.EXCESS_LAW]
+    assert excess and min(excess) <= 4 and max(excess) == 5          # before the free-E law could (3 minima)
+    for k in excess:
+        assert len(record[k]["fitted_budgets"]) >= 2 and abs(record[k]["error"]) < 0.01 and record[k]["covered"]
+    killed = dataclasses.replace(c, out_dir=str(tmp_path / "killed"))
+    os.makedirs(killed.directory)
+    part, _ = simulate(killed, stop=sum(len(s.runs) for s in walk.stages[:3]) + 1, law=law, noise_seed=1,
+                       sigma=0.002, floor=law.E)
+    again, walk_again = simulate(killed, part, law=law, noise_seed=1, sigma=0.002, floor=law.E)
+    assert again == rows and [s.runs for s in walk_again.stages] == [s.runs for s in walk.stages]
+    assert [r["loss"] for r in forecasts.track_record(killed.directory)] == [r["loss"] for r in record.values()]

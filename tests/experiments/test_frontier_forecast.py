@@ -84,3 +84,47 @@ def test_the_runs_noise_draws_move_a_budgets_minimum_by_its_shared_shift_too():
     assert np.all(spread > 0.9 * forecasts.COMMON_NOISE * fitted_scatter)
     same = forecasts.minima_noise_draws(table, [1e10, 4e10], None, 300, seed=0)
     np.testing.assert_array_equal(same, draws)
+
+
+def test_with_a_known_floor_two_minima_give_the_excess_law_back():
+    """E = the data's exact entropy floor leaves 2 parameters: 2 minima give the law, a batch fits
+    row by row, and a minimum at or below the floor fails with the reason."""
+    from experiments.frontier_forecast import forecast_excess
+
+    log_c = np.log(BUDGETS)
+    assert forecast_excess(log_c[:2], law(BUDGETS[:2]), np.log(1.6e12), 1.34) == pytest.approx(law(1.6e12), rel=1e-9)
+    assert forecast_minima(log_c, law(BUDGETS), np.log(1.6e12), floor=1.34) == pytest.approx(law(1.6e12), rel=1e-9)
+    batch = np.stack([law(BUDGETS), law(BUDGETS, E=1.30), np.full(len(BUDGETS), 1.2)])
+    got = forecast_excess(log_c, batch, np.log(1.6e12), 1.34)
+    assert got[0] == pytest.approx(law(1.6e12)) and got[1] != pytest.approx(law(1.6e12, E=1.30))
+    assert np.isnan(got[2])                                   # no excess above the floor: no law
+    points = np.stack([law(BUDGETS[:2]), 3e3 * (BUDGETS[:2] / 1e10) ** 0.5], axis=1)
+    f = frontier_forecast(BUDGETS[:2], points, noisy_draws(points, 0.005), 1e11, level=0.9, floor=1.34)
+    assert f["loss"] == pytest.approx(law(1e11), rel=1e-9) and f["lo"] < law(1e11) < f["hi"]
+    assert (f["E"], f["gamma"]) == (1.34, pytest.approx(0.42))
+    with pytest.raises(ValueError, match="at or below the entropy floor 1.9"):
+        frontier_forecast(BUDGETS[:2], points, noisy_draws(points, 0.005), 1e11, level=0.9, floor=1.9)
+    with pytest.raises(ValueError, match=">= 2 earlier budgets"):
+        frontier_forecast(BUDGETS[:1], points[:1], noisy_draws(points[:1], 0.005), 1e11, level=0.9, floor=1.34)
+
+
+def test_a_stage_forecast_uses_the_floor_from_two_budgets_and_fits_e_without_one():
+    """The preregistered forecast (forecasts.predict_optimum): with the data's floor, the excess law
+    from 2 earlier budgets on; without (text), Approach 3 until 3 budgets allow the frontier law."""
+    import pandas as pd
+
+    from experiments import forecasts
+
+    rows = []
+    for c in (1.6e10, 4e10):
+        n_opt = 1.2e4 * (c / 1.6e10) ** 0.5
+        for i, x in enumerate(np.linspace(-1.0, 1.0, 5)):
+            n = n_opt * np.exp(x)
+            rows.append(dict(run=f"{c:g}-{i}", N=n, D=c / (6 * n), C=c, budget=c, shape=str(i),
+                             loss=law(c) + 0.05 * x ** 2 + 0.004 * (-1) ** i))
+    table = pd.DataFrame(rows)
+    p = forecasts.predict_optimum(table, 1e11, None, n_bootstrap=40, floor=1.34)
+    assert p.approach == forecasts.EXCESS_LAW and p.fitted_budgets == (1.6e10, 4e10)
+    assert p.loss == pytest.approx(law(1e11), rel=0.01) and p.lo < p.loss < p.hi
+    assert p.n_opt == pytest.approx(1.2e4 * (1e11 / 1.6e10) ** 0.5, rel=0.05)
+    assert forecasts.predict_optimum(table, 1e11, None, n_bootstrap=10).approach != forecasts.EXCESS_LAW

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments import forecasts
+from experiments import adaptive, forecasts
 from experiments.configs import load as load_config
 from experiments.plan import seed_replicas
 from experiments.report import fit_table
@@ -47,15 +47,17 @@ def test_the_first_two_stages_train_every_size_with_three_seeds_and_later_stages
     assert [r.run_id for r in simulate(again)[1].runs] == ids           # deterministic
 
 
-def test_later_stages_train_their_own_number_of_seeds_and_resume_to_the_same_plan(cfg, tmp_path):
-    later = dataclasses.replace(cfg, adaptive=dataclasses.replace(cfg.adaptive, seeds_later_stages=2))
+def test_later_stages_train_the_seeds_listed_for_them_and_resume_to_the_same_plan(cfg, tmp_path):
+    later = dataclasses.replace(cfg, adaptive=dataclasses.replace(cfg.adaptive, seeds_later_stages=(2, 1)))
     rows, walk = simulate(later)
-    assert walk.done
-    for stage in walk.stages:
+    assert walk.done and len(walk.stages) == 4
+    for stage, seeds in zip(walk.stages, (3, 3, 2, 1)):
         base = [r for r in stage.runs if r.seed == 0]
-        assert len(stage.runs) == (3 if stage.index <= 2 else 2) * len(base)
-        if stage.index > 2:
+        assert len(stage.runs) == seeds * len(base)
+        if stage.index == 3:
             assert [r.run_id for r in stage.runs] == [i for r in base for i in (r.run_id, r.run_id + "-s1")]
+    longer = dataclasses.replace(cfg, adaptive=dataclasses.replace(cfg.adaptive, seeds_later_stages=(2,)))
+    assert [adaptive.stage_seeds(longer, k) for k in (1, 2, 3, 4, 5)] == [3, 3, 2, 2, 2]   # the last entry holds
     killed = dataclasses.replace(later, out_dir=str(tmp_path / "killed"))
     os.makedirs(killed.directory)
     stop = sum(len(s.runs) for s in walk.stages[:2]) + 3                 # inside stage 3
@@ -128,11 +130,34 @@ def test_averaged_budgets_draw_a_smaller_noise_than_one_seed():
     assert spread[0] < 0.8 * spread[1]                  # 1/sqrt(3) as far, up to the resampling noise
 
 
+def test_a_target_of_fewer_seeds_gets_a_wider_interval_and_the_same_point():
+    """The minimum still to be observed scatters as a mean of the seeds its stage trains: a stage of
+    one seed after stages of 2 (the default's last) must not inherit their narrower noise."""
+    sizes = np.array([1e3, 2e3, 4e3, 8e3, 16e3])
+    bumps = np.array([0.01, -0.01, 0.005, -0.005, 0.01])
+    frames = []
+    for j, c in enumerate((1e9, 2.5e9, 6.3e9, 1.6e10)):
+        n_opt = 4e3 * (c / 1e9) ** 0.5
+        loss = 1.5 + 2.0 * c ** -0.05 + 0.1 * np.log(sizes * (c / 1e9) ** 0.5 / n_opt) ** 2 + np.roll(bumps, j)
+        frames.append(pd.DataFrame(dict(run=[f"{c}-{n}" for n in sizes], N=sizes * (c / 1e9) ** 0.5,
+                                        D=c / (6 * sizes * (c / 1e9) ** 0.5), C=c, loss=loss, budget=c,
+                                        shape=[f"d{n:g}" for n in sizes], seeds=2)))
+    table = pd.concat(frames, ignore_index=True)
+    for predict in (forecasts.frontier_prediction, forecasts.approach3_prediction):
+        two, one = (predict(table, 4e10, None, n_bootstrap=60, seed=0, target_seeds=k) for k in (2, 1))
+        assert one.loss == two.loss and one.n_opt == two.n_opt
+        assert np.log(one.hi / one.lo) > 1.03 * np.log(two.hi / two.lo), predict.__name__
+        same = predict(table, 4e10, None, n_bootstrap=60, seed=0)          # None: as the last budget (2)
+        assert (same.lo, same.hi) == (two.lo, two.hi)
+
+
 def test_bad_seed_counts_fail_with_the_field_and_the_fix():
     for bad in (0, -1, 1.5):
         with pytest.raises(ValueError, match=r"adaptive\.seeds_first_stages=.* must be a whole number >= 1"):
             AdaptiveConfig(seeds_first_stages=bad).validate()
-        with pytest.raises(ValueError, match=r"adaptive\.seeds_later_stages=.* must be a whole number >= 1"):
-            AdaptiveConfig(seeds_later_stages=bad).validate()
+        with pytest.raises(ValueError, match=r"adaptive\.seeds_later_stages=.* must list whole numbers >= 1"):
+            AdaptiveConfig(seeds_later_stages=(2, bad)).validate()
+    with pytest.raises(ValueError, match=r"set e\.g\. adaptive\.seeds_later_stages=\[2,2,2,1\]"):
+        AdaptiveConfig(seeds_later_stages=2).validate()
     assert load_config("default").adaptive.seeds_first_stages == 3
     assert AdaptiveConfig().seeds_first_stages == 1
