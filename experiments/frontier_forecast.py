@@ -5,7 +5,9 @@ before the stage (3 parameters: exact through 3 minima, least squares through mo
 N_opt(C) = G C^a by a line in log-log through the same minima's N. The fit is variable
 projection: for each gamma on a fine log grid the law is linear in (E, K), so every gamma's best
 (E, K) is closed form and the gamma of least residual wins; no starts, no optimiser, and a batch of
-bootstrap draws [R, B] is fitted in one vectorised pass.
+bootstrap draws [R, B] is fitted in one vectorised pass. Where the data know their exact entropy
+floor, E is that floor (`floor`): the excess-loss law, a least-squares line through
+log(L_opt - floor) against log C (2 parameters: exact through 2 minima).
 
 The interval (`LEVEL`, experiments.forecasts) covers where the stage's minimum will be observed:
 1. the runs' noise: every run's loss moved by a normal draw of the pooled parabola residual scale,
@@ -19,10 +21,11 @@ The interval (`LEVEL`, experiments.forecasts) covers where the stage's minimum w
    interval_scale of those errors (shrunk toward 1 while there are few).
 The interval is moved onto its point (forecasts.centred_interval).
 
-Why this law: refitted as of each stage on four finished synthetic sweeps it forecast stages 4-6
+Why this law (E fitted): refitted as of each stage on four finished synthetic sweeps it forecast stages 4-6
 with mean |error| 1.5 % against Approach 3's 3.2 % (Approach 3 under-predicted all 12) and the
 walk-forward choice's 2.6 % (three sweeps), and it beat Approach 3 at every text stage it could
-forecast (BENCHMARKS.md, "2026-12-07: the frontier law preregisters").
+forecast (BENCHMARKS.md, "2026-12-07: the frontier law preregisters"). With the floor as E it did
+better still on every finished synthetic sweep (experiments.forecasts, "Why this rule").
 """
 
 from __future__ import annotations
