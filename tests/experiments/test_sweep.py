@@ -157,6 +157,8 @@ def test_report_fits_all_approaches_from_the_table(tmp_path, tiny, capsys):
         return abs(estimate - truth) <= min(0.1, hi - lo)
 
     assert near(out["E"]["value"], E, out["E"]["lo"], out["E"]["hi"]), out["E"]
+    # The frontier law's E, a second estimate of the same floor, printed beside Approach 3's.
+    assert "the frontier law's E = " in text and out["E_frontier"]["lo"] <= out["E_frontier"]["value"] <= out["E_frontier"]["hi"]
     a_true = beta / (alpha + beta)
     assert all(near(row["a"], a_true, row["a_lo"], row["a_hi"]) for row in out["exponents"]), out["exponents"]
     a = {row["approach"]: row["a"] for row in out["exponents"]}
