@@ -79,20 +79,27 @@ def forecast_minima(log_c, losses, log_target, floor: float | None = None):
     return E + K * np.exp(-gamma * (log_target - np.asarray(log_c, float)[0]))
 
 
-def forecast_excess(log_c, losses, log_target, floor: float):
-    """L_opt at log_target from L_opt = floor + K C^-gamma: a least-squares line through
-    log(losses - floor) [R, B] (or [B]) against log_c [B] (2 parameters: exact through 2 minima).
-    A row with a minimum at or below the floor has no such law: nan."""
+def fit_excess(log_c, losses, floor: float):
+    """(K, gamma) [R] of L = floor + K exp(-gamma (log C - log_c[0])) by least squares in
+    log(losses - floor) [R, B] (or [B]: floats) against log_c [B] (2 parameters: exact through 2
+    minima). A row with a minimum at or below the floor has no such law: nan."""
     log_c = np.asarray(log_c, float)
     L = np.atleast_2d(np.asarray(losses, float))                      # [R, B]
     with np.errstate(all="ignore"):
         y = np.log(L - floor)                                          # [R, B]
-    x = log_c - log_c.mean()
-    slope = (y - y.mean(axis=1, keepdims=True)) @ x / (x @ x)          # [R]
-    out = y.mean(axis=1) + slope * (log_target - log_c.mean())
-    out = floor + np.exp(out)
-    out[~np.all(np.isfinite(y), axis=1)] = np.nan
-    return float(out[0]) if np.ndim(losses) == 1 else out
+    x = log_c - log_c[0]
+    slope = (y - y.mean(axis=1, keepdims=True)) @ (x - x.mean()) / ((x - x.mean()) @ (x - x.mean()))   # [R]
+    K, gamma = np.exp(y.mean(axis=1) - slope * x.mean()), -slope
+    bad = ~np.all(np.isfinite(y), axis=1)
+    K[bad], gamma[bad] = np.nan, np.nan
+    return (float(K[0]), float(gamma[0])) if np.ndim(losses) == 1 else (K, gamma)
+
+
+def forecast_excess(log_c, losses, log_target, floor: float):
+    """L_opt at log_target from L_opt = floor + K C^-gamma fitted through losses [R, B] (or [B])
+    at log_c [B] (fit_excess; nan for a row with a minimum at or below the floor)."""
+    K, gamma = fit_excess(log_c, losses, floor)
+    return floor + K * np.exp(-gamma * (log_target - np.asarray(log_c, float)[0]))
 
 
 def min_budgets(floor: float | None) -> int:
@@ -148,8 +155,7 @@ def frontier_forecast(budgets, points, draws, budget: float, *, level: float, se
     else:
         if np.any(points[:, 0] <= floor):
             raise ValueError(f"a minimum at or below the entropy floor {floor:.4g} has no excess-loss law")
-        slope, intercept = np.polyfit(log_c - log_c[0], np.log(points[:, 0] - floor), 1)
-        E, K, gamma = floor, float(np.exp(intercept)), float(-slope)
+        (K, gamma), E = fit_excess(log_c, points[:, 0], floor), floor
     loss = float(E + K * np.exp(-gamma * (target - log_c[0])))
     n_fit = np.polyfit(log_c, np.log(points[:, 1]), 1)
     n_opt = float(np.exp(np.polyval(n_fit, target)))

@@ -10,6 +10,7 @@ It stops when every stage is complete, or when a run failed or was blocked (the 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from experiments import adaptive
@@ -45,7 +46,7 @@ class StageFits:
         """The data's exact entropy floor on the held-out tokens every run is scored on (synthetic
         data), None when a run has none (text): the forecasts then fit E."""
         floors = [self.rows[r].get("entropy_floor") for r in run_ids]
-        if not floors or any(f is None or not f == f for f in floors):
+        if not floors or any(f is None or not math.isfinite(f) for f in floors):
             return None
         return float(sum(floors) / len(floors))
 
