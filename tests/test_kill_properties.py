@@ -48,7 +48,10 @@ def _kill_after(cmd, seconds: float, env, victim=lambda proc: proc) -> int | Non
     if proc.poll() is None:
         target = victim(psutil.Process(proc.pid))
         if target is not None:
-            target.send_signal(signal.SIGKILL)
+            try:
+                target.send_signal(signal.SIGKILL)
+            except psutil.NoSuchProcess:      # it exited on its own first: nothing was killed
+                pass
     if victim is _a_worker:
         return proc.wait(timeout=600)       # the orchestrator goes on (it retries the run)
     proc.kill()
@@ -56,7 +59,15 @@ def _kill_after(cmd, seconds: float, env, victim=lambda proc: proc) -> int | Non
 
 
 def _a_worker(orchestrator: psutil.Process) -> psutil.Process | None:
-    workers = [p for p in orchestrator.children() if "experiments.worker" in " ".join(p.cmdline())]
+    """A live worker of the sweep, None when there is none at this moment (a worker that has just
+    exited is a zombie, or gone, while it is listed: psutil cannot read its command line)."""
+    workers = []
+    for p in orchestrator.children():
+        try:
+            if "experiments.worker" in " ".join(p.cmdline()):
+                workers.append(p)
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):
+            continue
     return workers[0] if workers else None
 
 
