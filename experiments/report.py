@@ -136,8 +136,11 @@ def sweep_flops(frame, shapes=None) -> dict[str, float]:
 
 def wsd_law(frame, cfg, fpt, cosine_res, n_bootstrap: int) -> tuple[list[str], dict[str, Any]]:
     """The WSD IsoFLOP sweep's fit (cooldown ends) beside the cosine sweep's on the same shapes and
-    budgets: exponents a, b and Approach 3's law, and the FLOPs each used."""
+    budgets: exponents a, b and Approach 3's law, and the FLOPs each used. Approach 3 keeps the cosine
+    fit's objective (its walk-forward's Huber delta), so the two laws differ only by their data."""
     from lm.scaling import fit_approaches
+
+    cons = cosine_res.approach3.constraints if cosine_res.approach3 is not None else None
 
     wsd = fit_table(frame, cfg.convention, kind="wsd_cooldown")[0]
     shapes = sorted(set(wsd["shape"]))
@@ -145,8 +148,9 @@ def wsd_law(frame, cfg, fpt, cosine_res, n_bootstrap: int) -> tuple[list[str], d
     cos = cos[cos["budget"].isin(set(wsd["budget"]))]
     if len(cos) != len(fit_table(frame, cfg.convention)[0]):        # WSD covers only part of the sweep
         cosine_res = fit_approaches(cos, horizon_curves(cos), flops_per_token=fpt, budgets=cfg.budgets,
-                                    n_bootstrap=n_bootstrap)
-    res = fit_approaches(wsd, horizon_curves(wsd), flops_per_token=fpt, budgets=cfg.budgets, n_bootstrap=n_bootstrap)
+                                    n_bootstrap=n_bootstrap, constraints=cons)
+    res = fit_approaches(wsd, horizon_curves(wsd), flops_per_token=fpt, budgets=cfg.budgets, n_bootstrap=n_bootstrap,
+                         constraints=cons)
     flops = sweep_flops(frame, shapes)
     lines = [f"WSD IsoFLOP sweep ({len(wsd)} cooldowns on {len(shapes)} shapes) vs cosine on the same shapes "
              f"and budgets ({len(cos)} runs):",
@@ -206,6 +210,8 @@ def _fit_lines(res, fc, out: dict[str, Any]) -> list[str]:
     for name, why in res.failed:
         lines.append(f"FIT FAILED: {name}: {why}")
     out["failed"] = [dict(approach=a, reason=r) for a, r in res.failed]
+    if res.approach3 is not None:
+        out["approach3_objective"] = res.approach3.constraints.as_dict()
     if res.approach3_vpnls is not None and res.approach3 is not None:
         g, v = res.approach3.fit, res.approach3_vpnls.fit
         lines.append(f"Approach 3, grid L-BFGS vs VPNLS: objective {g.objective:.6e} vs {v.objective:.6e}; "
@@ -240,14 +246,56 @@ def _wsd_lines(frame, out: dict[str, Any], fit: tuple) -> list[str]:
     return lines + law_lines
 
 
-def _law_lines(res, ext, frame, out: dict[str, Any]) -> list[str]:
-    """E beside the language's entropy floor, exponents and allocations (into out), extrapolation."""
+def walk_forward_choice(table, fpt, out: dict[str, Any]):
+    """(Choice or None, Approach 3's FitConstraints, report lines): the walk-forward model choice on the
+    fitted table (lm.scaling.walkforward.choose: refit every law on the smaller budgets, score its
+    forecasts of the larger ones) and the objective Approach 3 is fitted with from it, the Huber delta
+    of its best Approach 3 candidate (the one whose forecasts of later optima and runs missed least).
+    Chinchilla's delta 1e-3 where the walk-forward cannot run (fewer than 4 budgets with an observed
+    optimum) or no Approach 3 candidate forecast a split. Into out: "walk_forward"."""
+    import warnings
+
+    from lm.scaling.constraints import FitConstraints
+    from lm.scaling.frontier import describe_delta
+    from lm.scaling.walkforward import choose
+
+    default = FitConstraints()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            choice = choose(table, flops_per_token=fpt)
+    except ValueError as err:
+        out["walk_forward"] = dict(chosen=None, reason=str(err), a3_delta=default.delta)
+        return None, default, [f"Walk-forward model choice: not run ({err}); Approach 3 keeps Chinchilla's "
+                               f"Huber delta {default.delta:g}"]
+    champ = choice.a3_champion()
+    cons = FitConstraints(delta=champ.delta) if champ is not None else default
+    row = choice.table.set_index("candidate")
+    why = (f"its best candidate, {champ.name}, missed later optima by {100 * row.loc[champ.name, 'mean_error']:.2f} % "
+           f"and later runs by {100 * row.loc[champ.name, 'run_error']:.2f} % (mean |error|)" if champ is not None
+           else "no Approach 3 candidate forecast a split, so Chinchilla's")
+    out["walk_forward"] = dict(chosen=choice.chosen, reason=choice.reason, a3_delta=cons.delta,
+                               E=_model_E(choice.model), table=choice.table.to_dict("records"))
+    return choice, cons, [choice.summary(), f"Approach 3 below is fitted with {describe_delta(cons.delta)} on log loss: {why}"]
+
+
+def _model_E(model) -> float | None:
+    """The irreducible loss of a walk-forward Model's law (Approach 3's E or the frontier law's)."""
+    if model is None:
+        return None
+    law = model.law
+    return float(law.E if hasattr(law, "E") else law.law.E)
+
+
+def _law_lines(res, ext, frame, out: dict[str, Any], choice=None) -> list[str]:
+    """E beside the language's entropy floor (Approach 3's, the frontier law's and the walk-forward's
+    choice's), exponents and allocations (into out), extrapolation."""
     lines = []
     floors = frame["entropy_floor"].dropna()
     floor = float(floors.mean()) if len(floors) else None
     if res.approach3 is not None:
         e = res.approach3.estimates["E"]
-        lines.append(f"Irreducible loss: fitted E = {e}" + (
+        lines.append(f"Irreducible loss: Approach 3's E = {e}" + (
             f"; the language's entropy floor = {floor:.4f} nats/token (E - floor = {e.value - floor:+.4f})"
             if floor is not None else "; no entropy floor known for this data"))
         out["E"] = dict(value=e.value, lo=e.lo, hi=e.hi)
@@ -257,6 +305,13 @@ def _law_lines(res, ext, frame, out: dict[str, Any]) -> list[str]:
         e = res.frontier.estimates["E"]
         lines.append(f"  the frontier law's E = {e}" + (f" (E - floor = {e.value - floor:+.4f})" if floor is not None else ""))
         out["E_frontier"] = dict(value=e.value, lo=e.lo, hi=e.hi)
+    if choice is not None and choice.model is not None:
+        # Which E to believe: the law whose forecasts of budgets it had not seen held best.
+        e = _model_E(choice.model)
+        lines.append(f"  the walk-forward's choice, {choice.chosen}, has E = {e:.4g}"
+                     + (f" (E - floor = {e - floor:+.4f}, {100 * (e - floor) / floor:+.1f} %)" if floor is not None else "")
+                     + (": Approach 3's law failed its forecasts of later runs, so its E is a parameter of a form "
+                        "these data reject" if choice.model.candidate.kind != "a3" else ""))
     out["entropy_floor"] = floor
     out["exponents"] = res.exponents_table().to_dict("records")
     out["allocations"] = res.allocation_table().to_dict("records")
@@ -299,12 +354,14 @@ def report(folder: str, n_bootstrap: int | None = None, formats=("png",)) -> dic
              f"{'non-embedding' if cfg.convention == '6n' else 'total'} parameters"]
     out: dict[str, Any] = {"runs": len(frame), "fitted": len(table), "convention": cfg.convention}
     lines += seeds_lines(table, cfg, out)
-    res, fc, ext, warned = _fit_all(table, fpt, cfg, n_bootstrap, out)
+    choice, cons, wf_lines = walk_forward_choice(table, fpt, out)
+    lines += wf_lines
+    res, fc, ext, warned = _fit_all(table, fpt, cfg, n_bootstrap, out, cons)
     lines += _fit_lines(res, fc, out)
     lines += _guarded(out, "agreement", lambda: stages_report.agreement_lines(res, table, fpt, out)) or []
     lines += _guarded(out, "track_record", lambda: stages_report.track_record_lines(folder, out)) or []
     lines += _guarded(out, "corpus", lambda: stages_report.corpus_lines(folder, frame, out)) or []
-    lines += _law_lines(res, ext, frame, out)
+    lines += _law_lines(res, ext, frame, out, choice)
     lines += _wsd_lines(frame, out, (cfg, fpt, res, n_bootstrap))
     plots = _guarded(out, "plots", lambda: [str(p) for p in write_plots(res, table, os.path.join(folder, "plots"),
                                                                         fpt, formats)])
@@ -323,30 +380,34 @@ def report(folder: str, n_bootstrap: int | None = None, formats=("png",)) -> dic
     return _write_report(folder, lines, out)
 
 
-def _fit_all(table, fpt, cfg, n_bootstrap: int, out: dict[str, Any]):
+def _fit_all(table, fpt, cfg, n_bootstrap: int, out: dict[str, Any], cons=None):
     """(fit_approaches' result, the forecast of held-back budgets, the extrapolation, the distinct
     warning messages sorted). The forecast and the extrapolation run in a thread beside the
-    approaches' fits, while their programs compile ahead: the same numbers as one after the other."""
+    approaches' fits, while their programs compile ahead: the same numbers as one after the other.
+    cons: Approach 3's FitConstraints (walk_forward_choice), for its fits and its held-back forecasts."""
     import warnings
     from concurrent.futures import ThreadPoolExecutor
 
     from lm.scaling import extrapolation, fit_approaches
     from lm.scaling.forecast import forecast
 
+    from lm.scaling.constraints import FitConstraints
+    a3_cons = cons if cons is not None else FitConstraints()
     ahead = _compile_ahead(table, fpt, n_bootstrap)
 
     def held_back():
         memo: dict = {}  # the extrapolation's grid fit is the forecast's k = 1 fit: run once
-        fc = _guarded(out, "forecast", lambda: forecast(table.copy(), flops_per_token=fpt,
+        fc = _guarded(out, "forecast", lambda: forecast(table.copy(), flops_per_token=fpt, constraints=a3_cons,
                                                         n_bootstrap=min(n_bootstrap, 200), memo=memo))
-        return fc, _guarded(out, "extrapolation", lambda: extrapolation(table.copy(), flops_per_token=fpt, memo=memo))
+        return fc, _guarded(out, "extrapolation", lambda: extrapolation(table.copy(), flops_per_token=fpt, memo=memo,
+                                                                        delta=a3_cons.delta))
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="held-back") as pool:
             held = pool.submit(held_back)
             res = fit_approaches(table, horizon_curves(table), flops_per_token=fpt, budgets=cfg.budgets,
-                                 n_bootstrap=n_bootstrap, vpnls=True)
+                                 n_bootstrap=n_bootstrap, vpnls=True, constraints=a3_cons)
             fc, ext = held.result()
         if ahead is not None:
             ahead.join()

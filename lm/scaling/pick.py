@@ -108,7 +108,9 @@ def _frontier_champion(opt: pd.DataFrame, names: list[str]) -> tuple[str | None,
     return best, ""
 
 
-def _a3_champion(pred: pd.DataFrame, names: list[str]) -> str | None:
+def a3_champion(pred: pd.DataFrame, names: list[str]) -> str | None:
+    """Approach 3's champion among `names` (module doc, step 2): the lowest mean |relative error| over
+    its later optima and runs on the splits all of them fitted; None where none forecast a split."""
     sub, _ = _common(pred, names)
     means = _mean_error(sub, names)
     return str(means.idxmin()) if len(means) else None
@@ -140,7 +142,7 @@ def pick_candidate(table: pd.DataFrame, pred: pd.DataFrame, eligible: list):
     opt = pred[pred["kind"] == "optimum"]
     fr, notes = _frontier_champion(opt, [c.name for c in eligible if c.kind == "frontier"])
     a3_names = [c.name for c in eligible if c.kind == "a3"]
-    a3 = _a3_champion(pred, a3_names) if a3_names else None
+    a3 = a3_champion(pred, a3_names) if a3_names else None
     if a3 is None and fr is None:
         return None, "no identified candidate forecast an observed optimum"
     naive = table.loc[table["baseline"], "mean_error"]

@@ -42,10 +42,10 @@ import numpy as np
 import pandas as pd
 
 from lm.scaling.calibrate import calibrated, standardized
-from lm.scaling.candidates import CANDIDATES, NAIVE, Model, fit_candidates
+from lm.scaling.candidates import CANDIDATES, NAIVE, Candidate, Model, fit_candidates
 from lm.scaling.forecast import observed_optimum
 from lm.scaling.frontier import frontier_minima, prepare_minima
-from lm.scaling.pick import pick_candidate
+from lm.scaling.pick import a3_champion, pick_candidate
 from lm.scaling.results import budgets_of, prepare_results, table_shape
 
 
@@ -178,6 +178,15 @@ class Choice:
     @property
     def model(self) -> Model | None:
         return self.models.get(self.chosen) if self.chosen else None
+
+    def a3_champion(self) -> Candidate | None:
+        """Approach 3's candidate (fitter and Huber delta) whose walk-forward forecasts of later optima
+        and runs were best (pick.a3_champion), among those identified on the whole table that forecast
+        a split; None where there is none. Whether Approach 3 is the law chosen is `chosen`."""
+        names = [n for n, m in self.models.items() if m.candidate.kind == "a3" and m.identified
+                 and (self.predictions["candidate"] == n).any()]
+        best = a3_champion(self.predictions, names) if names else None
+        return self.models[best].candidate if best else None
 
     def forecast(self, C, level: float | None = None, name: str | None = None) -> pd.DataFrame:
         """budget, N, D, loss, lo, hi at budgets C [m] from the chosen law (or candidate `name`).

@@ -108,6 +108,23 @@ def test_cli_plan_status_and_bad_input(tmp_path):
     assert out.returncode == 2 and "gives its smallest size" in out.stderr and not os.path.exists(tmp_path / "c")
 
 
+def test_walk_forward_choice_needs_four_budgets_and_keeps_chinchillas_delta_without(tiny):
+    """Fewer than 4 budgets with an observed optimum: no walk-forward, Approach 3 keeps delta 1e-3,
+    and the report line says why."""
+    import numpy as np
+    import pandas as pd
+
+    from experiments.report import walk_forward_choice
+    from lm.scaling.laws import ChinchillaLaw
+    law = ChinchillaLaw(E=1.3, A=40.0, B=300.0, alpha=0.35, beta=0.40)
+    rows = [dict(N=n, D=c / (6 * n), C=c, budget=c, loss=law.loss(n, c / (6 * n)))
+            for c in (1e10, 3e10, 1e11) for n in law.optimal(c)[0] * np.geomspace(0.25, 4, 7)]
+    out = {}
+    choice, cons, lines = walk_forward_choice(pd.DataFrame(rows), None, out)
+    assert choice is None and cons.delta == 1e-3 and out["walk_forward"]["chosen"] is None
+    assert "Walk-forward model choice: not run (walk-forward needs >= 4 budgets" in lines[0], lines
+
+
 def test_report_fits_all_approaches_from_the_table(tmp_path, tiny, capsys):
     """The report on a table drawn from a known law: Approaches 1-3 with intervals, E beside the
     floor, the extrapolation check, the WSD comparison and the plots."""
@@ -157,6 +174,12 @@ def test_report_fits_all_approaches_from_the_table(tmp_path, tiny, capsys):
         return abs(estimate - truth) <= min(0.1, hi - lo)
 
     assert near(out["E"]["value"], E, out["E"]["lo"], out["E"]["hi"]), out["E"]
+    # The walk-forward choice on the same table (4 budgets: fit on 3, forecast the 4th) sets Approach
+    # 3's Huber delta: the delta of its Approach 3 candidate whose later forecasts missed least.
+    from lm.scaling.candidates import DELTAS
+    wf = out["walk_forward"]
+    assert "Walk-forward model choice (runs table; 1 splits" in text and wf["a3_delta"] in DELTAS, wf
+    assert "Approach 3 below is fitted with" in text and out["approach3_objective"]["delta"] == wf["a3_delta"]
     # The frontier law's E, a second estimate of the same floor, printed beside Approach 3's.
     assert "the frontier law's E = " in text and out["E_frontier"]["lo"] <= out["E_frontier"]["value"] <= out["E_frontier"]["hi"]
     a_true = beta / (alpha + beta)

@@ -86,6 +86,19 @@ def test_choose_is_deterministic_and_prints_the_baseline():
     assert a.n_opt(1e22)[0] == pytest.approx(LAW.optimal(1e22)[0], rel=0.3)
 
 
+def test_a3_champion_is_the_approach3_candidate_with_the_lowest_later_error():
+    """Choice.a3_champion: among Approach 3's candidates (fitter x Huber delta) the one whose
+    forecasts of later optima and runs missed least (pooled mean |relative error|); None where the
+    table has no Approach 3 candidate (a minima table)."""
+    ch = choose(runs_table(budgets=np.geomspace(1e18, 1e21, 5), sizes=5), candidates=FAST)
+    a3 = ch.predictions[ch.predictions["candidate"].str.startswith("Approach 3")]
+    errors = a3.assign(e=a3["rel_error"].abs()).groupby("candidate")["e"].mean()
+    assert len(errors) == 2 and set(a3.groupby("candidate")["origin"].nunique()) == {2}   # same splits
+    champ = ch.a3_champion()
+    assert champ.kind == "a3" and champ.name == errors.idxmin(), (champ, errors)
+    assert choose(minima_table(), candidates=FAST).a3_champion() is None
+
+
 def test_holdout_and_forecast_rows():
     t = runs_table(seed=1, budgets=np.geomspace(1e18, 1e21, 6))
     data = split_data(t)
