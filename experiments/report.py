@@ -252,7 +252,8 @@ def walk_forward_choice(table, fpt, out: dict[str, Any]):
     forecasts of the larger ones) and the objective Approach 3 is fitted with from it, the Huber delta
     of its best Approach 3 candidate (the one whose forecasts of later optima and runs missed least).
     Chinchilla's delta 1e-3 where the walk-forward cannot run (fewer than 4 budgets with an observed
-    optimum) or no Approach 3 candidate forecast a split. Into out: "walk_forward"."""
+    optimum; or it failed, which the line says) or no Approach 3 candidate forecast a split. Into
+    out: "walk_forward"."""
     import warnings
 
     from lm.scaling.constraints import FitConstraints
@@ -264,9 +265,10 @@ def walk_forward_choice(table, fpt, out: dict[str, Any]):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             choice = choose(table, flops_per_token=fpt)
-    except ValueError as err:
-        out["walk_forward"] = dict(chosen=None, reason=str(err), a3_delta=default.delta)
-        return None, default, [f"Walk-forward model choice: not run ({err}); Approach 3 keeps Chinchilla's "
+    except Exception as err:  # noqa: BLE001 - a failed choice never hides the approaches' fits
+        why = str(err) if isinstance(err, ValueError) else f"FAILED: {type(err).__name__}: {err}"
+        out["walk_forward"] = dict(chosen=None, reason=why, a3_delta=default.delta)
+        return None, default, [f"Walk-forward model choice: not run ({why}); Approach 3 keeps Chinchilla's "
                                f"Huber delta {default.delta:g}"]
     champ = choice.a3_champion()
     cons = FitConstraints(delta=champ.delta) if champ is not None else default

@@ -108,7 +108,7 @@ def test_cli_plan_status_and_bad_input(tmp_path):
     assert out.returncode == 2 and "gives its smallest size" in out.stderr and not os.path.exists(tmp_path / "c")
 
 
-def test_walk_forward_choice_needs_four_budgets_and_keeps_chinchillas_delta_without(tiny):
+def test_walk_forward_choice_needs_four_budgets_and_keeps_chinchillas_delta_without(tiny, monkeypatch):
     """Fewer than 4 budgets with an observed optimum: no walk-forward, Approach 3 keeps delta 1e-3,
     and the report line says why."""
     import numpy as np
@@ -123,6 +123,15 @@ def test_walk_forward_choice_needs_four_budgets_and_keeps_chinchillas_delta_with
     choice, cons, lines = walk_forward_choice(pd.DataFrame(rows), None, out)
     assert choice is None and cons.delta == 1e-3 and out["walk_forward"]["chosen"] is None
     assert "Walk-forward model choice: not run (walk-forward needs >= 4 budgets" in lines[0], lines
+    # Any other failure of the choice is named and leaves the approaches' fits to run.
+    import lm.scaling.walkforward as wf
+
+    def broken(*args, **kwargs):
+        raise FloatingPointError("overflow in the frontier fit")
+    monkeypatch.setattr(wf, "choose", broken)
+    choice, cons, lines = walk_forward_choice(pd.DataFrame(rows), None, out)
+    assert choice is None and cons.delta == 1e-3
+    assert "not run (FAILED: FloatingPointError: overflow in the frontier fit)" in lines[0], lines
 
 
 def test_report_fits_all_approaches_from_the_table(tmp_path, tiny, capsys):
