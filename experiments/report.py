@@ -281,6 +281,25 @@ def walk_forward_choice(table, fpt, out: dict[str, Any]):
     return choice, cons, [choice.summary(), f"Approach 3 below is fitted with {describe_delta(cons.delta)} on log loss: {why}"]
 
 
+def _a3_verdict(choice) -> str:
+    """Why Approach 3's E is not the one to trust when the walk-forward chose another law ("" when it
+    chose Approach 3): its forecasts of later runs failed pick.a3_checks, or the other law forecast
+    later optima better."""
+    from lm.scaling.pick import a3_checks
+
+    if choice.model.candidate.kind == "a3":
+        return ""
+    champ = choice.a3_champion()
+    if champ is None:
+        return ": no Approach 3 fit forecast a later budget"
+    pred = choice.predictions
+    passed, why = a3_checks(pred[(pred["candidate"] == champ.name) & (pred["kind"] == "run")])
+    if not passed:
+        return f": Approach 3's law failed its forecasts of later runs ({why}), so its E is a parameter of a form " \
+               "these data reject"
+    return ": it forecast later budgets' optima better than Approach 3, whose runs passed their checks"
+
+
 def _model_E(model) -> float | None:
     """The irreducible loss of a walk-forward Model's law (Approach 3's E or the frontier law's)."""
     if model is None:
@@ -310,10 +329,10 @@ def _law_lines(res, ext, frame, out: dict[str, Any], choice=None) -> list[str]:
     if choice is not None and choice.model is not None:
         # Which E to believe: the law whose forecasts of budgets it had not seen held best.
         e = _model_E(choice.model)
-        lines.append(f"  the walk-forward's choice, {choice.chosen}, has E = {e:.4g}"
+        own = " (its own fit, on parabola minima through up to 5 sizes)" if choice.model.candidate.kind == "frontier" else ""
+        lines.append(f"  the walk-forward's choice, {choice.chosen}{own}, has E = {e:.4f}"
                      + (f" (E - floor = {e - floor:+.4f}, {100 * (e - floor) / floor:+.1f} %)" if floor is not None else "")
-                     + (": Approach 3's law failed its forecasts of later runs, so its E is a parameter of a form "
-                        "these data reject" if choice.model.candidate.kind != "a3" else ""))
+                     + _a3_verdict(choice))
     out["entropy_floor"] = floor
     out["exponents"] = res.exponents_table().to_dict("records")
     out["allocations"] = res.allocation_table().to_dict("records")
