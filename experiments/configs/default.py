@@ -4,9 +4,11 @@ Adaptive design (experiments.adaptive): the 6 budgets train in ascending stages;
 centred on the prior of 50 tokens per parameter, every later stage on the forecast of N_opt(C)
 from the stages before it (preregistered in forecasts.jsonl from stage 3 on), and a stage whose
 parabola minimum falls at an edge of its sizes adds sizes on that side before the next stage. The
-sizes come from one ladder over 2e3..1.2e6 parameters at ratio sqrt(2): 6 per stage over the spread
-N*/3 .. 3 N* (about one per rung; 5 skipped rungs: on two seeds, 6 sizes cut Approach 3's walk-forward
-misses of later budgets' optima from 4.3-5.8 % to 2.5-3.7 %, for 10 more runs, about a minute).
+sizes come from one ladder over 2e3..1.2e6 parameters (ratio window^(2/(per_budget-1)) = 1.32, at these
+widths every d_model step of 4): 6 per stage over the spread N*/3 .. 3 N*, or every feasible rung where
+there are fewer (the smallest budget trains 5: d8-d24, the shapes that get >= 200 steps). On two seeds,
+6 sizes (5 before, on a sqrt(2) ladder) cut Approach 3's walk-forward misses of later budgets' optima
+from 4.3-5.8 % to 2.5-3.7 %, for 10 more runs, about a minute.
 Stages 1-2 train every size with 3 seeds, stages 3-5 with 2 and stage 6 with 1
 (adaptive.seeds_first_stages, adaptive.seeds_later_stages; replicas '<id>-s1', '<id>-s2' vary the
 init and the data stream) and the fits use their mean: one run's loss moves by up to 0.12 nats with

@@ -60,11 +60,16 @@ def test_infeasible_points_are_dropped_with_the_reason(tiny):
 
 
 def test_range_gives_k_distinct_feasible_sizes_per_budget():
+    """per_budget distinct feasible sizes for every budget, or every feasible rung of the ladder where
+    it has fewer (the default's smallest budget: 5 shapes, d8-d24, train >= min_steps steps), and
+    never fewer than 5, what a parabola through its minimum needs."""
+    from experiments.adaptive import rungs
     cfg = configs.load("default")
     plan = make_plan(cfg)
     for budget in cfg.budgets:
         shapes = shapes_for_budget(cfg, budget)
-        assert len(shapes) == cfg.sizes.per_budget == len({s.name for s in shapes})
+        k = min(cfg.sizes.per_budget, len(rungs(cfg, budget)))
+        assert len(shapes) == k == len({s.name for s in shapes}) and k >= 5, (budget, [s.name for s in shapes])
         assert all(r.steps >= cfg.min_steps for r in plan.runs if r.budget == budget)
     assert max(cfg.budgets) / min(cfg.budgets) >= 100 and len(cfg.budgets) >= 5
 
