@@ -414,7 +414,7 @@ def _fit_all(table, fpt, cfg, n_bootstrap: int, out: dict[str, Any], cons=None):
 
     from lm.scaling.constraints import FitConstraints
     a3_cons = cons if cons is not None else FitConstraints()
-    ahead = _compile_ahead(table, fpt, n_bootstrap)
+    ahead = _compile_ahead(table, fpt, n_bootstrap, a3_cons)
 
     def held_back():
         memo: dict = {}  # the extrapolation's grid fit is the forecast's k = 1 fit: run once
@@ -435,12 +435,13 @@ def _fit_all(table, fpt, cfg, n_bootstrap: int, out: dict[str, Any], cons=None):
     return res, fc, ext, sorted({str(w.message) for w in caught})   # once each, whichever thread warned
 
 
-def _compile_ahead(table, fpt, n_bootstrap: int):
-    """Start compiling the fits' L-BFGS programs (Approach 3's grid fit, the offset laws': the
-    frontier's and the loss-vs-compute figure's) in a background thread (lm.scaling.pipeline)."""
+def _compile_ahead(table, fpt, n_bootstrap: int, cons):
+    """Start compiling the fits' L-BFGS programs (Approach 3's grid fit under its objective `cons`, the
+    offset laws': the frontier's and the loss-vs-compute figure's) in a background thread
+    (lm.scaling.pipeline)."""
     from lm.scaling.fitoptions import FitOptions
     from lm.scaling.pipeline import compile_fits_ahead, offset_points
-    opts = FitOptions(bootstrap=n_bootstrap)
+    opts = FitOptions(bootstrap=n_bootstrap, constraints=cons)
     try:
         return compile_fits_ahead(len(table), offset_points(table, "runs", opts, fpt, figure=True), opts)
     except ValueError:  # a table the fits refuse: they say why themselves
